@@ -1,0 +1,64 @@
+"""The command line: parse, call, print. No training logic lives here.
+
+A UserError (bad config, data or run folder) prints one line and exits with code 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from digitlab import __version__
+from digitlab.errors import UserError
+
+
+class Group(click.Group):
+    """Turns UserError into a one-line message and exit code 2."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except UserError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+
+
+@click.group(cls=Group)
+@click.version_option(__version__, prog_name="digitlab")
+def main():
+    """digitlab: neural-network experiments on handwritten digits, with a from-scratch numpy engine."""
+
+
+@main.command()
+@click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a config key (YAML value); dotted paths reach into lists: model.2.dropout=0.3")
+@click.option("--runs-dir", default="runs", show_default=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder that receives the run folder.")
+@click.option("--name", help="Run name (default: the config's name).")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), help="Random seed (overrides the config's).")
+@click.option("--quiet", is_flag=True, help="Print only the run folder's path.")
+def train(config, overrides, runs_dir, name, seed, quiet):
+    """Train CONFIG (a YAML file) into a new folder under --runs-dir; the last line printed is its path."""
+    from digitlab.config import load_config
+    from digitlab.experiment import train as run_training
+
+    extra = tuple(overrides) + ((f"name={name}",) if name else ()) + ((f"seed={seed}",) if seed is not None else ())
+    cfg = load_config(config, extra)
+    run = run_training(cfg, runs_dir, quiet=quiet)
+    status = run.status()
+    click.echo(str(run.path))
+    if status != "complete":
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+def evaluate(run_dir):
+    """Reload RUN_DIR's model.npz and recompute its test metrics."""
+    from digitlab.experiment import evaluate_run
+
+    result = evaluate_run(run_dir)
+    click.echo(f"test_accuracy {result['test_accuracy']:.6f}  test_loss {result['test_loss']:.6f}")

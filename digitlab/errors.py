@@ -1,0 +1,27 @@
+"""The errors a user can cause: each is one line that names the file, the key and what was expected.
+
+The CLI prints them without a traceback and exits with code 2; anything else is a bug in digitlab.
+"""
+
+
+class UserError(Exception):
+    """Bad input from the user (a config, a data file, a run folder). Exit code 2."""
+
+    exit_code = 2
+
+
+class ConfigError(UserError):
+    """A config value that is missing, of the wrong type or out of range."""
+
+    def __init__(self, source, key, message):
+        self.source, self.key, self.message = source, key, message
+        where = f"{source}: {key}" if key else str(source)
+        super().__init__(f"{where}: {message}")
+
+
+class DataError(UserError):
+    """A data file that is missing, corrupt, truncated or inconsistent."""
+
+
+class RunError(UserError):
+    """A run folder that is missing, incomplete or does not match what is asked of it."""

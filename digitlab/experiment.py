@@ -1,0 +1,239 @@
+"""One experiment, from a resolved config to a complete run folder.
+
+`prepare` turns a config into data, model, loss and optimizer, all drawn from one seeded Generator;
+`train` runs the Learner with the callbacks that report progress and write the run folder as it goes, then
+writes the final summary, confusion matrix, plots and weights.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from digitlab import __version__, plots
+from digitlab.config import IMAGE_SHAPE, dump, layer_specs, validate
+from digitlab.data import DataLoader, DigitData, Sampler, load_digits
+from digitlab.errors import RunError
+from digitlab.metrics import confusion_matrix, evaluate, precision_recall
+from digitlab.nn import LOSSES, OPTIMIZERS, Loss, Optimizer, Sequential, build_model
+from digitlab.runs import RunFolder, command_line, environment, utc_now
+from digitlab.train import Callback, Evaluate, Learner, ProgressBar, TerminateOnNaN
+
+
+class Console:
+    """Lines for the user: printed to stdout (unless quiet) and kept in the run's log.txt."""
+
+    def __init__(self, quiet: bool = False):
+        self.quiet, self.log_path = quiet, None
+        self.pending: list[str] = []
+
+    def attach(self, run: RunFolder) -> None:
+        self.log_path = run / "log.txt"
+        for line in self.pending:
+            self._log(line)
+        self.pending.clear()
+
+    def echo(self, line: str) -> None:
+        if not self.quiet:
+            print(line, flush=True)
+        if self.log_path is None:
+            self.pending.append(line)
+        else:
+            self._log(line)
+
+    def _log(self, line: str) -> None:
+        with open(self.log_path, "a", encoding="utf-8") as f:
+            f.write(line + "\n")
+
+
+@dataclass
+class Setup:
+    """Everything a config builds, before training."""
+
+    cfg: dict
+    data: DigitData
+    model: Sequential
+    loss_fn: Loss
+    optimizer: Optimizer
+    rng: np.random.Generator
+
+    def inputs(self, split) -> np.ndarray:
+        """A split's images in the shape the model takes: a view, no copy."""
+        return split.x.reshape((len(split),) + self.model.in_shape)
+
+
+def make_optimizer(cfg: dict, model: Sequential) -> Optimizer:
+    opts = {k: v for k, v in cfg["optimizer"].items() if k != "name"}
+    if "betas" in opts:
+        opts["betas"] = tuple(opts["betas"])
+    return OPTIMIZERS[cfg["optimizer"]["name"]](model.parameters(), **opts)
+
+
+def prepare(cfg: dict) -> Setup:
+    """Data, model, loss and optimizer of a validated config. One Generator, seeded by the config, draws the
+    validation split, the training subset, the initial weights, and (later) every shuffle and dropout mask."""
+    rng = np.random.default_rng(cfg["seed"])
+    data_cfg = cfg["data"]
+    data = load_digits(data_cfg["digits"], data_cfg["validation"], data_cfg["limit"], data_cfg["path"], rng)
+    loss_fn = LOSSES[cfg["loss"]]()
+    model = build_model(layer_specs(cfg), IMAGE_SHAPE, loss_fn.fuses)
+    model.reset_parameters(rng)
+    return Setup(cfg, data, model, loss_fn, make_optimizer(cfg, model), rng)
+
+
+class EpochLogger(Callback):
+    """One line per epoch: losses and accuracies of each split, and the epoch's seconds."""
+
+    def __init__(self, console: Console, epochs: int):
+        self.console, self.epochs = console, epochs
+
+    def on_epoch_begin(self, epoch, logs):
+        self.started = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs):
+        logs["seconds"] = time.perf_counter() - self.started
+        parts = [f"epoch {epoch:>{len(str(self.epochs))}}/{self.epochs}"]
+        for split in ("train", "val", "test"):
+            if f"{split}_loss" in logs:
+                parts.append(f"{split} loss {logs[f'{split}_loss']:.4f} acc {logs[f'{split}_accuracy']:.4f}")
+        parts.append(f"{logs['seconds']:.1f}s")
+        self.console.echo("  ".join(parts))
+        if logs.get("diverged"):
+            d = logs["diverged"]
+            self.console.echo(f"loss became {d['loss']} at epoch {d['epoch']}, batch {d['batch']}: "
+                              f"the run diverged; try a lower optimizer.lr")
+
+
+class RunWriter(Callback):
+    """Writes each epoch's metrics row and refreshes run.json's heartbeat."""
+
+    def __init__(self, run: RunFolder):
+        self.run = run
+
+    def on_epoch_end(self, epoch, logs):
+        self.run.append_metrics(logs)
+        self.run.update_status(epoch=epoch)
+
+
+def train(cfg: dict, runs_dir: str | Path = "runs", quiet: bool = False, progress: bool = True) -> RunFolder:
+    """Train a validated config into a new run folder under runs_dir and return it."""
+    console = Console(quiet)
+    setup = prepare(cfg)
+    run = RunFolder.create(runs_dir, cfg["name"])
+    console.attach(run)
+    run.write("config.yaml", dump(cfg))
+    started = time.time()
+    run.update_status(status="running", started=utc_now(), command=command_line(), seed=cfg["seed"],
+                      **environment())
+    sizes = setup.data.sizes()
+    console.echo(f"{cfg['name']}: digits {cfg['data']['digits']}, {sizes['train']} train / {sizes['val']} val / "
+                 f"{sizes['test']} test images, {setup.model.num_parameters()} parameters -> {run.path}")
+    splits = {"train": (setup.inputs(setup.data.train), setup.data.train.y)}
+    if setup.data.val is not None:
+        splits["val"] = (setup.inputs(setup.data.val), setup.data.val.y)
+    splits["test"] = (setup.inputs(setup.data.test), setup.data.test.y)
+
+    x_train = splits["train"][0]
+    targets = setup.loss_fn.targets(setup.data.train.y, setup.model.out_shape[0])
+    loader = DataLoader((x_train, targets), Sampler(len(x_train), cfg["batch_size"], shuffle=True, rng=setup.rng))
+    nan_guard = TerminateOnNaN()
+    callbacks = [nan_guard, Evaluate(splits), ProgressBar(cfg["epochs"], progress and not quiet),
+                 EpochLogger(console, cfg["epochs"]), RunWriter(run)]
+    learner = Learner(setup.model, setup.loss_fn, setup.optimizer, loader, callbacks)
+    try:
+        learner.fit(cfg["epochs"])
+    except BaseException as exc:
+        run.update_status(status="failed", ended=utc_now(), error=f"{type(exc).__name__}: {exc}")
+        console.log_path and open(console.log_path, "a").write(traceback.format_exc())
+        raise
+    if nan_guard.diverged:
+        run.update_status(status="diverged", ended=utc_now(), diverged=nan_guard.diverged,
+                          hint="lower optimizer.lr")
+        return run
+    finish(run, setup, splits, time.time() - started)
+    run.update_status(status="complete", ended=utc_now())
+    console.echo(f"test accuracy {json.loads((run / 'summary.json').read_text())['test_accuracy']:.4f}")
+    return run
+
+
+def finish(run: RunFolder, setup: Setup, splits: dict, seconds: float) -> dict:
+    """The final artefacts: summary.json, confusion.csv/png, curves, failures, embedding, model.npz."""
+    cfg, model, classes = setup.cfg, setup.model, setup.data.classes
+    rows = run.read_metrics()
+    x_test, y_test = splits["test"]
+    test = evaluate(model, setup.loss_fn, x_test, y_test)
+    train = evaluate(model, setup.loss_fn, *splits["train"])
+    cm = confusion_matrix(y_test, test["predictions"], len(classes))
+    precision, recall = precision_recall(cm)
+    summary = {
+        "name": cfg["name"], "test_accuracy": test["accuracy"], "test_loss": test["loss"],
+        "train_accuracy": train["accuracy"], "train_loss": train["loss"],
+        "epochs": len(rows), "seconds": round(seconds, 3), "params": model.num_parameters(),
+        "dataset_sizes": setup.data.sizes(), "classes": classes,
+        "precision": {str(c): round(float(p), 6) for c, p in zip(classes, precision)},
+        "recall": {str(c): round(float(r), 6) for c, r in zip(classes, recall)},
+    }
+    if "val" in splits:
+        val = evaluate(model, setup.loss_fn, *splits["val"])
+        summary["val_accuracy"], summary["val_loss"] = val["accuracy"], val["loss"]
+        scored = [r for r in rows if r.get("val_accuracy") is not None]
+        if scored:
+            best = max(scored, key=lambda r: r["val_accuracy"])
+            summary["best_epoch"], summary["best_val_accuracy"] = best["epoch"], best["val_accuracy"]
+    header = "true\\predicted," + ",".join(str(c) for c in classes)
+    lines = [header] + [f"{c}," + ",".join(str(int(v)) for v in row) for c, row in zip(classes, cm)]
+    run.write("confusion.csv", "\n".join(lines) + "\n")
+    run.save_figure("confusion.png", plots.confusion(cm, classes))
+    run.save_figure("curves.png", plots.curves(rows, title=cfg["name"]))
+    run.save_figure("failures.png", plots.failures(x_test, y_test, test["predictions"], classes))
+    figure = plots.embedding(model, x_test, y_test, classes)
+    if figure is not None:
+        run.save_figure("embedding.png", figure)
+    save_model(run, model, cfg)
+    run.write_json("summary.json", summary)
+    return summary
+
+
+def save_model(run: RunFolder, model: Sequential, cfg: dict, name: str = "model.npz") -> None:
+    meta = {"layers": model.architecture(), "in_shape": list(model.in_shape), "loss": cfg["loss"],
+            "classes": cfg["data"]["digits"], "digitlab": __version__}
+    run.save_npz(name, {**model.state_dict(), "__architecture__": np.array(json.dumps(meta))})
+
+
+def load_model(path: Path, cfg: dict) -> Sequential:
+    """The model saved in a model.npz, checked against the config it was trained from."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+        meta = json.loads(str(arrays.pop("__architecture__")))
+        layers = meta["layers"]
+    except FileNotFoundError:
+        raise RunError(f"{path}: file not found") from None
+    except Exception as exc:  # zip, JSON or key errors all mean the same thing to a user
+        raise RunError(f"{path}: not a digitlab model file or damaged ({type(exc).__name__}: {exc})") from None
+    spec_cfg = validate({**cfg, "model": layers}, str(path))
+    model = build_model(layer_specs(spec_cfg), IMAGE_SHAPE, LOSSES[cfg["loss"]].fuses)
+    try:
+        model.load_state_dict(arrays)
+    except ValueError as exc:
+        raise RunError(f"{path}: {exc}") from None
+    return model
+
+
+def evaluate_run(run_dir: str | Path) -> dict:
+    """Recompute a finished run's test metrics from its model.npz and config.yaml."""
+    run = RunFolder.open(run_dir)
+    from digitlab.config import load_config
+    cfg = load_config(run / "config.yaml")
+    cfg["data"]["limit"] = cfg["data"]["limit"]
+    setup_data = load_digits(cfg["data"]["digits"], 0.0, None, cfg["data"]["path"])
+    model = load_model(run / "model.npz", cfg)
+    x = setup_data.test.x.reshape((len(setup_data.test),) + model.in_shape)
+    result = evaluate(model, LOSSES[cfg["loss"]](), x, setup_data.test.y)
+    return {"test_accuracy": result["accuracy"], "test_loss": result["loss"]}

@@ -1,0 +1,42 @@
+"""Metrics: evaluation of a model over a whole split in large batches, accuracy, confusion, precision/recall."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from digitlab.nn import Loss, Sequential, predict_classes
+
+EVAL_BATCH = 2000
+
+
+def evaluate(model: Sequential, loss_fn: Loss, x: np.ndarray, y: np.ndarray,
+             batch_size: int = EVAL_BATCH) -> dict:
+    """Mean loss, accuracy and predicted classes of `model` (in evaluation mode) on inputs x, classes y."""
+    was_training = model.training
+    model.eval()
+    n_out = model.out_shape[0]
+    total, predictions = 0.0, np.empty(len(y), dtype=np.int64)
+    for start in range(0, len(y), batch_size):
+        xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+        out = model.forward(xb)
+        total += loss_fn.forward(out, loss_fn.targets(yb, n_out)) * len(yb)
+        probs = model.output_activation.forward(out) if model.output_activation is not None else out
+        predictions[start:start + len(yb)] = predict_classes(probs)
+    model.train(was_training)
+    n = max(len(y), 1)
+    return {"loss": total / n, "accuracy": float(np.mean(predictions == y)) if len(y) else float("nan"),
+            "predictions": predictions}
+
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
+    """counts[i, j]: how many samples of class i were predicted as class j."""
+    return np.bincount(y_true * n_classes + y_pred, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+
+
+def precision_recall(confusion: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per class: precision = right / predicted as it, recall = right / truly it (0 where undefined)."""
+    right = np.diag(confusion).astype(np.float64)
+    predicted, actual = confusion.sum(axis=0), confusion.sum(axis=1)
+    precision = np.divide(right, predicted, out=np.zeros_like(right), where=predicted > 0)
+    recall = np.divide(right, actual, out=np.zeros_like(right), where=actual > 0)
+    return precision, recall

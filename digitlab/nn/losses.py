@@ -1,0 +1,92 @@
+"""Losses, each fused with the output activation it pairs with, so that the gradient is simple and stable.
+
+`forward(outputs, targets)` returns the mean loss as a float; `backward()` returns dL/doutputs. A loss that
+fuses an activation (`fuses`) receives the pre-activation outputs (logits): the model stops before it.
+`targets(y, n_outputs)` turns class indices into what the loss compares against.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from digitlab.nn import functional as F
+from digitlab.nn.layers import Layer, Sigmoid, Softmax
+
+
+def binary_or_onehot(y: np.ndarray, n_outputs: int) -> np.ndarray:
+    """One output: 1.0 for class 0 (the first digit listed), 0.0 for class 1, as the course did (3 -> 1, 8 -> 0).
+    Several outputs: one-hot rows."""
+    if n_outputs == 1:
+        return (y == 0).astype(np.float32)[:, None]
+    onehot = np.zeros((len(y), n_outputs), dtype=np.float32)
+    onehot[np.arange(len(y)), y] = 1
+    return onehot
+
+
+def predict_classes(probabilities: np.ndarray) -> np.ndarray:
+    """Class indices from outputs: argmax for several outputs; for one, class 0 when it is >= 0.5."""
+    if probabilities.shape[1] == 1:
+        return (probabilities[:, 0] < 0.5).astype(np.int64)
+    return probabilities.argmax(axis=1)
+
+
+class Loss:
+    fuses: type[Layer] | None = None
+
+    def targets(self, y: np.ndarray, n_outputs: int) -> np.ndarray:
+        return binary_or_onehot(y, n_outputs)
+
+    def __call__(self, outputs, targets):
+        return self.forward(outputs, targets)
+
+
+class MSELoss(Loss):
+    """mean((y - t)^2) over all elements; dL/dy = 2 (y - t) / y.size."""
+
+    def forward(self, outputs, targets):
+        self.diff = outputs - targets
+        return float(np.mean(self.diff * self.diff))
+
+    def backward(self):
+        return self.diff * np.float32(2 / self.diff.size)
+
+
+class BCELoss(Loss):
+    """Binary cross-entropy on logits z, fused with the sigmoid (PyTorch's BCEWithLogitsLoss):
+    mean(softplus(z) - z t), stable for any z; dL/dz = (sigmoid(z) - t) / z.size."""
+
+    fuses = Sigmoid
+
+    def forward(self, logits, targets):
+        self.logits, self.t = logits, targets
+        return float(np.mean(F.softplus(logits) - logits * targets))
+
+    def backward(self):
+        grad = F.sigmoid(self.logits)
+        grad -= self.t
+        grad *= np.float32(1 / grad.size)
+        return grad
+
+
+class CrossEntropyLoss(Loss):
+    """Softmax cross-entropy on logits with integer class targets, as in PyTorch:
+    mean(logsumexp(z) - z[target]); dL/dz = (softmax(z) - onehot) / N."""
+
+    fuses = Softmax
+
+    def targets(self, y, n_outputs):
+        return y.astype(np.int64)
+
+    def forward(self, logits, targets):
+        self.logits, self.t = logits, targets
+        rows = np.arange(len(targets))
+        return float(np.mean(F.logsumexp(logits)[:, 0] - logits[rows, targets]))
+
+    def backward(self):
+        grad = F.softmax(self.logits)
+        grad[np.arange(len(self.t)), self.t] -= 1
+        grad *= np.float32(1 / len(self.t))
+        return grad
+
+
+LOSSES: dict[str, type[Loss]] = {"mse": MSELoss, "bce": BCELoss, "cross_entropy": CrossEntropyLoss}

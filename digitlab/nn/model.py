@@ -1,0 +1,157 @@
+"""Sequential: layers applied in order, with every parameter and gradient a view into one flat float32 buffer.
+
+One buffer means the optimizer updates the whole model with a few in-place ufuncs instead of a Python loop
+over arrays, and a checkpoint is two arrays. When the loss fuses the final activation (sigmoid with BCE,
+softmax with cross-entropy), that activation is kept as `output_activation`: `forward` stops before it and
+returns logits for the loss, `predict` applies it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from digitlab.nn.layers import LAYERS, Dropout, Layer, Parameter
+
+
+class ShapeError(ValueError):
+    """A layer that cannot take the shape the layer before it gives; `index` is its position in the model."""
+
+    def __init__(self, index: int, message: str):
+        self.index = index
+        super().__init__(message)
+
+
+class Parameters:
+    """The model's parameters: flat `data` and `grad` buffers, and named views into them ("0.weight", ...)."""
+
+    def __init__(self, shapes: dict[str, tuple[int, ...]]):
+        total = sum(math.prod(s) for s in shapes.values())
+        self.data = np.zeros(total, dtype=np.float32)
+        self.grad = np.zeros(total, dtype=np.float32)
+        self.named: dict[str, Parameter] = {}
+        offset = 0
+        for name, shape in shapes.items():
+            size = math.prod(shape)
+            self.named[name] = Parameter(self.data[offset:offset + size].reshape(shape),
+                                         self.grad[offset:offset + size].reshape(shape))
+            offset += size
+
+    def __len__(self) -> int:
+        return self.data.size
+
+    def __iter__(self):
+        return iter(self.named.values())
+
+
+class Sequential:
+    def __init__(self, layers: list[Layer], in_shape: tuple[int, ...], output_activation: Layer | None = None):
+        self.layers, self.in_shape, self.output_activation = layers, tuple(in_shape), output_activation
+        shape, shapes, self.layer_shapes = self.in_shape, {}, []
+        for i, layer in enumerate(layers):
+            try:
+                shape = layer.build(shape)
+            except ValueError as exc:
+                raise ShapeError(i, str(exc)) from None
+            self.layer_shapes.append(shape)
+            shapes.update({f"{i}.{k}": v for k, v in layer.param_shapes().items()})
+        self.out_shape = shape
+        if output_activation is not None:
+            output_activation.build(shape)
+        self.params = Parameters(shapes)
+        for i, layer in enumerate(layers):
+            layer.bind({k.split(".", 1)[1]: p for k, p in self.params.named.items() if k.split(".")[0] == str(i)})
+        first = next((layer for layer in layers if layer.param_shapes()), None)
+        if first is not None and layers.index(first) == 0:
+            first.needs_input_grad = False
+        self.training = True
+
+    # -- set-up ------------------------------------------------------------------------------------------
+    def reset_parameters(self, rng: np.random.Generator) -> None:
+        """Initialise every parameter from `rng`; dropout layers keep `rng` for their masks."""
+        for layer in self.layers:
+            layer.reset_parameters(rng)
+            if isinstance(layer, Dropout):
+                layer.rng = rng
+
+    def parameters(self) -> Parameters:
+        return self.params
+
+    def num_parameters(self) -> int:
+        return len(self.params)
+
+    def train(self, mode: bool = True) -> "Sequential":
+        self.training = mode
+        for layer in self.layers:
+            layer.training = mode
+        return self
+
+    def eval(self) -> "Sequential":
+        return self.train(False)
+
+    # -- the two passes -----------------------------------------------------------------------------------
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        for layer in self.layers:
+            x = layer.forward(x)
+        return x
+
+    def backward(self, grad: np.ndarray) -> None:
+        """Backpropagate dL/doutput; every parameter's .grad is overwritten (no zero_grad needed)."""
+        for layer in reversed(self.layers):
+            grad = layer.backward(grad)
+
+    __call__ = forward
+
+    def predict(self, x: np.ndarray, batch_size: int = 2000) -> np.ndarray:
+        """Outputs after the final activation, in evaluation mode, in large batches."""
+        was_training = self.training
+        self.eval()
+        outs = [self.forward(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
+        self.train(was_training)
+        out = np.concatenate(outs) if outs else np.empty((0,) + self.out_shape, np.float32)
+        return self.output_activation.forward(out) if self.output_activation is not None else out
+
+    # -- saving ---------------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, np.ndarray]:
+        return {name: p.data.copy() for name, p in self.params.named.items()}
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        expected = {name: p.shape for name, p in self.params.named.items()}
+        given = {name: tuple(np.shape(a)) for name, a in state.items()}
+        if expected != given:
+            raise ValueError(f"weights do not match the architecture: expected {expected}, got {given}")
+        for name, p in self.params.named.items():
+            p.data[...] = state[name]
+
+    def architecture(self) -> list:
+        """The layer list in config form, e.g. [{'linear': {'units': 100}}, 'relu', ...]."""
+        layers = self.layers + ([self.output_activation] if self.output_activation else [])
+        names = {cls: name for name, cls in reversed(list(LAYERS.items()))}
+        return [{names[type(l)]: l.spec()} if l.spec() else names[type(l)] for l in layers]
+
+    def __repr__(self) -> str:
+        inner = "\n".join(f"  ({i}) {layer!r}" for i, layer in enumerate(self.layers))
+        head = f"\n  (output) {self.output_activation!r}" if self.output_activation else ""
+        return f"Sequential(in_shape={self.in_shape},\n{inner}{head}\n)"
+
+
+def input_shape_for(first_layer: str, image_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """A model that starts with a dense layer sees flat images; any other sees (channels, rows, cols)."""
+    return (math.prod(image_shape),) if LAYERS.get(first_layer) is LAYERS["linear"] else tuple(image_shape)
+
+
+def build_model(layer_specs: list[tuple[str, dict]], image_shape: tuple[int, ...],
+                fuses: type[Layer] | None = None) -> Sequential:
+    """Layers from (name, options) pairs. A final activation of the type the loss fuses becomes the model's
+    output_activation (cross-entropy on a model that ends in logits gets an implicit softmax there), so that
+    `predict` always gives probabilities. Raises ShapeError naming the layer when shapes do not fit."""
+    layers = [LAYERS[name](**opts) for name, opts in layer_specs]
+    for layer, after in zip(layers, layers[1:] + [None]):
+        if getattr(layer, "init", "") is None:  # default: He before a ReLU, Xavier/Glorot otherwise
+            layer.init = "he" if isinstance(after, LAYERS["relu"]) else "xavier"
+    head = None
+    if fuses is not None:
+        head = layers.pop() if layers and isinstance(layers[-1], fuses) else fuses()
+    in_shape = input_shape_for(layer_specs[0][0], image_shape) if layer_specs else tuple(image_shape)
+    return Sequential(layers, in_shape, head)

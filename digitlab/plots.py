@@ -1,0 +1,128 @@
+"""Figures of a run, drawn with matplotlib's Agg backend (no display needed). Each function returns a Figure;
+the run folder saves it atomically.
+
+The embedding figure is the course notebooks' picture: the test set in the plane of the network's 2-unit layer,
+coloured by digit, over the probability that the rest of the network assigns to each point of that plane.
+"""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from digitlab.nn import Sequential  # noqa: E402
+
+SPLIT_STYLE = {"train": dict(color="tab:blue", ls="--"), "val": dict(color="tab:green", ls="-."),
+               "test": dict(color="tab:orange", ls="-")}
+
+
+def curves(rows: list[dict], title: str = "") -> plt.Figure:
+    """Loss and accuracy per epoch: train dashed, validation dash-dot, test solid."""
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    epochs = [r["epoch"] for r in rows]
+    for split, style in SPLIT_STYLE.items():
+        for ax, metric in ((ax_loss, "loss"), (ax_acc, "accuracy")):
+            values = [r.get(f"{split}_{metric}") for r in rows]
+            if any(v is not None for v in values):
+                ax.plot(epochs, [np.nan if v is None else v for v in values], marker="o", ms=3, label=split, **style)
+    ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def confusion(matrix: np.ndarray, classes: list[int], title: str = "test confusion") -> plt.Figure:
+    """Counts with true digits as rows and predicted digits as columns, each cell annotated."""
+    k = len(classes)
+    fig, ax = plt.subplots(figsize=(1.6 + 0.55 * k, 1.2 + 0.5 * k))
+    shown = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    ax.imshow(shown, cmap="Blues", vmin=0, vmax=1)
+    for i in range(k):
+        for j in range(k):
+            ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=8,
+                    color="white" if shown[i, j] > 0.5 else "black")
+    ax.set_xticks(range(k), [str(c) for c in classes])
+    ax.set_yticks(range(k), [str(c) for c in classes])
+    ax.set(xlabel="predicted", ylabel="true", title=title)
+    fig.tight_layout()
+    return fig
+
+
+def failures(images: np.ndarray, true: np.ndarray, predicted: np.ndarray, classes: list[int],
+             limit: int = 36) -> plt.Figure:
+    """A grid of misclassified images, each titled 'true vs predicted'."""
+    wrong = np.flatnonzero(true != predicted)[:limit]
+    cols = 6
+    rows = max(1, int(np.ceil(len(wrong) / cols)))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.5, rows * 1.7), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, i in zip(axes.flat, wrong):
+        ax.imshow(images[i].reshape(28, 28), cmap="gray_r", vmin=0, vmax=1)
+        ax.set_title(f"{classes[true[i]]} vs {classes[predicted[i]]}", fontsize=9)
+    total = int(np.sum(true != predicted))
+    fig.suptitle(f"misclassified test images: true vs predicted ({len(wrong)} of {total} shown)" if total
+                 else "no misclassified test images")
+    fig.tight_layout()
+    return fig
+
+
+def embedding_layer(model: Sequential) -> int | None:
+    """Index of the layer whose output is the network's 2-D plane: the end of the first run of 2-wide layers
+    before the output (so `linear: 2` followed by `tanh` is seen after the tanh), or None."""
+    start = None
+    for i, shape in enumerate(model.layer_shapes[:-1]):
+        if shape == (2,):
+            start = i
+        elif start is not None:
+            break
+    return start
+
+
+def embedding(model: Sequential, x: np.ndarray, y: np.ndarray, classes: list[int], limit: int = 5000) -> plt.Figure | None:
+    """The test set in the 2-unit layer's plane, coloured by digit, over the model's output in that plane:
+    P(first digit) contours for one sigmoid output, predicted-class regions otherwise."""
+    k = embedding_layer(model)
+    if k is None:
+        return None
+    model.eval()
+    head = model.layers[k + 1:]
+    z = x[:limit]
+    for layer in model.layers[:k + 1]:
+        z = layer.forward(z)
+    labels = y[:limit]
+    pad = 0.1 * (z.max(axis=0) - z.min(axis=0) + 1e-6)
+    lo, hi = z.min(axis=0) - pad, z.max(axis=0) + pad
+    gx, gy = np.meshgrid(np.linspace(lo[0], hi[0], 200), np.linspace(lo[1], hi[1], 200))
+    out = np.stack([gx.ravel(), gy.ravel()], axis=1).astype(np.float32)
+    for layer in head:
+        out = layer.forward(out)
+    if model.output_activation is not None:
+        out = model.output_activation.forward(out)
+    model.train()
+    fig, ax = plt.subplots(figsize=(7, 6))
+    cmap = plt.get_cmap("tab10")
+    if out.shape[1] == 1:
+        filled = ax.contourf(gx, gy, out[:, 0].reshape(gx.shape), levels=np.linspace(0, 1, 11), cmap="RdBu_r", alpha=0.35)
+        ax.contour(gx, gy, out[:, 0].reshape(gx.shape), levels=[0.5], colors="k", linewidths=1)
+        fig.colorbar(filled, ax=ax, label=f"P(digit {classes[0]})")
+    else:
+        region = out.argmax(axis=1).reshape(gx.shape)
+        ax.contourf(gx, gy, region, levels=np.arange(len(classes) + 1) - 0.5,
+                    colors=[cmap(i % 10) for i in range(len(classes))], alpha=0.18)
+    for c, digit in enumerate(classes):
+        pts = z[labels == c]
+        ax.scatter(pts[:, 0], pts[:, 1], s=4, alpha=0.6, color=cmap(c % 10), label=str(digit))
+    ax.legend(title="digit", markerscale=3, loc="best")
+    ax.set(xlabel="unit 1", ylabel="unit 2", title=f"test set in the 2-D layer (layer {k})")
+    fig.tight_layout()
+    return fig
