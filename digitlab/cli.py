@@ -62,3 +62,10 @@ def evaluate(run_dir):
 
     result = evaluate_run(run_dir)
     click.echo(f"test_accuracy {result['test_accuracy']:.6f}  test_loss {result['test_loss']:.6f}")
+
+
+# --- digitlab compare (issue 3) ---------------------------------------------------------------------------------
+
+# --- digitlab sweep (issue 3) -----------------------------------------------------------------------------------
+
+# --- digitlab bench (issue 4) -----------------------------------------------------------------------------------

@@ -312,18 +312,46 @@ def validate(raw: Any, source: str = "config") -> dict:
 def _check_optimizer(check: _Checker, raw) -> dict:
     if isinstance(raw, str):
         raw = {"name": raw}
-    opt = check.mapping(raw, "optimizer", ["name", "lr", "momentum", "nesterov", "weight_decay", "betas", "eps"])
+    opt = check.mapping(raw, "optimizer", ["name", "lr", "momentum", "nesterov", "weight_decay", "betas", "eps",
+                                           "schedule"])
     name = check.choice(opt.get("name", "sgd"), "optimizer.name", OPTIMIZERS)
-    allowed = ["name"] + list(OPTIMIZER_DEFAULTS[name])
+    allowed = ["name"] + list(OPTIMIZER_DEFAULTS[name]) + ["schedule"]
     check.mapping(opt, "optimizer", allowed)
-    resolved = {"name": name, **copy.deepcopy(OPTIMIZER_DEFAULTS[name]), **{k: v for k, v in opt.items() if k != "name"}}
+    resolved = {"name": name, **copy.deepcopy(OPTIMIZER_DEFAULTS[name]),
+                **{k: v for k, v in opt.items() if k not in ("name", "schedule")}}
     for key, rule in OPTIMIZER_OPTIONS[name].items():
         resolved[key] = _check_option(check, resolved[key], f"optimizer.{key}", rule)
+    if opt.get("schedule") is not None:
+        resolved["schedule"] = _check_schedule(check, opt["schedule"])
     if name == "adam":
         betas = resolved["betas"]
         if not isinstance(betas, list) or len(betas) != 2:
             check.fail("optimizer.betas", f"expected two numbers in [0, 1), e.g. [0.9, 0.999], got {_show(betas)}")
         resolved["betas"] = [check.number(b, f"optimizer.betas.{i}", 0, 1, high_open=True) for i, b in enumerate(betas)]
+    return resolved
+
+
+SCHEDULE_OPTIONS = {
+    "constant": {"warmup": ("number", 0, None)},
+    "step": {"step_size": ("integer", 1, None), "gamma": ("number", 0, 1, True), "warmup": ("number", 0, None)},
+    "cosine": {"warmup": ("number", 0, None)},
+}
+SCHEDULE_DEFAULTS = {"constant": {"warmup": 0}, "step": {"step_size": 10, "gamma": 0.1, "warmup": 0},
+                     "cosine": {"warmup": 0}}
+
+
+def _check_schedule(check: _Checker, raw) -> dict:
+    """optimizer.schedule: a name (cosine) or a mapping {name: step, step_size: 10, gamma: 0.1, warmup: 1}."""
+    if isinstance(raw, str):
+        raw = {"name": raw}
+    if not isinstance(raw, dict):
+        check.fail("optimizer.schedule", f"expected one of {', '.join(SCHEDULE_OPTIONS)} or a mapping with a name, "
+                                         f"got {_show(raw)}")
+    name = check.choice(raw.get("name"), "optimizer.schedule.name", SCHEDULE_OPTIONS)
+    check.mapping(raw, "optimizer.schedule", ["name"] + list(SCHEDULE_OPTIONS[name]))
+    resolved = {"name": name, **SCHEDULE_DEFAULTS[name], **{k: v for k, v in raw.items() if k != "name"}}
+    for key, rule in SCHEDULE_OPTIONS[name].items():
+        resolved[key] = _check_option(check, resolved[key], f"optimizer.schedule.{key}", rule)
     return resolved
 
 

@@ -22,8 +22,9 @@ from digitlab.data import DataLoader, DigitData, Sampler, load_digits
 from digitlab.errors import RunError
 from digitlab.metrics import confusion_matrix, evaluate, precision_recall
 from digitlab.nn import LOSSES, OPTIMIZERS, Loss, Optimizer, Sequential, build_model
+from digitlab.nn.schedules import SCHEDULES
 from digitlab.runs import RunFolder, command_line, environment, utc_now
-from digitlab.train import Callback, Evaluate, Learner, ProgressBar, TerminateOnNaN
+from digitlab.train import Callback, Evaluate, Learner, LRScheduler, ProgressBar, TerminateOnNaN
 
 
 class Console:
@@ -69,7 +70,7 @@ class Setup:
 
 
 def make_optimizer(cfg: dict, model: Sequential) -> Optimizer:
-    opts = {k: v for k, v in cfg["optimizer"].items() if k != "name"}
+    opts = {k: v for k, v in cfg["optimizer"].items() if k not in ("name", "schedule")}
     if "betas" in opts:
         opts["betas"] = tuple(opts["betas"])
     return OPTIMIZERS[cfg["optimizer"]["name"]](model.parameters(), **opts)
@@ -121,11 +122,13 @@ class RunWriter(Callback):
         self.run.update_status(epoch=epoch)
 
 
-def train(cfg: dict, runs_dir: str | Path = "runs", quiet: bool = False, progress: bool = True) -> RunFolder:
-    """Train a validated config into a new run folder under runs_dir and return it."""
+def train(cfg: dict, runs_dir: str | Path = "runs", quiet: bool = False, progress: bool = True,
+          run_dir: str | Path | None = None) -> RunFolder:
+    """Train a validated config into a new run folder and return it: runs_dir/<name>-<UTC time>, or exactly
+    `run_dir` when given (a sweep names its points' folders; it must not exist yet)."""
     console = Console(quiet)
     setup = prepare(cfg)
-    run = RunFolder.create(runs_dir, cfg["name"])
+    run = RunFolder.create(runs_dir, cfg["name"]) if run_dir is None else RunFolder.create_at(run_dir)
     console.attach(run)
     run.write("config.yaml", dump(cfg))
     started = time.time()
@@ -145,6 +148,10 @@ def train(cfg: dict, runs_dir: str | Path = "runs", quiet: bool = False, progres
     nan_guard = TerminateOnNaN()
     callbacks = [nan_guard, Evaluate(splits), ProgressBar(cfg["epochs"], progress and not quiet),
                  EpochLogger(console, cfg["epochs"]), RunWriter(run)]
+    schedule = cfg["optimizer"].get("schedule")
+    if schedule:
+        opts = {k: v for k, v in schedule.items() if k != "name"}
+        callbacks.insert(0, LRScheduler(SCHEDULES[schedule["name"]](cfg["optimizer"]["lr"], cfg["epochs"], **opts)))
     learner = Learner(setup.model, setup.loss_fn, setup.optimizer, loader, callbacks)
     try:
         learner.fit(cfg["epochs"])

@@ -101,6 +101,17 @@ class RunFolder:
         raise RunError(f"{runs_dir}: could not create a new run folder for {name}")
 
     @classmethod
+    def create_at(cls, path: str | os.PathLike) -> "RunFolder":
+        """Exactly `path`, which must not exist yet (its parent is created)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.mkdir()
+        except FileExistsError:
+            raise RunError(f"{path}: already exists; a run never reuses a folder") from None
+        return cls(path)
+
+    @classmethod
     def open(cls, path: str | os.PathLike) -> "RunFolder":
         run = cls(path)
         if not (run.path / "run.json").is_file() or not (run.path / "config.yaml").is_file():

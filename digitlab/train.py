@@ -121,6 +121,19 @@ class TerminateOnNaN(Callback):
             logs["diverged"] = self.diverged
 
 
+class LRScheduler(Callback):
+    """Sets the optimizer's lr before every batch from a schedule of fractional epochs (see nn.schedules)."""
+
+    def __init__(self, schedule):
+        self.schedule = schedule
+
+    def on_batch_begin(self, batch, logs):
+        self.learner.optimizer.lr = self.schedule(self.learner.epoch - 1 + batch / len(self.learner.loader))
+
+    def on_epoch_end(self, epoch, logs):
+        logs["lr"] = self.learner.optimizer.lr
+
+
 class ProgressBar(Callback):
     """A tqdm bar over the batches of each epoch with the running mean loss (on stderr, only on a terminal)."""
 

@@ -26,10 +26,10 @@ class ShapeError(ValueError):
 class Parameters:
     """The model's parameters: flat `data` and `grad` buffers, and named views into them ("0.weight", ...)."""
 
-    def __init__(self, shapes: dict[str, tuple[int, ...]]):
+    def __init__(self, shapes: dict[str, tuple[int, ...]], dtype=np.float32):
         total = sum(math.prod(s) for s in shapes.values())
-        self.data = np.zeros(total, dtype=np.float32)
-        self.grad = np.zeros(total, dtype=np.float32)
+        self.data = np.zeros(total, dtype=dtype)
+        self.grad = np.zeros(total, dtype=dtype)
         self.named: dict[str, Parameter] = {}
         offset = 0
         for name, shape in shapes.items():
@@ -46,7 +46,10 @@ class Parameters:
 
 
 class Sequential:
-    def __init__(self, layers: list[Layer], in_shape: tuple[int, ...], output_activation: Layer | None = None):
+    """Layers in order. `dtype` is float32 for training; the tests build float64 models to check gradients."""
+
+    def __init__(self, layers: list[Layer], in_shape: tuple[int, ...], output_activation: Layer | None = None,
+                 dtype=np.float32):
         self.layers, self.in_shape, self.output_activation = layers, tuple(in_shape), output_activation
         shape, shapes, self.layer_shapes = self.in_shape, {}, []
         for i, layer in enumerate(layers):
@@ -59,7 +62,7 @@ class Sequential:
         self.out_shape = shape
         if output_activation is not None:
             output_activation.build(shape)
-        self.params = Parameters(shapes)
+        self.params = Parameters(shapes, dtype)
         for i, layer in enumerate(layers):
             layer.bind({k.split(".", 1)[1]: p for k, p in self.params.named.items() if k.split(".")[0] == str(i)})
         first = next((layer for layer in layers if layer.param_shapes()), None)
@@ -142,7 +145,7 @@ def input_shape_for(first_layer: str, image_shape: tuple[int, ...]) -> tuple[int
 
 
 def build_model(layer_specs: list[tuple[str, dict]], image_shape: tuple[int, ...],
-                fuses: type[Layer] | None = None) -> Sequential:
+                fuses: type[Layer] | None = None, dtype=np.float32) -> Sequential:
     """Layers from (name, options) pairs. A final activation of the type the loss fuses becomes the model's
     output_activation (cross-entropy on a model that ends in logits gets an implicit softmax there), so that
     `predict` always gives probabilities. Raises ShapeError naming the layer when shapes do not fit."""
@@ -154,4 +157,4 @@ def build_model(layer_specs: list[tuple[str, dict]], image_shape: tuple[int, ...
     if fuses is not None:
         head = layers.pop() if layers and isinstance(layers[-1], fuses) else fuses()
     in_shape = input_shape_for(layer_specs[0][0], image_shape) if layer_specs else tuple(image_shape)
-    return Sequential(layers, in_shape, head)
+    return Sequential(layers, in_shape, head, dtype)
