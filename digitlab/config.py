@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import difflib
 import math
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,8 @@ from typing import Any
 import yaml
 
 from digitlab.errors import ConfigError
-from digitlab.nn import LAYERS, LOSSES, OPTIMIZERS, ShapeError, build_model
+from digitlab.nn import LAYERS, LOSSES, OPTIMIZERS, ShapeError
+from digitlab.nn.model import build_layers, plan
 
 MAX_CONFIG_BYTES = 1_000_000
 IMAGE_SHAPE = (1, 28, 28)
@@ -358,14 +360,17 @@ def _check_schedule(check: _Checker, raw) -> dict:
 def _check_shapes(check: _Checker, cfg: dict, specs: list[tuple[str, dict]]) -> None:
     """Build the model once (no weights drawn) to check that the layers fit each other, the digits and the loss."""
     loss = LOSSES[cfg["loss"]]
+    layers, in_shape, head = build_layers(specs, IMAGE_SHAPE, loss.fuses)
     try:
-        model = build_model(specs, IMAGE_SHAPE, loss.fuses)
+        layer_shapes, param_shapes = plan(layers, in_shape)
     except ShapeError as exc:
         check.fail(f"model.{exc.index}", str(exc))
+    _check_memory(check, cfg, layer_shapes, param_shapes)
+    out_shape = layer_shapes[-1] if layer_shapes else in_shape
     n_classes, digits = len(cfg["data"]["digits"]), cfg["data"]["digits"]
-    if len(model.out_shape) != 1:
-        check.fail("model", f"the last layer gives outputs of shape {model.out_shape}; add flatten and a linear layer")
-    outputs = model.out_shape[0]
+    if len(out_shape) != 1:
+        check.fail("model", f"the last layer gives outputs of shape {out_shape}; add flatten and a linear layer")
+    outputs = out_shape[0]
     name = cfg["loss"]
     if name == "cross_entropy" and outputs != n_classes:
         check.fail("model", f"the last layer gives {outputs} output(s), but cross_entropy over digits {digits} "
@@ -373,8 +378,42 @@ def _check_shapes(check: _Checker, cfg: dict, specs: list[tuple[str, dict]]) -> 
     if name in ("bce", "mse") and outputs not in ({1, n_classes} if n_classes == 2 else {n_classes}):
         needs = "1 (or 2, one per digit)" if n_classes == 2 else f"{n_classes} (one per digit)"
         check.fail("model", f"the last layer gives {outputs} output(s), but {name} over digits {digits} needs {needs}")
-    if name == "bce" and model.output_activation is None:
+    if name == "bce" and head is None:
         check.fail(f"model.{len(specs) - 1}", "bce needs the model to end with 'sigmoid' (outputs in (0, 1))")
+
+
+def available_memory() -> int:
+    """Bytes of memory available to a new process (MemAvailable), or all physical memory where unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 40
+
+
+def estimate_memory(cfg: dict, layer_shapes: list, param_shapes: dict) -> tuple[int, int]:
+    """(bytes, parameters) a config needs, roughly: parameters with their gradients, optimizer state and
+    scratch; activations of a training batch (forward and backward) and of an evaluation batch; the images."""
+    params = sum(math.prod(s) for s in param_shapes.values())
+    optimizer_buffers = 2 if cfg["optimizer"]["name"] == "adam" else 1
+    activations = sum(math.prod(s) for s in layer_shapes) + math.prod(IMAGE_SHAPE)
+    images = 70_000 * math.prod(IMAGE_SHAPE)
+    floats = params * (3 + optimizer_buffers) + activations * (3 * cfg["batch_size"] + 2 * 2000) + images
+    return 4 * floats, params
+
+
+def _check_memory(check: _Checker, cfg: dict, layer_shapes: list, param_shapes: dict) -> None:
+    need, params = estimate_memory(cfg, layer_shapes, param_shapes)
+    have = available_memory()
+    if need > have:
+        check.fail("model", f"needs about {need / 2**30:.1f} GiB of memory ({params:,} parameters, batch_size "
+                            f"{cfg['batch_size']}), more than the {have / 2**30:.1f} GiB available")
 
 
 def safe_name(name: str) -> str:

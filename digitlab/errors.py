@@ -1,6 +1,7 @@
 """The errors a user can cause: each is one line that names the file, the key and what was expected.
 
-The CLI prints them without a traceback and exits with code 2; anything else is a bug in digitlab.
+The CLI prints them without a traceback and exits with their exit_code (2 for bad input); anything else is a
+bug in digitlab.
 """
 
 
@@ -25,3 +26,10 @@ class DataError(UserError):
 
 class RunError(UserError):
     """A run folder that is missing, incomplete or does not match what is asked of it."""
+
+
+class StorageError(UserError):
+    """A write that failed (disk full, permission denied, folder removed): the run stops, the last checkpoint
+    stays valid. Exit code 1: the input was fine, the machine was not."""
+
+    exit_code = 1

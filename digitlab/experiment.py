@@ -105,10 +105,6 @@ class EpochLogger(Callback):
                 parts.append(f"{split} loss {logs[f'{split}_loss']:.4f} acc {logs[f'{split}_accuracy']:.4f}")
         parts.append(f"{logs['seconds']:.1f}s")
         self.console.echo("  ".join(parts))
-        if logs.get("diverged"):
-            d = logs["diverged"]
-            self.console.echo(f"loss became {d['loss']} at epoch {d['epoch']}, batch {d['batch']}: "
-                              f"the run diverged; try a lower optimizer.lr")
 
 
 class RunWriter(Callback):

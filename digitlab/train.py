@@ -1,8 +1,9 @@
 """The Learner: the training loop, and the callbacks that watch it (Keras-style hooks).
 
 The loop is the algorithm and nothing else: for each batch, forward, loss, backward, step. Everything around
-it (metrics, progress, the run folder, stopping on NaN) is a callback. Every callback sees every event; a
-callback stops training by setting `learner.stop_training`.
+it (metrics, progress, the run folder, checkpoints, stopping on NaN) is a callback. Every callback sees every
+event. Setting `learner.stop_training` during an epoch abandons that epoch (it gets no on_epoch_end, so no
+half-epoch is ever recorded as complete); setting it in on_epoch_end stops after that epoch.
 """
 
 from __future__ import annotations
@@ -79,6 +80,8 @@ class Learner:
                 self.callbacks.on_batch_end(batch, {"loss": loss, "size": len(x)})
                 if self.stop_training:
                     break
+            if self.stop_training:  # stopped mid-epoch: the epoch is abandoned, not ended
+                break
             logs["train_seconds"] = time.perf_counter() - started
             self.callbacks.on_epoch_end(epoch, logs)
             self.history.append(logs)
@@ -113,12 +116,8 @@ class TerminateOnNaN(Callback):
 
     def on_batch_end(self, batch, logs):
         if not math.isfinite(logs["loss"]):
-            self.diverged = {"epoch": self.learner.epoch, "batch": batch, "loss": logs["loss"]}
+            self.diverged = {"epoch": self.learner.epoch, "batch": batch, "loss": str(logs["loss"])}
             self.learner.stop_training = True
-
-    def on_epoch_end(self, epoch, logs):
-        if self.diverged:
-            logs["diverged"] = self.diverged
 
 
 class LRScheduler(Callback):

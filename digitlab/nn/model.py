@@ -45,23 +45,31 @@ class Parameters:
         return iter(self.named.values())
 
 
+def plan(layers: list[Layer], in_shape: tuple[int, ...]) -> tuple[list[tuple[int, ...]], dict[str, tuple[int, ...]]]:
+    """Build each layer for the shape the one before it gives, allocating nothing: every layer's output shape
+    and every parameter's shape ("<index>.<name>"). Config validation uses it to size a model before any
+    memory is touched."""
+    shape, layer_shapes, param_shapes = tuple(in_shape), [], {}
+    for i, layer in enumerate(layers):
+        try:
+            shape = layer.build(shape)
+        except ValueError as exc:
+            raise ShapeError(i, str(exc)) from None
+        layer_shapes.append(shape)
+        param_shapes.update({f"{i}.{k}": v for k, v in layer.param_shapes().items()})
+    return layer_shapes, param_shapes
+
+
 class Sequential:
     """Layers in order. `dtype` is float32 for training; the tests build float64 models to check gradients."""
 
     def __init__(self, layers: list[Layer], in_shape: tuple[int, ...], output_activation: Layer | None = None,
                  dtype=np.float32):
         self.layers, self.in_shape, self.output_activation = layers, tuple(in_shape), output_activation
-        shape, shapes, self.layer_shapes = self.in_shape, {}, []
-        for i, layer in enumerate(layers):
-            try:
-                shape = layer.build(shape)
-            except ValueError as exc:
-                raise ShapeError(i, str(exc)) from None
-            self.layer_shapes.append(shape)
-            shapes.update({f"{i}.{k}": v for k, v in layer.param_shapes().items()})
-        self.out_shape = shape
+        self.layer_shapes, shapes = plan(layers, self.in_shape)
+        self.out_shape = self.layer_shapes[-1] if layers else self.in_shape
         if output_activation is not None:
-            output_activation.build(shape)
+            output_activation.build(self.out_shape)
         self.params = Parameters(shapes, dtype)
         for i, layer in enumerate(layers):
             layer.bind({k.split(".", 1)[1]: p for k, p in self.params.named.items() if k.split(".")[0] == str(i)})
@@ -144,11 +152,12 @@ def input_shape_for(first_layer: str, image_shape: tuple[int, ...]) -> tuple[int
     return (math.prod(image_shape),) if LAYERS.get(first_layer) is LAYERS["linear"] else tuple(image_shape)
 
 
-def build_model(layer_specs: list[tuple[str, dict]], image_shape: tuple[int, ...],
-                fuses: type[Layer] | None = None, dtype=np.float32) -> Sequential:
-    """Layers from (name, options) pairs. A final activation of the type the loss fuses becomes the model's
-    output_activation (cross-entropy on a model that ends in logits gets an implicit softmax there), so that
-    `predict` always gives probabilities. Raises ShapeError naming the layer when shapes do not fit."""
+def build_layers(layer_specs: list[tuple[str, dict]], image_shape: tuple[int, ...],
+                 fuses: type[Layer] | None = None) -> tuple[list[Layer], tuple[int, ...], Layer | None]:
+    """(layers, input shape, output activation) from (name, options) pairs, allocating nothing.
+
+    A final activation of the type the loss fuses becomes the model's output_activation (cross-entropy on a
+    model that ends in logits gets an implicit softmax there), so that `predict` always gives probabilities."""
     layers = [LAYERS[name](**opts) for name, opts in layer_specs]
     for layer, after in zip(layers, layers[1:] + [None]):
         if getattr(layer, "init", "") is None:  # default: He before a ReLU, Xavier/Glorot otherwise
@@ -157,4 +166,12 @@ def build_model(layer_specs: list[tuple[str, dict]], image_shape: tuple[int, ...
     if fuses is not None:
         head = layers.pop() if layers and isinstance(layers[-1], fuses) else fuses()
     in_shape = input_shape_for(layer_specs[0][0], image_shape) if layer_specs else tuple(image_shape)
+    return layers, in_shape, head
+
+
+def build_model(layer_specs: list[tuple[str, dict]], image_shape: tuple[int, ...],
+                fuses: type[Layer] | None = None, dtype=np.float32) -> Sequential:
+    """A Sequential from (name, options) pairs (see build_layers). Raises ShapeError naming the layer when
+    shapes do not fit."""
+    layers, in_shape, head = build_layers(layer_specs, image_shape, fuses)
     return Sequential(layers, in_shape, head, dtype)
