@@ -1,0 +1,199 @@
+"""Every layer's and loss's backward against central differences in float64, and a whole model through build_model.
+
+A layer is checked through the scalar L = sum(G * layer(x)) for a random G, so dL/dy = G: its backward(G) must
+equal the numerical dL/dx, and the gradients it writes must equal the numerical dL/dW and dL/db.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from digitlab.nn import (BCELoss, CrossEntropyLoss, Dropout, Flatten, Linear, MSELoss, ReLU, Sequential, Sigmoid,
+                         Softmax, Tanh, build_model)
+from digitlab.nn.layers import Layer
+
+RTOL, ATOL = 1e-5, 1e-7
+
+
+def check_layer(layer, in_shape, n, numgrad, seed=0, before_forward=lambda: None):
+    """Compare layer.backward and its parameter gradients with central differences; returns the layer."""
+    rng = np.random.default_rng(seed)
+    model = Sequential([layer], in_shape, dtype=np.float64)
+    model.reset_parameters(rng)
+    for p in model.parameters():  # non-zero biases too, so that a bias bug shows
+        p.data[...] = rng.normal(size=p.shape)
+        assert p.data.dtype == np.float64 and p.grad.dtype == np.float64
+    layer.needs_input_grad = True  # the model turns it off for a first layer; here we want dL/dx too
+    x = rng.normal(size=(n,) + tuple(in_shape))
+    before_forward()
+    y = layer.forward(x)
+    g = rng.normal(size=y.shape)
+    dx = layer.backward(g)
+    analytic = {name: p.grad.copy() for name, p in layer.params.items()} if hasattr(layer, "params") else {}
+
+    def loss():
+        before_forward()
+        return float(np.sum(g * layer.forward(x)))
+
+    assert dx.shape == x.shape
+    np.testing.assert_allclose(dx, numgrad(loss, x), rtol=RTOL, atol=ATOL, err_msg="input gradient")
+    for name, p in layer.params.items() if hasattr(layer, "params") else ():
+        np.testing.assert_allclose(analytic[name], numgrad(loss, p.data), rtol=RTOL, atol=ATOL,
+                                   err_msg=f"{name} gradient")
+    return layer
+
+
+SHAPES = [(1, 1, 1), (4, 3, 2), (7, 5, 6)]  # (batch, in, out)
+
+
+@pytest.mark.parametrize("n, d_in, d_out", SHAPES)
+@pytest.mark.parametrize("bias", [True, False])
+def test_linear(n, d_in, d_out, bias, numgrad):
+    layer = check_layer(Linear(d_out, bias=bias), (d_in,), n, numgrad)
+    assert set(layer.params) == ({"weight", "bias"} if bias else {"weight"})
+    assert layer.params["weight"].shape == (d_in, d_out)
+
+
+@pytest.mark.parametrize("cls", [ReLU, Sigmoid, Tanh, Softmax])
+@pytest.mark.parametrize("n, width", [(1, 1), (3, 4), (6, 9)])
+def test_activation(cls, n, width, numgrad):
+    check_layer(cls(), (width,), n, numgrad, seed=width)
+
+
+@pytest.mark.parametrize("p", [0.2, 0.5])
+@pytest.mark.parametrize("n, width", [(4, 6), (10, 3)])
+def test_dropout_train_mode_with_a_fixed_mask(p, n, width, numgrad):
+    layer = Dropout(p)
+
+    def same_mask():  # the same random bits at every forward: a fixed mask
+        layer.rng = np.random.default_rng(11)
+
+    check_layer(layer, (width,), n, numgrad, before_forward=same_mask)
+    assert layer.training
+    assert (layer.mask == 0).any() and (layer.mask != 0).any(), "the check must see dropped and kept units"
+
+
+@pytest.mark.parametrize("in_shape", [(3,), (2, 3, 4), (1, 5, 5)])
+def test_flatten(in_shape, numgrad):
+    check_layer(Flatten(), in_shape, 3, numgrad)
+
+
+def test_the_checker_catches_a_wrong_backward(numgrad):
+    """A ReLU whose backward forgets the mask must fail the check: the check can fail."""
+    class LeakyBackward(ReLU):
+        def backward(self, grad):
+            return grad
+
+    with pytest.raises(AssertionError):
+        check_layer(LeakyBackward(), (5,), 4, numgrad)
+
+
+# -- losses -----------------------------------------------------------------------------------------------------
+def check_loss(loss, outputs, targets, numgrad):
+    value = loss.forward(outputs, targets)
+    assert isinstance(value, float) and np.isfinite(value)
+    grad = loss.backward().copy()
+    assert grad.shape == outputs.shape
+    numerical = numgrad(lambda: loss.forward(outputs, targets), outputs)
+    np.testing.assert_allclose(grad, numerical, rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("n, k", [(1, 1), (5, 1), (4, 3), (8, 10)])
+def test_mse(n, k, numgrad):
+    rng = np.random.default_rng(k)
+    check_loss(MSELoss(), rng.normal(size=(n, k)), rng.normal(size=(n, k)), numgrad)
+
+
+@pytest.mark.parametrize("n, k", [(1, 1), (6, 1), (4, 3), (8, 10)])
+@pytest.mark.parametrize("soft", [False, True])
+def test_bce_on_logits(n, k, soft, numgrad):
+    rng = np.random.default_rng(n + k)
+    targets = rng.uniform(size=(n, k)) if soft else rng.integers(0, 2, size=(n, k)).astype(np.float64)
+    check_loss(BCELoss(), 3 * rng.normal(size=(n, k)), targets, numgrad)
+
+
+@pytest.mark.parametrize("n, k", [(3, 1), (1, 2), (6, 2), (5, 4), (9, 10)])
+def test_cross_entropy_on_logits(n, k, numgrad):
+    rng = np.random.default_rng(n * k)
+    check_loss(CrossEntropyLoss(), 3 * rng.normal(size=(n, k)), rng.integers(0, k, size=n), numgrad)
+
+
+# -- whole models -------------------------------------------------------------------------------------------------
+MODELS = {
+    "cross_entropy": [("flatten", {}), ("linear", {"units": 6}), ("relu", {}), ("dropout", {"p": 0.3}),
+                      ("linear", {"units": 5}), ("tanh", {}), ("linear", {"units": 3})],
+    "bce": [("linear", {"units": 5}), ("sigmoid", {}), ("linear", {"units": 2}), ("linear", {"units": 1, "bias": False}),
+            ("sigmoid", {})],
+    "mse": [("flatten", {}), ("affine", {"units": 4}), ("tanh", {}), ("dense", {"units": 3}), ("softmax", {})],
+}
+LOSS_CLASSES = {"cross_entropy": CrossEntropyLoss, "bce": BCELoss, "mse": MSELoss}
+
+
+@pytest.mark.parametrize("loss_name", list(MODELS))
+def test_whole_model_through_build_model(loss_name, numgrad):
+    rng = np.random.default_rng(3)
+    loss_fn = LOSS_CLASSES[loss_name]()
+    model = build_model(MODELS[loss_name], (1, 4, 4), loss_fn.fuses, dtype=np.float64)
+    model.reset_parameters(rng)
+    model.parameters().data[...] = rng.normal(scale=0.7, size=model.num_parameters())
+    assert model.parameters().data.dtype == np.float64
+    if loss_fn.fuses is not None:  # the final activation is the loss's, not a layer the backward runs through
+        assert isinstance(model.output_activation, loss_fn.fuses)
+        assert not isinstance(model.layers[-1], loss_fn.fuses)
+    dropouts = [layer for layer in model.layers if isinstance(layer, Dropout)]
+
+    def fix_masks():
+        for layer in dropouts:
+            layer.rng = np.random.default_rng(5)
+
+    n = 6
+    x = rng.uniform(size=(n,) + model.in_shape)
+    targets = loss_fn.targets(rng.integers(0, 3 if loss_name != "bce" else 2, size=n), model.out_shape[0])
+
+    def loss():
+        fix_masks()
+        return loss_fn.forward(model.forward(x), targets)
+
+    loss()
+    model.backward(loss_fn.backward())
+    analytic = model.parameters().grad.copy()
+    assert np.any(analytic != 0)
+    np.testing.assert_allclose(analytic, numgrad(loss, model.parameters().data), rtol=RTOL, atol=ATOL)
+    # Backward overwrites the gradients: a second pass gives the same, not twice as much.
+    loss()
+    model.backward(loss_fn.backward())
+    np.testing.assert_allclose(model.parameters().grad, analytic, rtol=1e-12, atol=0)
+
+
+def test_named_parameters_are_views_of_the_flat_buffers():
+    model = build_model(MODELS["cross_entropy"], (1, 4, 4), CrossEntropyLoss.fuses)
+    params = model.parameters()
+    assert params.data.dtype == np.float32 and params.grad.dtype == np.float32
+    assert sum(p.data.size for p in params) == len(params) == model.num_parameters() == 16 * 6 + 6 + 6 * 5 + 5 + 5 * 3 + 3
+    for p in params:
+        assert np.shares_memory(p.data, params.data) and np.shares_memory(p.grad, params.grad)
+
+
+def test_float32_forward_and_backward_stay_float32():
+    rng = np.random.default_rng(0)
+    for loss_name, specs in MODELS.items():
+        loss_fn = LOSS_CLASSES[loss_name]()
+        model = build_model(specs, (1, 4, 4), loss_fn.fuses)
+        model.reset_parameters(rng)
+        x = rng.uniform(size=(5,) + model.in_shape).astype(np.float32)
+        out = model.forward(x)
+        assert out.dtype == np.float32, loss_name
+        loss_fn.forward(out, loss_fn.targets(np.arange(5) % 2, out.shape[1]))
+        grad = loss_fn.backward()
+        assert grad.dtype == np.float32, loss_name
+        for layer in reversed(model.layers):
+            grad = layer.backward(grad)
+            if grad is not None:
+                assert grad.dtype == np.float32, (loss_name, layer)
+        assert model.predict(x).dtype == np.float32
+
+
+def test_layer_base_class_is_abstract():
+    with pytest.raises(NotImplementedError):
+        Layer().forward(np.zeros((1, 1)))
