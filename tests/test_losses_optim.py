@@ -1,0 +1,223 @@
+"""Losses against values worked by hand, their stability at extreme logits, and optimizer steps by hand.
+
+Hand values use ln 2, ln 3 and ln 4 so that every probability is a simple fraction:
+sigmoid(ln 3) = 3/4, softmax([0, ln 3]) = [1/4, 3/4].
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from digitlab.nn import SGD, Adam, BCELoss, CrossEntropyLoss, MSELoss, Parameters, predict_classes
+from digitlab.nn import functional as F
+from digitlab.nn.schedules import CosineLR, Schedule, StepLR
+
+LN2, LN3 = math.log(2), math.log(3)
+
+
+def f32(rows):
+    return np.array(rows, dtype=np.float32)
+
+
+# -- losses by hand -------------------------------------------------------------------------------------------------
+def test_mse_by_hand():
+    loss = MSELoss()
+    # differences 1, 0, 2, 3 -> squares 1, 0, 4, 9 -> mean 14 / 4
+    assert loss.forward(f32([[1, 2], [3, 4]]), f32([[0, 2], [1, 1]])) == pytest.approx(3.5)
+    grad = loss.backward()  # 2 * diff / 4
+    np.testing.assert_allclose(grad, [[0.5, 0.0], [1.0, 1.5]], rtol=1e-6)
+    assert grad.dtype == np.float32
+
+
+def test_bce_on_logits_by_hand():
+    loss = BCELoss()
+    # row 1: z = 0, t = 1 -> -ln(1/2) = ln 2;  row 2: z = ln 3 (p = 3/4), t = 0 -> -ln(1/4) = 2 ln 2
+    value = loss.forward(f32([[0.0], [LN3]]), f32([[1], [0]]))
+    assert value == pytest.approx((LN2 + 2 * LN2) / 2, rel=1e-6)
+    grad = loss.backward()  # (p - t) / 2 = [(1/2 - 1) / 2, (3/4 - 0) / 2]
+    np.testing.assert_allclose(grad, [[-0.25], [0.375]], rtol=1e-6)
+    assert grad.dtype == np.float32
+
+
+def test_bce_equals_the_textbook_formula_on_sigmoid_outputs():
+    rng = np.random.default_rng(0)
+    z, t = rng.normal(size=(7, 3)), rng.integers(0, 2, size=(7, 3)).astype(float)
+    p = 1 / (1 + np.exp(-z))
+    textbook = -np.mean(t * np.log(p) + (1 - t) * np.log(1 - p))
+    assert BCELoss().forward(z, t) == pytest.approx(textbook, rel=1e-12)
+
+
+def test_cross_entropy_on_logits_by_hand():
+    loss = CrossEntropyLoss()
+    # row 1: softmax([0, ln 3]) = [1/4, 3/4], target 0 -> ln 4;  row 2: [1/2, 1/2], target 1 -> ln 2
+    value = loss.forward(f32([[0.0, LN3], [0.0, 0.0]]), np.array([0, 1]))
+    assert value == pytest.approx((2 * LN2 + LN2) / 2, rel=1e-6)
+    grad = loss.backward()  # (softmax - onehot) / 2
+    np.testing.assert_allclose(grad, [[-0.375, 0.375], [0.25, -0.25]], rtol=1e-6)
+    assert grad.dtype == np.float32
+
+
+def test_cross_entropy_three_classes_by_hand():
+    # logits [1, 2, 3], target 2: ln(e + e^2 + e^3) - 3 = ln(1 + e^-1 + e^-2) = ln(1.503214724) = 0.4076060
+    assert CrossEntropyLoss().forward(f32([[1, 2, 3]]), np.array([2])) == pytest.approx(0.4076060, rel=1e-6)
+
+
+def test_targets_follow_the_course_labels():
+    y = np.array([0, 1, 1, 0])  # class 0 is the first digit listed (3 in 3-vs-8)
+    np.testing.assert_array_equal(BCELoss().targets(y, 1), [[1], [0], [0], [1]])
+    np.testing.assert_array_equal(MSELoss().targets(y, 2), [[1, 0], [0, 1], [0, 1], [1, 0]])
+    assert BCELoss().targets(y, 1).dtype == np.float32
+    ce = CrossEntropyLoss().targets(y, 2)
+    assert ce.dtype == np.int64 and list(ce) == [0, 1, 1, 0]
+    # predictions: one output >= 0.5 is class 0; several outputs: the argmax
+    np.testing.assert_array_equal(predict_classes(f32([[0.9], [0.5], [0.49]])), [0, 0, 1])
+    np.testing.assert_array_equal(predict_classes(f32([[0.1, 0.7, 0.2], [0.6, 0.3, 0.1]])), [1, 0])
+
+
+# -- stability ---------------------------------------------------------------------------------------------------------
+@pytest.fixture
+def strict():
+    with np.errstate(over="raise", invalid="raise", divide="raise"):
+        yield
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sigmoid_at_huge_logits(dtype, strict):
+    out = F.sigmoid(np.array([-1000, -50, 0, 50, 1000], dtype=dtype))
+    assert out.dtype == dtype
+    np.testing.assert_allclose(out, [0, 0, 0.5, 1, 1], atol=1e-15)
+    assert out[0] == 0 and out[-1] == 1
+
+
+def test_bce_at_logits_plus_minus_1000(strict):
+    loss = BCELoss()
+    z = f32([[1000], [-1000], [1000], [-1000]])
+    # right and confident: 0; wrong and confident: 1000 each -> mean 500
+    assert loss.forward(z, f32([[1], [0], [0], [1]])) == pytest.approx(500.0)
+    grad = loss.backward()
+    assert np.all(np.isfinite(grad))
+    np.testing.assert_allclose(grad, [[0], [0], [0.25], [-0.25]], atol=1e-7)
+    assert loss.forward(z[:2], f32([[1], [0]])) == 0.0
+
+
+def test_softmax_and_cross_entropy_at_huge_logits(strict):
+    p = F.softmax(f32([[1000, 0, -1000], [1e30, 1e30, 0]]))
+    assert np.all(np.isfinite(p))
+    np.testing.assert_allclose(p, [[1, 0, 0], [0.5, 0.5, 0]], atol=1e-7)
+    np.testing.assert_allclose(F.log_softmax(f32([[1000, 0]])), [[0, -1000]], atol=1e-4)
+    loss = CrossEntropyLoss()
+    assert loss.forward(f32([[1000, -1000], [1000, -1000]]), np.array([0, 1])) == pytest.approx(1000.0)
+    grad = loss.backward()
+    assert np.all(np.isfinite(grad))
+    np.testing.assert_allclose(grad, [[0, 0], [0.5, -0.5]], atol=1e-7)
+
+
+def test_softplus_and_logsumexp_are_finite(strict):
+    np.testing.assert_allclose(F.softplus(np.array([-1000.0, 0.0, 1000.0])), [0, LN2, 1000])
+    np.testing.assert_allclose(F.logsumexp(np.array([[1000.0, 1000.0]])), [[1000 + LN2]])
+
+
+# -- optimizers -------------------------------------------------------------------------------------------------------
+def make_params(values, grads, dtype=np.float32):
+    params = Parameters({"0.weight": (len(values) - 1,), "0.bias": (1,)}, dtype)
+    params.data[...] = values
+    params.grad[...] = grads
+    return params
+
+
+P0, G0 = [1.0, 2.0, 3.0], [0.5, -1.0, 2.0]
+
+
+def steps(optimizer, params, n, grad=G0):
+    """n optimizer steps, each after a 'backward' that writes `grad` (the loop's backward overwrites grads)."""
+    data_before, grad_before = params.data, params.grad
+    for _ in range(n):
+        params.grad[...] = grad
+        optimizer.step()
+    assert params.data is data_before and params.grad is grad_before, "buffers must be updated in place"
+    assert optimizer.p is params.data
+    for p in params:
+        assert np.shares_memory(p.data, params.data)
+    assert params.data.dtype == np.float32
+    return params.data
+
+
+def test_sgd_plain_step():
+    params = make_params(P0, G0)
+    view = params.named["0.weight"].data
+    steps(SGD(params, lr=0.1), params, 1)
+    np.testing.assert_allclose(params.data, [0.95, 2.1, 2.8], rtol=1e-6)  # p - 0.1 g
+    np.testing.assert_allclose(view, [0.95, 2.1], rtol=1e-6)  # the layer's view sees the update
+
+
+def test_sgd_momentum_two_steps():
+    params = make_params(P0, G0)
+    # step 1: v = g -> p - 0.1 g = [0.95, 2.1, 2.8];  step 2: v = 0.9 g + g = 1.9 g -> p - 0.19 g
+    np.testing.assert_allclose(steps(SGD(params, lr=0.1, momentum=0.9), params, 2), [0.855, 2.29, 2.42], rtol=1e-6)
+
+
+def test_sgd_nesterov():
+    params = make_params(P0, G0)
+    # step 1: v = g, update g + 0.9 v = 1.9 g -> p - 0.19 g = [0.905, 2.19, 2.62]
+    np.testing.assert_allclose(steps(SGD(params, lr=0.1, momentum=0.9, nesterov=True), params, 1),
+                               [0.905, 2.19, 2.62], rtol=1e-6)
+    params = make_params(P0, G0)
+    # step 2: v = 0.9 g + g = 1.9 g, update g + 0.9 * 1.9 g = 2.71 g -> [0.905 - 0.1355, 2.19 + 0.271, 2.62 - 0.542]
+    np.testing.assert_allclose(steps(SGD(params, lr=0.1, momentum=0.9, nesterov=True), params, 2),
+                               [0.7695, 2.461, 2.078], rtol=1e-6)
+
+
+def test_sgd_weight_decay():
+    params = make_params(P0, G0)
+    # g + 0.1 p = [0.6, -0.8, 2.3] -> p - 0.1 (g + 0.1 p) = [0.94, 2.08, 2.77]
+    np.testing.assert_allclose(steps(SGD(params, lr=0.1, weight_decay=0.1), params, 1), [0.94, 2.08, 2.77], rtol=1e-6)
+
+
+def test_adam_one_and_two_steps():
+    # Step 1 (t = 1): m = 0.1 g, v = 0.001 g^2, so m / (1 - 0.9) = g and v / (1 - 0.999) = g^2: each element moves
+    # by lr * sign(g) (a zero gradient does not move). p = [1, -2, 0.5], g = [0.5, -3, 0] -> [0.9, -1.9, 0.5].
+    params = make_params([1.0, -2.0, 0.5], [0.5, -3.0, 0.0])
+    adam = Adam(params, lr=0.1, betas=(0.9, 0.999), eps=1e-8)
+    np.testing.assert_allclose(steps(adam, params, 1, grad=[0.5, -3.0, 0.0]), [0.9, -1.9, 0.5], rtol=1e-6)
+    assert adam.steps == 1
+    # Step 2 (t = 2), g = [-1, -3, 0]:
+    #   element 0: m = 0.9 * 0.05 - 0.1 = -0.055, v = 0.999 * 0.00025 + 0.001 = 0.00124975;
+    #     m / (1 - 0.81) = -0.289474, v / (1 - 0.998001) = 0.625188, sqrt 0.790688 -> p = 0.9 + 0.1 * 0.366104
+    #   element 1: the same gradient twice: m-hat = -3, v-hat = 9 -> moves by lr again, -1.9 + 0.1
+    np.testing.assert_allclose(steps(adam, params, 1, grad=[-1.0, -3.0, 0.0]), [0.9366104, -1.8, 0.5], rtol=1e-6)
+    assert adam.steps == 2
+
+
+def test_adam_weight_decay_is_added_to_the_gradient():
+    params = make_params([2.0, -2.0, 0.0], [0.0, 0.0, 0.0])
+    # g = 0 + 0.1 p: the first step moves each non-zero parameter by lr towards 0
+    np.testing.assert_allclose(steps(Adam(params, lr=0.1, weight_decay=0.1), params, 1, grad=[0.0, 0.0, 0.0]),
+                               [1.9, -1.9, 0.0], rtol=1e-6)
+
+
+def test_optimizer_state_dict_round_trip():
+    params = make_params(P0, G0)
+    adam = Adam(params, lr=0.1)
+    steps(adam, params, 2)
+    state = adam.state_dict()
+    assert int(state["steps"]) == 2 and set(state) == {"steps", "m", "v"}
+    other = Adam(make_params(P0, G0), lr=0.1)
+    other.load_state_dict(state)
+    assert other.steps == 2
+    np.testing.assert_array_equal(other.m, adam.m)
+    state["m"][...] = 0  # a copy, not the live buffer
+    assert np.any(adam.m != 0)
+
+
+# -- schedules ---------------------------------------------------------------------------------------------------------
+def test_schedules():
+    assert Schedule(0.1, 10)(7.5) == 0.1
+    cosine = CosineLR(0.1, 10)
+    assert cosine(0) == pytest.approx(0.1) and cosine(5) == pytest.approx(0.05) and cosine(10) == pytest.approx(0)
+    step = StepLR(0.1, 30, step_size=10, gamma=0.1)
+    assert step(9.9) == pytest.approx(0.1) and step(10) == pytest.approx(0.01) and step(25) == pytest.approx(0.001)
+    warm = CosineLR(0.1, 10, warmup=2)
+    assert warm(0) < 0.001 and warm(1) == pytest.approx(0.05, rel=1e-2) and warm(2) == pytest.approx(0.1)
