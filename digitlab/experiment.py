@@ -7,8 +7,10 @@ writes the final summary, confusion matrix, plots and weights.
 
 from __future__ import annotations
 
+import contextlib
 import json
-import sys
+import signal
+import threading
 import time
 import traceback
 from dataclasses import dataclass
@@ -16,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from digitlab import __version__, plots
-from digitlab.config import IMAGE_SHAPE, dump, layer_specs, validate
+from digitlab import __version__, checkpoint, plots
+from digitlab.config import IMAGE_SHAPE, dump, layer_specs, load_config, validate
 from digitlab.data import DataLoader, DigitData, Sampler, load_digits
-from digitlab.errors import RunError
+from digitlab.errors import RunError, StorageError
 from digitlab.metrics import confusion_matrix, evaluate, precision_recall
 from digitlab.nn import LOSSES, OPTIMIZERS, Loss, Optimizer, Sequential, build_model
 from digitlab.nn.schedules import SCHEDULES
@@ -108,64 +110,168 @@ class EpochLogger(Callback):
 
 
 class RunWriter(Callback):
-    """Writes each epoch's metrics row and refreshes run.json's heartbeat."""
+    """Writes each epoch's metrics row, then the checkpoint, and keeps run.json's heartbeat fresh (at every
+    epoch end and every HEARTBEAT seconds within an epoch)."""
 
-    def __init__(self, run: RunFolder):
-        self.run = run
+    HEARTBEAT = 30.0
+
+    def __init__(self, run: RunFolder, setup: Setup, config_yaml: str):
+        self.run, self.setup, self.config_yaml = run, setup, config_yaml
+        self.beat = time.monotonic()
+
+    def on_train_begin(self, logs):
+        if not (self.run / checkpoint.NAME).exists():
+            self.save_checkpoint(0)  # so that a run stopped during its first epoch can resume too
+
+    def on_batch_end(self, batch, logs):
+        if time.monotonic() - self.beat > self.HEARTBEAT:
+            self.run.update_status()
+            self.beat = time.monotonic()
 
     def on_epoch_end(self, epoch, logs):
         self.run.append_metrics(logs)
+        self.save_checkpoint(epoch)
         self.run.update_status(epoch=epoch)
+        self.beat = time.monotonic()
+
+    def save_checkpoint(self, epoch: int) -> None:
+        metrics = self.run / "metrics.csv"
+        state = checkpoint.Checkpoint(
+            epoch=epoch, model=self.setup.model.state_dict(), optimizer=self.setup.optimizer.state_dict(),
+            rng_state=self.setup.rng.bit_generator.state,
+            metrics_csv=metrics.read_text(encoding="utf-8") if metrics.exists() else "",
+            config_yaml=self.config_yaml)
+        self.run.save_npz(checkpoint.NAME, checkpoint.to_arrays(state))
+
+
+@contextlib.contextmanager
+def stop_on_signals(learner: Learner):
+    """Ctrl-C or SIGTERM: stop after the current batch (the epoch is abandoned; the last checkpoint stands).
+    A second signal stops at once. Yields the list of signals received. Only the main thread can do this."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def handler(signum, frame):
+        if received:
+            raise KeyboardInterrupt
+        received.append(signum)
+        learner.stop_training = True
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield received
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def train(cfg: dict, runs_dir: str | Path = "runs", quiet: bool = False, progress: bool = True,
-          run_dir: str | Path | None = None) -> RunFolder:
+          run_dir: str | Path | None = None, callbacks=()) -> RunFolder:
     """Train a validated config into a new run folder and return it: runs_dir/<name>-<UTC time>, or exactly
-    `run_dir` when given (a sweep names its points' folders; it must not exist yet)."""
+    `run_dir` when given (a sweep names its points' folders; it must not exist yet). The run's status in
+    run.json says how it ended: complete, diverged, interrupted or failed."""
     console = Console(quiet)
     setup = prepare(cfg)
     run = RunFolder.create(runs_dir, cfg["name"]) if run_dir is None else RunFolder.create_at(run_dir)
-    console.attach(run)
-    run.write("config.yaml", dump(cfg))
-    started = time.time()
-    run.update_status(status="running", started=utc_now(), command=command_line(), seed=cfg["seed"],
-                      **environment())
-    sizes = setup.data.sizes()
-    console.echo(f"{cfg['name']}: digits {cfg['data']['digits']}, {sizes['train']} train / {sizes['val']} val / "
-                 f"{sizes['test']} test images, {setup.model.num_parameters()} parameters -> {run.path}")
+    with run.lock():
+        console.attach(run)
+        config_yaml = dump(cfg)
+        run.write("config.yaml", config_yaml)
+        run.update_status(status="running", started=utc_now(), command=command_line(), seed=cfg["seed"],
+                          **environment())
+        sizes = setup.data.sizes()
+        console.echo(f"{cfg['name']}: digits {cfg['data']['digits']}, {sizes['train']} train / {sizes['val']} val"
+                     f" / {sizes['test']} test images, {setup.model.num_parameters()} parameters -> {run.path}")
+        _fit(run, setup, console, config_yaml, start_epoch=1, progress=progress, callbacks=callbacks)
+    return run
+
+
+def resume(run_dir: str | Path, quiet: bool = False, progress: bool = True) -> RunFolder:
+    """Continue a stopped run from its last checkpoint. For the same seed, the result equals a run that never
+    stopped: same weights, same metrics.csv apart from the seconds column."""
+    run = RunFolder.open(run_dir)
+    with run.lock():
+        status = run.status()
+        if status == "complete":
+            raise RunError(f"{run.path}: is complete already; nothing to resume")
+        config_yaml = (run / "config.yaml").read_text(encoding="utf-8")
+        cfg = load_config(run / "config.yaml")
+        state = checkpoint.load(run / checkpoint.NAME)
+        if state.config_yaml != config_yaml:
+            raise RunError(f"{run / 'config.yaml'}: changed since the checkpoint was written; refusing to resume")
+        setup = prepare(cfg)
+        try:
+            setup.model.load_state_dict(state.model)
+            setup.optimizer.load_state_dict(state.optimizer)
+        except (ValueError, KeyError) as exc:
+            raise RunError(f"{run / checkpoint.NAME}: does not match the run's architecture ({exc})") from None
+        setup.rng.bit_generator.state = state.rng_state
+        run.write("metrics.csv", state.metrics_csv)  # drops a row written after the checkpoint, if any
+        console = Console(quiet)
+        console.attach(run)
+        info = run.read_json("run.json")
+        run.update_status(status="running", resumed=info.get("resumed", []) + [utc_now()], error=None,
+                          command=command_line())
+        console.echo(f"{cfg['name']}: resuming {run.path} after epoch {state.epoch} of {cfg['epochs']}")
+        _fit(run, setup, console, config_yaml, start_epoch=state.epoch + 1, progress=progress)
+    return run
+
+
+def _fit(run: RunFolder, setup: Setup, console: Console, config_yaml: str, start_epoch: int,
+         progress: bool = True, callbacks=()) -> None:
+    """Train epochs start_epoch.. of a prepared setup into `run`, then record how it ended."""
+    cfg = setup.cfg
     splits = {"train": (setup.inputs(setup.data.train), setup.data.train.y)}
     if setup.data.val is not None:
         splits["val"] = (setup.inputs(setup.data.val), setup.data.val.y)
     splits["test"] = (setup.inputs(setup.data.test), setup.data.test.y)
-
     x_train = splits["train"][0]
     targets = setup.loss_fn.targets(setup.data.train.y, setup.model.out_shape[0])
     loader = DataLoader((x_train, targets), Sampler(len(x_train), cfg["batch_size"], shuffle=True, rng=setup.rng))
     nan_guard = TerminateOnNaN()
-    callbacks = [nan_guard, Evaluate(splits), ProgressBar(cfg["epochs"], progress and not quiet),
-                 EpochLogger(console, cfg["epochs"]), RunWriter(run)]
+    hooks = [nan_guard, Evaluate(splits), ProgressBar(cfg["epochs"], progress and not console.quiet),
+             EpochLogger(console, cfg["epochs"]), RunWriter(run, setup, config_yaml), *callbacks]
     schedule = cfg["optimizer"].get("schedule")
     if schedule:
         opts = {k: v for k, v in schedule.items() if k != "name"}
-        callbacks.insert(0, LRScheduler(SCHEDULES[schedule["name"]](cfg["optimizer"]["lr"], cfg["epochs"], **opts)))
-    learner = Learner(setup.model, setup.loss_fn, setup.optimizer, loader, callbacks)
+        hooks.insert(0, LRScheduler(SCHEDULES[schedule["name"]](cfg["optimizer"]["lr"], cfg["epochs"], **opts)))
+    learner = Learner(setup.model, setup.loss_fn, setup.optimizer, loader, hooks)
+    signals: list[int] = []
     try:
-        learner.fit(cfg["epochs"])
-    except BaseException as exc:
-        run.update_status(status="failed", ended=utc_now(), error=f"{type(exc).__name__}: {exc}")
-        console.log_path and open(console.log_path, "a").write(traceback.format_exc())
+        with stop_on_signals(learner) as signals:
+            learner.fit(cfg["epochs"], start_epoch=start_epoch)
+    except KeyboardInterrupt:
+        signals = signals or [signal.SIGINT]
+    except StorageError:
+        with contextlib.suppress(Exception):
+            run.update_status(status="failed", ended=utc_now(), error="a write failed")
         raise
+    except BaseException as exc:
+        with contextlib.suppress(Exception):
+            run.update_status(status="failed", ended=utc_now(), error=f"{type(exc).__name__}: {exc}")
+            with open(run / "log.txt", "a", encoding="utf-8") as log:
+                log.write(traceback.format_exc())
+        raise
+    done = len(run.read_metrics())
+    if signals:
+        run.update_status(status="interrupted", ended=utc_now(), epoch=done, signal=signals[0])
+        console.echo(f"interrupted after epoch {done} of {cfg['epochs']}; resume with: "
+                     f"digitlab train --resume {run.path}")
+        return
     if nan_guard.diverged:
-        run.update_status(status="diverged", ended=utc_now(), diverged=nan_guard.diverged,
-                          hint="lower optimizer.lr")
-        return run
-    finish(run, setup, splits, time.time() - started)
+        d = nan_guard.diverged
+        run.update_status(status="diverged", ended=utc_now(), diverged=d, hint="lower optimizer.lr")
+        console.echo(f"diverged: the loss became {d['loss']} at epoch {d['epoch']}, batch {d['batch']}; "
+                     f"try a lower optimizer.lr (now {cfg['optimizer']['lr']})")
+        return
+    summary = finish(run, setup, splits)
     run.update_status(status="complete", ended=utc_now())
-    console.echo(f"test accuracy {json.loads((run / 'summary.json').read_text())['test_accuracy']:.4f}")
-    return run
+    console.echo(f"test accuracy {summary['test_accuracy']:.4f}")
 
 
-def finish(run: RunFolder, setup: Setup, splits: dict, seconds: float) -> dict:
+def finish(run: RunFolder, setup: Setup, splits: dict) -> dict:
     """The final artefacts: summary.json, confusion.csv/png, curves, failures, embedding, model.npz."""
     cfg, model, classes = setup.cfg, setup.model, setup.data.classes
     rows = run.read_metrics()
@@ -177,7 +283,8 @@ def finish(run: RunFolder, setup: Setup, splits: dict, seconds: float) -> dict:
     summary = {
         "name": cfg["name"], "test_accuracy": test["accuracy"], "test_loss": test["loss"],
         "train_accuracy": train["accuracy"], "train_loss": train["loss"],
-        "epochs": len(rows), "seconds": round(seconds, 3), "params": model.num_parameters(),
+        "epochs": len(rows), "seconds": round(sum(r["seconds"] or 0 for r in rows), 3),
+        "params": model.num_parameters(),
         "dataset_sizes": setup.data.sizes(), "classes": classes,
         "precision": {str(c): round(float(p), 6) for c, p in zip(classes, precision)},
         "recall": {str(c): round(float(r), 6) for c, r in zip(classes, recall)},
@@ -232,9 +339,7 @@ def load_model(path: Path, cfg: dict) -> Sequential:
 def evaluate_run(run_dir: str | Path) -> dict:
     """Recompute a finished run's test metrics from its model.npz and config.yaml."""
     run = RunFolder.open(run_dir)
-    from digitlab.config import load_config
     cfg = load_config(run / "config.yaml")
-    cfg["data"]["limit"] = cfg["data"]["limit"]
     setup_data = load_digits(cfg["data"]["digits"], 0.0, None, cfg["data"]["path"])
     model = load_model(run / "model.npz", cfg)
     x = setup_data.test.x.reshape((len(setup_data.test),) + model.in_shape)

@@ -7,7 +7,10 @@ old one); `metrics.csv` grows a whole row at a time. `run.json` carries the stat
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
+import fcntl
 import io
 import json
 import os
@@ -22,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from digitlab import __version__
-from digitlab.errors import RunError
+from digitlab.errors import RunError, StorageError
 
 METRICS_COLUMNS = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy",
                    "test_loss", "test_accuracy", "seconds"]
@@ -41,10 +44,20 @@ def atomic_write(path: str | os.PathLike, data: bytes | str) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise storage_error(path, exc) from None
         raise
     _fsync_dir(path.parent)
+
+
+def storage_error(path: Path, exc: OSError) -> StorageError:
+    reason = exc.strerror or str(exc)
+    if exc.errno == errno.ENOENT:
+        reason = "the folder was removed"
+    return StorageError(f"{path}: cannot write ({reason}); the run stopped, its last checkpoint is intact")
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -160,12 +173,50 @@ class RunFolder:
         return info
 
     def status(self) -> str:
-        """The run's status, with `running` read as `crashed` when its heartbeat has gone stale."""
+        """The run's status, with `running` read as `crashed` when no process holds its lock (on this
+        machine) or, where the lock cannot tell, when its heartbeat has gone stale."""
         info = self.read_json("run.json")
         status = info.get("status", "unknown")
-        if status == "running" and time.time() - float(info.get("heartbeat", 0)) > STALE_AFTER:
-            return "crashed"
+        if status == "running":
+            live = self.is_live()
+            if live is False or (live is None and time.time() - float(info.get("heartbeat", 0)) > STALE_AFTER):
+                return "crashed"
         return status
+
+    # -- the lock a training process holds ------------------------------------------------------------------
+    @contextlib.contextmanager
+    def lock(self):
+        """Hold the run's lock while training it (released by the OS when the process dies, even by SIGKILL).
+        A second process asking for it gets a RunError at once."""
+        path = self.path / ".lock"
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise storage_error(path, exc) from None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise RunError(f"{self.path}: is being trained by another process right now") from None
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+            yield
+        finally:
+            os.close(fd)
+
+    def is_live(self) -> bool | None:
+        """True while a process holds the run's lock, False when none does, None when there is no lock file."""
+        try:
+            fd = os.open(self.path / ".lock", os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return False
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
 
     # -- metrics.csv -------------------------------------------------------------------------------------------
     def append_metrics(self, logs: dict) -> None:
@@ -176,10 +227,13 @@ class RunFolder:
         if not path.exists():
             writer.writerow(METRICS_COLUMNS)
         writer.writerow([_cell(logs.get(c)) for c in METRICS_COLUMNS])
-        with open(path, "a", encoding="utf-8") as f:
-            f.write(row.getvalue())
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with open(path, "a", encoding="utf-8") as f:
+                f.write(row.getvalue())
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as exc:
+            raise storage_error(path, exc) from None
 
     def read_metrics(self) -> list[dict]:
         path = self.path / "metrics.csv"
