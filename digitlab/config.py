@@ -378,7 +378,7 @@ def _check_shapes(check: _Checker, cfg: dict, specs: list[tuple[str, dict]]) -> 
     if name in ("bce", "mse") and outputs not in ({1, n_classes} if n_classes == 2 else {n_classes}):
         needs = "1 (or 2, one per digit)" if n_classes == 2 else f"{n_classes} (one per digit)"
         check.fail("model", f"the last layer gives {outputs} output(s), but {name} over digits {digits} needs {needs}")
-    if name == "bce" and head is None:
+    if name == "bce" and LAYERS[specs[-1][0]] is not LAYERS["sigmoid"]:  # build_layers would add one silently
         check.fail(f"model.{len(specs) - 1}", "bce needs the model to end with 'sigmoid' (outputs in (0, 1))")
 
 

@@ -1,0 +1,217 @@
+"""Config validation: each mistake is one ConfigError line `<file>: <key path>: <what was expected>`, raised
+before anything trains; `--set KEY=VALUE` overrides reach any key, including inside the layer list."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+
+from digitlab.config import apply_override, dump, load_config, validate
+from digitlab.errors import ConfigError, UserError
+
+BASE = {
+    "name": "t",
+    "seed": 0,
+    "data": {"digits": [3, 8], "validation": 0.1},
+    "model": [{"linear": 4}, "relu", {"dropout": 0.1}, {"linear": 1}, "sigmoid"],
+    "loss": "bce",
+    "optimizer": {"name": "sgd", "lr": 0.1, "momentum": 0.9},
+    "epochs": 2,
+    "batch_size": 50,
+}
+
+
+def changed(path: str, value):
+    """BASE with the value at a dotted path replaced (or added); value DELETE removes the key."""
+    cfg = copy.deepcopy(BASE)
+    *parents, last = path.split(".")
+    node = cfg
+    for part in parents:
+        node = node[int(part)] if isinstance(node, list) else node[part]
+    node[int(last) if isinstance(node, list) else last] = value
+    return cfg
+
+
+BAD = [
+    # (config, key path, expectation)
+    (changed("data.validaton", 0.2), "data.validaton", "unknown key; did you mean 'validation'?"),
+    (changed("epoch", 3), "epoch", "unknown key; did you mean 'epochs'?"),
+    (changed("optimizer.nesterv", True), "optimizer.nesterv", "unknown key; did you mean 'nesterov'?"),
+    (changed("epochs", "ten"), "epochs", "expected a whole number in [1, 100000], got str 'ten'"),
+    (changed("epochs", 2.5), "epochs", "expected a whole number"),
+    (changed("optimizer.lr", "fast"), "optimizer.lr", "expected a number > 0, got str 'fast'"),
+    (changed("optimizer.momentum", [0.9]), "optimizer.momentum", "expected a number in [0, 1), got list"),
+    (changed("optimizer.nesterov", "yes please"), "optimizer.nesterov", "expected true or false"),
+    (changed("optimizer.lr", 0), "optimizer.lr", "expected a number > 0, got 0"),
+    (changed("optimizer.lr", -1), "optimizer.lr", "expected a number > 0, got -1"),
+    (changed("model.2.dropout", 1.0), "model.2.dropout", "expected a number in [0, 1), got 1.0"),
+    (changed("model.2.dropout", -0.1), "model.2.dropout", "expected a number in [0, 1), got -0.1"),
+    (changed("model.2", {"dropout": {"p": 1.5}}), "model.2.dropout.p", "expected a number in [0, 1)"),
+    (changed("epochs", 0), "epochs", "expected a whole number in [1, 100000], got 0"),
+    (changed("batch_size", 0), "batch_size", "expected a whole number in [1, 1000000], got 0"),
+    (changed("data.validation", 1.0), "data.validation", "expected a number in [0, 1), got 1.0"),
+    (changed("data.digits", [3, 10]), "data.digits.1", "expected a whole number in [0, 9], got 10"),
+    (changed("data.digits", [-1, 3]), "data.digits.0", "expected a whole number in [0, 9], got -1"),
+    (changed("data.digits", [3]), "data.digits", "expected at least two distinct digits 0-9, got [3]"),
+    (changed("data.digits", [3, 3]), "data.digits", "expected at least two distinct digits 0-9, got [3, 3]"),
+    (changed("data.digits", "38"), "data.digits", "expected a list of at least two distinct digits"),
+    (changed("loss", "cross_entropy"), "model",
+     "the last layer gives 1 output(s), but cross_entropy over digits [3, 8] needs 2 (one per digit)"),
+    (changed("model.3", {"linear": 3}), "model", "the last layer gives 3 output(s), but bce over digits [3, 8] needs 1"),
+    ({**changed("loss", "mse"), "data": {"digits": [1, 7, 9]}}, "model",
+     "the last layer gives 1 output(s), but mse over digits [1, 7, 9] needs 3 (one per digit)"),
+    ({**BASE, "model": [{"linear": 4}, "relu", {"linear": 1}]}, "model.2",
+     "bce needs the model to end with 'sigmoid'"),
+    (changed("model.1", "relux"), "model.1", "unknown layer 'relux'; did you mean 'relu'?"),
+    (changed("model.1", {"relu": 3}), "model.1.relu", "'relu' takes no options"),
+    (changed("model.0", {"linear": {"init": "he"}}), "model.0.linear", "needs 'units'"),
+    (changed("model.0", {"linear": {"units": 4, "init": "lecun"}}), "model.0.linear.init", "expected one of he"),
+    (changed("model.0", {"linear": 0}), "model.0.linear", "expected a whole number >= 1, got 0"),
+    (changed("model", []), "model", "expected a list of layers"),
+    (changed("loss", "crossentropy"), "loss", "did you mean 'cross_entropy'?"),
+    (changed("optimizer", {"name": "adamw"}), "optimizer.name", "did you mean 'adam'?"),
+    (changed("optimizer", {"name": "adam", "momentum": 0.9}), "optimizer.momentum", "unknown key"),
+    (changed("optimizer", {"name": "adam", "betas": [0.9]}), "optimizer.betas", "expected two numbers in [0, 1)"),
+    (changed("optimizer.schedule", "cosin"), "optimizer.schedule.name", "did you mean 'cosine'?"),
+    (changed("seed", -1), "seed", "expected a whole number"),
+]
+
+
+@pytest.mark.parametrize("cfg, key, expected", BAD, ids=[f"{i}-{case[1]}" for i, case in enumerate(BAD)])
+def test_bad_config_is_one_line_with_file_key_and_expectation(cfg, key, expected, write_config):
+    path = write_config(cfg)
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    message = str(error.value)
+    assert "\n" not in message
+    assert message.startswith(f"{path}: {key}: "), message
+    assert expected in message, message
+    assert error.value.key == key
+    assert isinstance(error.value, UserError) and error.value.exit_code == 2
+
+
+def test_yaml_syntax_error(write_config):
+    path = write_config("name: t\ndata: {digits: [3, 8]\nepochs: 2\n")
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    message = str(error.value)
+    assert "\n" not in message and message.startswith(f"{path}: invalid YAML: line "), message
+
+
+@pytest.mark.parametrize("text, shown", [("- linear: 4\n- relu\n", "list"), ("just words\n", "str 'just words'"),
+                                         ("", "nothing")])
+def test_top_level_must_be_a_mapping(text, shown, write_config):
+    path = write_config(text)
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    message = str(error.value)
+    assert "\n" not in message
+    assert message.startswith(f"{path}: expected a mapping of settings at the top level, got {shown}"), message
+
+
+def test_yaml_aliases_are_refused(write_config):
+    path = write_config("a: &x [1, 2]\nname: *x\n")
+    with pytest.raises(ConfigError, match="aliases"):
+        load_config(path)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="file not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+# -- defaults and round trip -----------------------------------------------------------------------------------------
+def test_defaults_are_filled_in():
+    cfg = validate({"model": [{"linear": 10}]}, "configs/mine.yaml")
+    assert cfg["name"] == "mine" and cfg["seed"] == 0
+    assert cfg["data"]["digits"] == list(range(10)) and cfg["data"]["validation"] == 0.0
+    assert cfg["data"]["limit"] is None and cfg["data"]["path"] is None
+    assert cfg["loss"] == "cross_entropy"
+    assert cfg["optimizer"] == {"name": "sgd", "lr": 0.01, "momentum": 0.0, "nesterov": False, "weight_decay": 0.0}
+    assert cfg["epochs"] == 10 and cfg["batch_size"] == 32
+    adam = validate({"model": [{"linear": 10}], "optimizer": "adam"}, "x.yaml")["optimizer"]
+    assert adam == {"name": "adam", "lr": 0.001, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.0}
+
+
+def test_values_are_normalised():
+    cfg = validate({**BASE, "optimizer": {"name": "sgd", "lr": "1e-3"}, "model": [{"dense": {"units": 1}}, "sigmoid"],
+                    "name": "a/b c"}, "x.yaml")
+    assert cfg["optimizer"]["lr"] == 0.001  # PyYAML reads 1e-3 as a string
+    assert cfg["model"] == [{"dense": 1}, "sigmoid"]
+    assert cfg["name"] == "a-b-c"  # one plain folder name
+
+
+def test_resolved_config_round_trips_through_yaml():
+    cfg = validate(copy.deepcopy(BASE), "x.yaml")
+    assert validate(yaml.safe_load(dump(cfg)), "config.yaml") == cfg
+
+
+def test_shipped_configs_are_valid():
+    for name, digits in [("3v8", [3, 8]), ("3v8-logreg", [3, 8]), ("mnist10-mlp", list(range(10)))]:
+        cfg = load_config(f"configs/{name}.yaml")
+        assert cfg["name"] == name and cfg["data"]["digits"] == digits
+
+
+# -- --set overrides -------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("assignment, check", [
+    ("optimizer.lr=0.01", lambda c: c["optimizer"]["lr"] == 0.01),
+    ("model.2.dropout=0.3", lambda c: c["model"][2] == {"dropout": 0.3}),
+    ("model.0.linear.units=5", lambda c: c["model"][0] == {"linear": 5}),
+    ("model.0.linear=7", lambda c: c["model"][0] == {"linear": 7}),
+    ("model.-2.linear=1", lambda c: c["model"][3] == {"linear": 1}),
+    ("data.digits=[1,7]", lambda c: c["data"]["digits"] == [1, 7]),
+    ("data.limit=300", lambda c: c["data"]["limit"] == 300),
+    ("optimizer.nesterov=true", lambda c: c["optimizer"]["nesterov"] is True),
+    ("optimizer.schedule={name: step, step_size: 2}",
+     lambda c: c["optimizer"]["schedule"] == {"name": "step", "step_size": 2, "gamma": 0.1, "warmup": 0}),
+    ("seed=7", lambda c: c["seed"] == 7),
+    ("name=other", lambda c: c["name"] == "other"),
+])
+def test_override(assignment, check, write_config):
+    path = write_config(BASE)
+    cfg = load_config(path, (assignment,))
+    assert check(cfg), cfg
+    assert yaml.safe_load(path.read_text()) == BASE  # the file is untouched
+
+
+def test_several_overrides_apply_in_order(write_config):
+    cfg = load_config(write_config(BASE), ("optimizer.lr=0.5", "model.2.dropout=0.3", "optimizer.lr=0.05"))
+    assert cfg["optimizer"]["lr"] == 0.05 and cfg["model"][2] == {"dropout": 0.3}
+
+
+@pytest.mark.parametrize("assignment, key, expected", [
+    ("optimizer.lr0.01", "optimizer.lr0.01", "expected KEY=VALUE"),
+    ("=3", "=3", "expected KEY=VALUE"),
+    ("model.9.dropout=0.3", "model.9", "expected a position from 0 to 4"),
+    ("model.x.dropout=0.3", "model.x", "expected a position from 0 to 4"),
+    ("epochs.max=3", "epochs", "is 2, which has no keys"),
+])
+def test_bad_override(assignment, key, expected, write_config):
+    with pytest.raises(ConfigError) as error:
+        load_config(write_config(BASE), (assignment,))
+    message = str(error.value)
+    assert "\n" not in message
+    assert message.startswith(f"--set: {key}: ") and expected in message, message
+
+
+def test_override_that_makes_the_config_invalid_names_the_file_and_set(write_config):
+    path = write_config(BASE)
+    with pytest.raises(ConfigError) as error:
+        load_config(path, ("optimizer.lr=-1",))
+    assert str(error.value) == f"{path} (--set): optimizer.lr: expected a number > 0, got -1"
+    with pytest.raises(ConfigError) as error:
+        load_config(path, ("data.validaton=0.2",))
+    assert "data.validaton: unknown key; did you mean 'validation'?" in str(error.value)
+    with pytest.raises(ConfigError) as error:
+        load_config(path, ("optimizer.lr=[oops",))
+    assert "invalid YAML" in str(error.value) and "\n" not in str(error.value)
+
+
+def test_apply_override_reaches_into_a_bare_layer_name():
+    cfg = {"model": ["relu", {"linear": 3}]}
+    apply_override(cfg, "model.1.linear.init=he")
+    assert cfg["model"][1] == {"linear": {"units": 3, "init": "he"}}
+    apply_override(cfg, "model.0.relu=null")
+    assert cfg["model"][0] == {"relu": None}
