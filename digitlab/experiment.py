@@ -20,12 +20,13 @@ import numpy as np
 
 from digitlab import __version__, checkpoint, plots
 from digitlab.config import IMAGE_SHAPE, dump, layer_specs, load_config, validate
-from digitlab.data import DataLoader, DigitData, Sampler, load_digits
+from digitlab.data import DataLoader, DigitData, Sampler, augment, load_digits
 from digitlab.errors import RunError, StorageError
 from digitlab.metrics import confusion_matrix, evaluate, precision_recall
 from digitlab.nn import LOSSES, OPTIMIZERS, Loss, Optimizer, Sequential, build_model
+from digitlab.nn.conv import Conv2d
 from digitlab.nn.schedules import SCHEDULES
-from digitlab.runs import RunFolder, command_line, environment, utc_now
+from digitlab.runs import RunFolder, command_line, environment, storage_error, utc_now
 from digitlab.train import Callback, Evaluate, Learner, LRScheduler, ProgressBar, TerminateOnNaN
 
 
@@ -51,8 +52,11 @@ class Console:
             self._log(line)
 
     def _log(self, line: str) -> None:
-        with open(self.log_path, "a", encoding="utf-8") as f:
-            f.write(line + "\n")
+        try:
+            with open(self.log_path, "a", encoding="utf-8") as f:
+                f.write(line + "\n")
+        except OSError as exc:
+            raise storage_error(self.log_path, exc) from None
 
 
 @dataclass
@@ -229,7 +233,13 @@ def _fit(run: RunFolder, setup: Setup, console: Console, config_yaml: str, start
     splits["test"] = (setup.inputs(setup.data.test), setup.data.test.y)
     x_train = splits["train"][0]
     targets = setup.loss_fn.targets(setup.data.train.y, setup.model.out_shape[0])
-    loader = DataLoader((x_train, targets), Sampler(len(x_train), cfg["batch_size"], shuffle=True, rng=setup.rng))
+    transform = augment.from_config(cfg, setup.rng, IMAGE_SHAPE)  # training batches only, the run's Generator
+    loader = DataLoader((x_train, targets), Sampler(len(x_train), cfg["batch_size"], shuffle=True, rng=setup.rng),
+                        transform)
+    if transform is not None and start_epoch == 1:  # drawn from its own Generator: training stays as seeded
+        before = x_train[:32]
+        shown = augment.from_config(cfg, np.random.default_rng(cfg["seed"]), IMAGE_SHAPE)(before)
+        run.save_figure("augment.png", plots.augmentation(before, shown))
     nan_guard = TerminateOnNaN()
     hooks = [nan_guard, Evaluate(splits), ProgressBar(cfg["epochs"], progress and not console.quiet),
              EpochLogger(console, cfg["epochs"]), RunWriter(run, setup, config_yaml), *callbacks]
@@ -240,7 +250,8 @@ def _fit(run: RunFolder, setup: Setup, console: Console, config_yaml: str, start
     learner = Learner(setup.model, setup.loss_fn, setup.optimizer, loader, hooks)
     signals: list[int] = []
     try:
-        with stop_on_signals(learner) as signals:
+        # Overflow on the way to a NaN loss is reported once, as divergence, not as numpy warnings.
+        with stop_on_signals(learner) as signals, np.errstate(over="ignore", invalid="ignore"):
             learner.fit(cfg["epochs"], start_epoch=start_epoch)
     except KeyboardInterrupt:
         signals = signals or [signal.SIGINT]
@@ -305,6 +316,9 @@ def finish(run: RunFolder, setup: Setup, splits: dict) -> dict:
     figure = plots.embedding(model, x_test, y_test, classes)
     if figure is not None:
         run.save_figure("embedding.png", figure)
+    conv = next((layer for layer in model.layers if isinstance(layer, Conv2d)), None)
+    if conv is not None:
+        run.save_figure("filters.png", plots.filters(conv.weight.data))
     save_model(run, model, cfg)
     run.write_json("summary.json", summary)
     return summary

@@ -224,7 +224,7 @@ class RunFolder:
         path = self.path / "metrics.csv"
         row = io.StringIO()
         writer = csv.writer(row, lineterminator="\n")
-        if not path.exists():
+        if not path.exists() or path.stat().st_size == 0:
             writer.writerow(METRICS_COLUMNS)
         writer.writerow([_cell(logs.get(c)) for c in METRICS_COLUMNS])
         try:
