@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from digitlab import __version__
-from digitlab.errors import UserError
+from digitlab.errors import UserError, one_line
 
 
 class Group(click.Group):
@@ -21,7 +21,7 @@ class Group(click.Group):
         try:
             return super().invoke(ctx)
         except UserError as exc:
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"error: {one_line(str(exc))}", err=True)
             sys.exit(exc.exit_code)
 
 
@@ -78,7 +78,76 @@ def evaluate(run_dir):
 
 
 # --- digitlab compare (issue 3) ---------------------------------------------------------------------------------
+@main.command(name="compare")
+@click.argument("folders", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--sort", metavar="KEY", help="Sort by a column (test_acc, best_val, seconds, lr...); accuracies "
+                                            "best first, everything else ascending.")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "markdown"]), default="table",
+              show_default=True, help="Output format.")
+@click.option("--all-columns", is_flag=True, help="Show every config column, not only those that differ.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the overlay of accuracy per epoch to this PNG (default for one sweep folder: its "
+                   "compare.png).")
+@click.option("--group-seeds", is_flag=True, help="One row per config: mean and std over runs that differ only "
+                                                  "by seed.")
+def compare_runs(folders, sort, fmt, all_columns, plot_path, group_seeds):
+    """Runs side by side. FOLDERS are run folders or sweep folders (a sweep folder stands for its runs)."""
+    from digitlab import compare
+
+    runs, warnings = compare.collect(folders)
+    for warning in warnings:
+        click.echo(f"warning: {warning}", err=True)
+    if not runs:
+        raise UserError("nothing to compare: none of the folders given is a run folder or a sweep folder with runs")
+    columns, rows = compare.table(runs, all_columns=all_columns, group_seeds=group_seeds, sort=sort)
+    click.echo(compare.render(columns, rows, fmt))
+    target = plot_path or compare.default_plot_path(folders)
+    if target is not None:
+        written = compare.plot(runs, target)
+        click.echo(f"plot: {written}" if written else "plot: no run has a finished epoch yet; nothing drawn",
+                   err=True)
+
 
 # --- digitlab sweep (issue 3) -----------------------------------------------------------------------------------
+@main.command(name="sweep")
+@click.argument("sweep_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--workers", type=click.IntRange(1, 1024), help="Points in parallel: processes here (BLAS threads "
+              "split between them), or the local Dask cluster's workers. Default 1 (local), 2 (dask).")
+@click.option("--dry-run", is_flag=True, help="Print the points and what would run; train nothing.")
+@click.option("--executor", type=click.Choice(["local", "dask"]), default="local", show_default=True,
+              help="Where points run: this machine, or a Dask distributed cluster.")
+@click.option("--address", metavar="URL", help="Dask scheduler, e.g. tcp://host:8786 (default: a local cluster).")
+@click.option("--retry-failed", is_flag=True, help="Also run again the points that failed or diverged.")
+@click.option("--runs-dir", default="runs", show_default=True, type=click.Path(file_okay=False, path_type=Path),
+              help="The sweep's folder is <runs-dir>/<sweep name>.")
+def sweep_points(sweep_file, workers, dry_run, executor, address, retry_failed, runs_dir):
+    """Run every point of SWEEP_FILE that is not complete yet; safe to run again, and from cron."""
+    from digitlab.compare import format_table
+    from digitlab.sweep import load_sweep, run_sweep, summary_rows
+
+    if address and executor != "dask":
+        raise click.UsageError("--address needs --executor dask")
+    sweep = load_sweep(sweep_file)
+    result = run_sweep(sweep, runs_dir, workers=workers, executor=executor, address=address,
+                       retry_failed=retry_failed, dry_run=dry_run, echo=click.echo)
+    if dry_run:
+        return
+    headers, cells = summary_rows(result)
+    click.echo("")
+    click.echo(format_table(headers, cells))
+    if result.best is not None:
+        best = result.best
+        click.echo(f"best by {sweep.select}: {best.point.id} {best.point.label} {best.metric:.4f} "
+                   f"({best.params} parameters) -> {best.folder}")
+    if result.elsewhere:
+        click.echo(f"{len(result.elsewhere)} point(s) running elsewhere or not run; run the sweep again later")
+    click.echo(f"{len(result.trained)} point(s) run now; points.csv and compare.png in {result.folder}")
+    if result.interrupted:
+        sys.exit(128 + result.interrupted)
+    if result.failed:
+        click.echo(f"{len(result.failed)} point(s) did not complete: "
+                   + ", ".join(f"{o.point.id} ({o.state})" for o in result.failed), err=True)
+        sys.exit(1)
+
 
 # --- digitlab bench (issue 4) -----------------------------------------------------------------------------------

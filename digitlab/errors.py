@@ -17,7 +17,12 @@ class ConfigError(UserError):
     def __init__(self, source, key, message):
         self.source, self.key, self.message = source, key, message
         where = f"{source}: {key}" if key else str(source)
-        super().__init__(f"{where}: {message}")
+        super().__init__(one_line(f"{where}: {message}"))
+
+
+def one_line(text: str) -> str:
+    """Control characters (a newline in a YAML key, say) shown escaped, so an error stays one line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 class DataError(UserError):
