@@ -23,6 +23,9 @@ class Group(click.Group):
         except UserError as exc:
             click.echo(f"error: {one_line(str(exc))}", err=True)
             sys.exit(exc.exit_code)
+        except KeyboardInterrupt:  # Ctrl-C outside a training loop (which handles its own)
+            click.echo("interrupted", err=True)
+            sys.exit(130)
 
 
 @click.group(cls=Group)
