@@ -63,3 +63,11 @@ def test_model_eval_turns_dropout_off_and_train_turns_it_on():
     # predict is in evaluation mode and leaves the model as it was
     np.testing.assert_array_equal(model.predict(x), model.predict(x))
     assert model.training and model.layers[1].training
+
+
+@pytest.mark.parametrize("p", [0.99999, 0.999999, 1 - 1e-12])
+def test_p_just_below_one_is_valid(p):
+    """The config allows any p in [0, 1): even one that rounds to the last 16-bit threshold must build and run."""
+    layer = dropout(p)
+    y = layer.forward(np.ones((4, 1000), dtype=np.float32))
+    assert np.all(np.isfinite(y)) and np.mean(y == 0) > 0.99

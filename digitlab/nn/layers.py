@@ -167,7 +167,7 @@ class Dropout(Layer):
 
     def __init__(self, p: float = 0.5):
         self.p = p
-        self.threshold = int(round(p * 65536))
+        self.threshold = min(int(round(p * 65536)), 65535)  # p just below 1 would round to 65536: scale 1/0
         self.scale = np.float32(65536 / (65536 - self.threshold))
         self.rng: np.random.Generator | None = None  # the model hands the run's Generator to its dropouts
 
