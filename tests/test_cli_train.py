@@ -304,3 +304,18 @@ def test_run_folder_create_is_exclusive_under_contention(tmp_path):
         t.join()
     assert len(made) == len(set(made)) == 8
     assert sorted(made) == sorted(tmp_path.iterdir())
+
+
+# -- data.path -----------------------------------------------------------------------------------------------------
+def test_train_and_evaluate_on_idx_files_in_data_path(tmp_path, fake_idx_folder):
+    folder = fake_idx_folder(n_train=60, n_test=30)  # labels cycle 0..9: 12 train and 6 test images of 3 and 8
+    config = write_yaml(tmp_path, {**SMALL_3V8, "data": {"digits": [3, 8], "path": str(folder)}, "epochs": 1,
+                                   "batch_size": 5})
+    run, _ = train(config, tmp_path / "runs")
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["dataset_sizes"] == {"train": 12, "val": 0, "test": 6}
+    assert evaluate_run(run)["test_accuracy"] == summary["test_accuracy"]
+    (folder / "t10k-images-idx3-ubyte.gz").write_bytes((folder / "t10k-images-idx3-ubyte.gz").read_bytes()[:100])
+    result = CliRunner().invoke(main, ["train", str(config), "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 2 and len(result.stderr.splitlines()) == 1
+    assert f"{folder / 't10k-images-idx3-ubyte.gz'}: cannot be read or decompressed" in result.stderr

@@ -4,6 +4,7 @@ before anything trains; `--set KEY=VALUE` overrides reach any key, including ins
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
 import yaml
@@ -150,7 +151,7 @@ def test_resolved_config_round_trips_through_yaml():
 
 def test_shipped_configs_are_valid():
     for name, digits in [("3v8", [3, 8]), ("3v8-logreg", [3, 8]), ("mnist10-mlp", list(range(10)))]:
-        cfg = load_config(f"configs/{name}.yaml")
+        cfg = load_config(Path(__file__).parents[1] / "configs" / f"{name}.yaml")
         assert cfg["name"] == name and cfg["data"]["digits"] == digits
 
 
