@@ -1,0 +1,98 @@
+"""The Learner on a toy problem: it learns, every callback sees every hook in order, the running loss is the
+sample-weighted mean over the epoch (last partial batch included), and a schedule sets the lr before each batch."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from digitlab.data import DataLoader, Sampler
+from digitlab.nn import SGD, BCELoss, build_model
+from digitlab.nn.schedules import StepLR
+from digitlab.train import Callback, Evaluate, Learner, LRScheduler, ProgressBar
+
+
+def toy(n=103, batch_size=10, seed=0):
+    """Two blobs in 4-D, one sigmoid unit: linearly separable."""
+    rng = np.random.default_rng(seed)
+    y = (np.arange(n) % 2).astype(np.int64)
+    x = (rng.normal(size=(n, 4)) + np.where(y[:, None] == 0, 1.5, -1.5)).astype(np.float32)
+    model = build_model([("linear", {"units": 1}), ("sigmoid", {})], (4,), BCELoss.fuses)
+    model.reset_parameters(rng)
+    loss_fn = BCELoss()
+    loader = DataLoader((x, loss_fn.targets(y, 1)), Sampler(n, batch_size, shuffle=True, rng=rng))
+    return model, loss_fn, SGD(model.parameters(), lr=0.5), loader, x, y
+
+
+class Recorder(Callback):
+    def __init__(self, events, name, returns=None):
+        self.events, self.name, self.returns = events, name, returns
+
+    def _record(self, hook, *args):
+        self.events.append((self.name, hook) + args)
+        return self.returns  # a callback returning None/False must not turn hooks off for the next
+
+    def on_train_begin(self, logs): return self._record("train_begin")
+    def on_epoch_begin(self, epoch, logs): return self._record("epoch_begin", epoch)
+    def on_batch_begin(self, batch, logs): return self._record("batch_begin", batch)
+    def on_batch_end(self, batch, logs): return self._record("batch_end", batch, logs["loss"], logs["size"])
+    def on_epoch_end(self, epoch, logs): return self._record("epoch_end", epoch)
+    def on_train_end(self, logs): return self._record("train_end")
+
+
+def test_every_callback_sees_every_hook_in_order():
+    model, loss_fn, opt, loader, _, _ = toy()
+    events = []
+    Learner(model, loss_fn, opt, loader, [Recorder(events, "a", returns=False), Recorder(events, "b")]).fit(2)
+    batches = [(hook, i) for i in range(11) for hook in ("batch_begin", "batch_end")]
+    expected = [("train_begin",)]
+    for epoch in (1, 2):
+        expected += [("epoch_begin", epoch)] + batches + [("epoch_end", epoch)]
+    expected += [("train_end",)]
+    for name in "ab":
+        assert [e[1:3] for e in events if e[0] == name] == expected, name
+    sizes = [e[4] for e in events if e[0] == "a" and e[1] == "batch_end"]
+    assert sizes[:11] == [10] * 10 + [3]  # the last partial batch is trained on
+
+
+def test_running_loss_is_the_sample_weighted_epoch_mean():
+    model, loss_fn, opt, loader, _, _ = toy()
+    events, bar = [], ProgressBar(1, enabled=False)
+    history = Learner(model, loss_fn, opt, loader, [Recorder(events, "r"), bar]).fit(1)
+    batches = [(e[3], e[4]) for e in events if e[1] == "batch_end"]
+    expected = sum(loss * size for loss, size in batches) / sum(size for _, size in batches)
+    assert history[0]["running_loss"] == pytest.approx(expected, rel=1e-9)
+    assert sum(size for _, size in batches) == 103
+
+
+def test_the_learner_learns_and_reports_eval_metrics():
+    model, loss_fn, opt, loader, x, y = toy()
+    history = Learner(model, loss_fn, opt, loader, [Evaluate({"train": (x, y)})]).fit(5)
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4, 5]
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert history[-1]["train_accuracy"] > 0.95
+    assert model.training  # evaluation switches to eval mode and back
+
+
+def test_lr_schedule_is_set_before_every_batch():
+    model, loss_fn, opt, loader, _, _ = toy(n=40, batch_size=10)
+    seen = []
+
+    class LRSpy(Callback):
+        def on_batch_begin(self, batch, logs):
+            seen.append(self.learner.optimizer.lr)
+
+    # the scheduler runs first: each batch sees lr(epoch - 1 + batch / 4)
+    Learner(model, loss_fn, opt, loader, [LRScheduler(StepLR(1.0, 3, step_size=1, gamma=0.5)), LRSpy()]).fit(3)
+    assert seen == [1.0] * 4 + [0.5] * 4 + [0.25] * 4
+
+
+def test_a_callback_can_stop_training():
+    model, loss_fn, opt, loader, _, _ = toy()
+
+    class StopAfterTwoEpochs(Callback):
+        def on_epoch_end(self, epoch, logs):
+            if epoch == 2:
+                self.learner.stop_training = True
+
+    assert len(Learner(model, loss_fn, opt, loader, [StopAfterTwoEpochs()]).fit(10)) == 2
