@@ -91,10 +91,6 @@ class Learner:
         return self.history
 
 
-# Course notebooks' name for the same thing.
-Trainer = Learner
-
-
 class Evaluate(Callback):
     """At the end of each epoch, loss and accuracy (in evaluation mode, in large batches) on each named split:
     logs gets <split>_loss and <split>_accuracy, e.g. train_loss, val_accuracy, test_loss."""

@@ -3,6 +3,10 @@
 State (momentum, Adam's moments, one scratch buffer) is allocated once in the constructor; `step()` runs a
 fixed handful of in-place ufuncs over the whole buffer. Learning rates are Python floats so numpy keeps the
 arithmetic in float32. `state_dict()` holds everything a resumed run needs.
+
+Weight decay and Nesterov's look-ahead are added into the gradient buffer itself (no extra pass over a
+temporary): after `step()`, `.grad` holds the gradient that was applied, not the raw one. The next backward
+overwrites it.
 """
 
 from __future__ import annotations
