@@ -9,6 +9,7 @@ unlinking a lock file while another process waits on it would let two holders in
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import socket
@@ -55,6 +56,20 @@ class PointLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+@contextlib.contextmanager
+def waiting_lock(path: str | os.PathLike):
+    """A blocking exclusive lock for a short critical section, e.g. reading the points' states and rewriting
+    points.csv from them, so that the sweep that writes last has also looked last."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def held_elsewhere(path: str | os.PathLike) -> str | None:

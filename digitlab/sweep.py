@@ -31,7 +31,7 @@ import yaml
 from digitlab import checkpoint
 from digitlab.config import apply_override, dump, load_config, read_yaml, safe_name, validate
 from digitlab.errors import ConfigError, RunError, UserError
-from digitlab.locks import PointLock, held_elsewhere, lock_path
+from digitlab.locks import LOCKS, PointLock, held_elsewhere, lock_path, waiting_lock
 from digitlab.runs import RunFolder, atomic_write, command_line, utc_now
 
 SWEEP_KEYS = ["name", "base", "set", "grid", "random", "seeds", "select"]
@@ -461,6 +461,8 @@ def run_sweep(sweep: Sweep, runs_dir: str | os.PathLike = "runs", workers: int |
     became of every point."""
     sweep_dir = sweep.folder(runs_dir)
     result = SweepResult(sweep, sweep_dir, dry_run=dry_run)
+    if executor == "dask" and not dry_run:
+        _import_dask()
     states = {p.id: point_state(sweep_dir, p) for p in sweep.points}
     to_run = [p for p in sweep.points if should_run(states[p.id][0], retry_failed)]
     counts = _count(state for state, _, _ in states.values())
@@ -485,7 +487,10 @@ def run_sweep(sweep: Sweep, runs_dir: str | os.PathLike = "runs", workers: int |
         echo("nothing to run: " + ("every point is complete" if counts == f"{len(sweep.points)} complete"
                                    else "no point needs running"))
     else:
-        progress = _Progress(sweep, sweep_dir, states, to_run, echo)
+        elsewhere = [p for p in sweep.points if states[p.id][0] == "running"]
+        progress = _Progress(sweep, sweep_dir, states, len(to_run) + len(elsewhere), echo)
+        for point in elsewhere:
+            progress.report(point, {"state": "running", "note": f"running elsewhere ({states[point.id][2]})"})
         if executor == "dask":
             _run_dask(sweep, sweep_dir, to_run, retry_failed, address, workers, progress)
         elif (workers or 1) > 1 and len(to_run) > 1:
@@ -499,10 +504,11 @@ def run_sweep(sweep: Sweep, runs_dir: str | os.PathLike = "runs", workers: int |
                     echo("interrupted: the sweep stops here; run it again to continue where it stopped")
                     break
         result.trained = progress.trained
-    result.outcomes = _final_outcomes(sweep, sweep_dir)
-    result.best = best_of(result.outcomes, sweep.maximize)
-    write_points_csv(sweep, sweep_dir, result.outcomes)
-    _write_compare_png(sweep, sweep_dir, result.outcomes)
+    with waiting_lock(sweep_dir / LOCKS / "sweep-files.lock"):  # a concurrent sweep cannot write older news
+        result.outcomes = _final_outcomes(sweep, sweep_dir)
+        result.best = best_of(result.outcomes, sweep.maximize)
+        write_points_csv(sweep, sweep_dir, result.outcomes)
+        _write_compare_png(sweep, sweep_dir, result.outcomes)
     return result
 
 
@@ -526,10 +532,10 @@ def _count(states) -> str:
 class _Progress:
     """Prints one line per point as it ends: points done / total, the point's result, the best so far."""
 
-    def __init__(self, sweep: Sweep, sweep_dir: Path, states: dict, to_run: list[Point], echo):
+    def __init__(self, sweep: Sweep, sweep_dir: Path, states: dict, pending: int, echo):
         self.sweep, self.sweep_dir, self.echo = sweep, sweep_dir, echo
         self.total = len(sweep.points)
-        self.done = self.total - len(to_run)
+        self.done = self.total - pending
         self.trained: list[str] = []
         self.known = [Outcome(p, s, f, *read_result(f, sweep.select)) for p in sweep.points
                       for s, f, _ in [states[p.id]] if s == "complete"]
@@ -611,16 +617,21 @@ def _run_pool(sweep: Sweep, sweep_dir: Path, to_run: list[Point], retry_failed: 
                 os.environ[name] = value
 
 
-def dask_client(address: str | None, workers: int | None):
-    """A distributed.Client: connected to `address`, or to a new LocalCluster on 127.0.0.1 (processes, one
-    thread each; Dask sets OMP/MKL/OPENBLAS_NUM_THREADS=1 in its workers). Returns (client, cluster or None)."""
+def _import_dask():
     try:
-        import logging
-
         from distributed import Client, LocalCluster
     except ImportError:
         raise UserError("--executor dask needs Dask: pip install 'digitlab[dask]' "
                         "(or pip install 'dask[distributed]')") from None
+    return Client, LocalCluster
+
+
+def dask_client(address: str | None, workers: int | None):
+    """A distributed.Client: connected to `address`, or to a new LocalCluster on 127.0.0.1 (processes, one
+    thread each; Dask sets OMP/MKL/OPENBLAS_NUM_THREADS=1 in its workers). Returns (client, cluster or None)."""
+    import logging
+
+    Client, LocalCluster = _import_dask()
     try:
         if address:
             return Client(address, timeout="20s"), None
