@@ -154,3 +154,26 @@ def sweep_points(sweep_file, workers, dry_run, executor, address, retry_failed, 
 
 
 # --- digitlab bench (issue 4) -----------------------------------------------------------------------------------
+@main.command()
+@click.option("--task", "tasks", multiple=True, metavar="NAME",
+              help="A task to run (repeatable): 3v8, mnist10-mlp, mnist10-cnn (when conv layers exist). Default: all.")
+@click.option("--engine", "engines", multiple=True, metavar="NAME",
+              help="An engine to run (repeatable): digitlab, numpy, matmul, torch, torch-best, sklearn. Default: all.")
+@click.option("--epochs", default=3, show_default=True, type=click.IntRange(1),
+              help="Epochs per engine; seconds per epoch are the median of the epochs after the first.")
+@click.option("--threads", type=click.IntRange(1), help="Threads for every engine (default: the CPUs available).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the figures here.")
+@click.option("--limit", type=click.IntRange(1), help="Train and test on the first N examples only (for tests).")
+@click.option("--no-peers", is_flag=True, help="Skip PyTorch and scikit-learn even when installed.")
+def bench(tasks, engines, epochs, threads, json_path, limit, no_peers):
+    """Time digitlab's engine against a minimal numpy loop, the matmul limit, PyTorch and scikit-learn."""
+    from digitlab import bench as benchmark
+
+    results = benchmark.run(list(tasks), list(engines), epochs=epochs, threads=threads, limit=limit,
+                            peers=not no_peers, echo=lambda line: click.echo(line, err=True))
+    click.echo(benchmark.format_machine(results))
+    click.echo("")
+    click.echo(benchmark.format_table(results))
+    if json_path:
+        benchmark.write_json(results, json_path)
+        click.echo(f"figures written to {json_path}")

@@ -1,0 +1,78 @@
+"""digitlab bench: the command runs end to end on a tiny slice without the optional peers, and its table and
+JSON have the documented shape. No timing is asserted: that is what the command is for."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from digitlab import bench
+from digitlab.cli import main
+from digitlab.nn import LAYERS
+
+
+def test_bench_3v8_without_peers(tmp_path):
+    out = tmp_path / "bench.json"
+    result = CliRunner().invoke(main, ["bench", "--task", "3v8", "--epochs", "2", "--limit", "200", "--no-peers",
+                                       "--threads", "1", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("| task | engine |"))
+    end = lines.index("", header)
+    rows = [line.split(" | ") for line in lines[header + 2:end]]
+    assert [r[1] for r in rows] == ["digitlab", "numpy", "matmul", "torch", "torch-best", "sklearn"]
+    assert all("peers disabled" in r[-1] for r in rows if r[1] in ("torch", "torch-best", "sklearn"))
+    assert "Warm MNIST load" in result.output
+    assert "| 3v8 | <= 0.4 x PyTorch | - | - |" in result.output  # no peer, no verdict
+
+    figures = json.loads(out.read_text())
+    assert figures["epochs"] == 2 and figures["threads"] == 1 and figures["limit"] == 200
+    assert {"nproc", "cpu", "numpy", "blas"} <= set(figures["machine"])
+    assert figures["data"]["load_seconds"] > 0
+    engines = figures["tasks"]["3v8"]["engines"]
+    for name in ("digitlab", "numpy"):
+        row = engines[name]
+        assert len(row["epoch_seconds"]) == 2 and row["seconds_per_epoch"] == row["epoch_seconds"][1]
+        assert row["samples_per_second"] == pytest.approx(200 / row["seconds_per_epoch"])
+        assert row["n_train"] == 200 and row["n_test"] == 200
+        assert 0 <= row["accuracy"] <= 1 and row["peak_mb"] > 10
+    assert engines["digitlab"]["ratio"] == 1
+    assert engines["numpy"]["ratio"] > 0 and engines["matmul"]["gflops"] > 0
+    assert engines["torch"] == {"skipped": "peers disabled (--no-peers)"}
+    targets = figures["tasks"]["3v8"]["targets"]
+    assert [t["engine"] for t in targets] == ["torch", "numpy"]
+    assert targets[0]["met"] is None and targets[1]["met"] in (True, False)
+
+
+def test_missing_peer_is_a_note_not_an_error(monkeypatch):
+    monkeypatch.setattr(bench.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(bench, "_run_worker", lambda spec, threads: {"load_seconds": 0.1} if spec["engine"] == "load"
+                        else {"epoch_seconds": [1.0], "seconds_per_epoch": 1.0, "accuracy": 0.9})
+    results = bench.run(["mnist10-mlp"], ["torch", "sklearn"], epochs=1)
+    rows = results["tasks"]["mnist10-mlp"]["engines"]
+    assert list(rows) == ["digitlab", "torch", "sklearn"]
+    assert "torch is not installed" in rows["torch"]["skipped"]
+    assert "sklearn is not installed" in rows["sklearn"]["skipped"]
+    assert "not installed" in bench.format_table(results)
+
+
+def test_cnn_task_only_with_conv_layers():
+    assert ("mnist10-cnn" in bench.available_tasks()) == ("conv2d" in LAYERS and "maxpool2d" in LAYERS)
+    assert {"3v8", "mnist10-mlp"} <= set(bench.available_tasks())
+
+
+def test_unknown_task_is_a_user_error():
+    result = CliRunner().invoke(main, ["bench", "--task", "nope", "--no-peers"])
+    assert result.exit_code == 2
+    assert "unknown bench task 'nope'" in result.output
+
+
+def test_gemm_shapes_of_a_dense_network():
+    setup = bench._setup(bench.TASKS["3v8"], seed=0, limit=100)
+    # forward, weight gradient, and (after the first layer) input gradient of each of the four linear layers
+    assert bench.gemm_shapes(setup, 50) == [(50, 784, 100), (784, 50, 100),
+                                            (50, 100, 100), (100, 50, 100), (50, 100, 100),
+                                            (50, 100, 2), (100, 50, 2), (50, 2, 100),
+                                            (50, 2, 1), (2, 50, 1), (50, 1, 2)]
