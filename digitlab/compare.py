@@ -28,7 +28,7 @@ ALIASES = {"train_accuracy": "train_acc", "test_accuracy": "test_acc", "best_val
            "val_accuracy": "best_val", "architecture": "arch", "epochs done": "epochs_done", "time": "seconds"}
 BEST_FIRST = {"train_acc", "test_acc", "best_val"}  # sorted descending; every other column ascending
 FORMATS = ("table", "csv", "json", "markdown")
-SWEEP_FILES = {"sweep.yaml", "points.csv", "compare.png", "replaced"}
+SWEEP_FILES = {"sweep.yaml", "points.csv", "compare.png", "replaced", ".locks"}
 
 
 @dataclass
