@@ -20,7 +20,9 @@ import math
 import os
 import random
 import shutil
+import signal
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -591,8 +593,9 @@ def _run_pool(sweep: Sweep, sweep_dir: Path, to_run: list[Point], retry_failed: 
     saved = {name: os.environ.get(name) for name in THREAD_VARIABLES}
     os.environ.update(_limited_threads(workers))
     try:
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = {pool.submit(run_point, str(sweep_dir), point, retry_failed): point for point in to_run}
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_watch_parent) as pool:
+            futures = {pool.submit(_pool_run_point, str(sweep_dir), point, retry_failed): point for point in to_run}
             try:
                 pending = set(futures)
                 while pending:
@@ -624,6 +627,35 @@ def _import_dask():
         raise UserError("--executor dask needs Dask: pip install 'digitlab[dask]' "
                         "(or pip install 'dask[distributed]')") from None
     return Client, LocalCluster
+
+
+_orphaned = threading.Event()
+
+
+def _watch_parent() -> None:
+    """In a pool worker: when the sweep process dies (SIGKILL, a crash), stop too instead of lingering. SIGTERM
+    to itself ends the training loop after its batch (the point becomes `interrupted`, its checkpoint intact, and
+    the next sweep continues it); a worker still there 30 s later exits anyway."""
+    parent = os.getppid()
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        _orphaned.set()
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(30)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="digitlab-parent-watch", daemon=True).start()
+
+
+def _pool_run_point(sweep_dir: str, point: Point, retry_failed: bool) -> dict:
+    if _orphaned.is_set():  # a point queued before the sweep died: leave it to the next sweep
+        os._exit(1)
+    outcome = run_point(sweep_dir, point, retry_failed)
+    if _orphaned.is_set():
+        os._exit(1)
+    return outcome
 
 
 def dask_client(address: str | None, workers: int | None):

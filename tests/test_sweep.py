@@ -256,6 +256,53 @@ def test_sigkill_part_way_then_running_again_completes_only_the_missing_points(t
         assert [r["epoch"] for r in RunFolder(sweep_dir / name).read_metrics()] == list(range(1, epochs + 1))
 
 
+def pool_workers(pid: int) -> list[int]:
+    """The multiprocessing workers among a process's children (Linux /proc)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [int(c) for c in children if "spawn_main" in Path(f"/proc/{c}/cmdline").read_text(errors="replace")]
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] not in "ZX"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads /proc")
+def test_workers_stop_when_their_sweep_is_killed_and_their_points_continue_next_time(tmp_path):
+    path = write_sweep(tmp_path, {"optimizer.lr": [0.1, 0.05]}, base={**TINY, "epochs": 15})
+    runs = tmp_path / "runs"
+    process = subprocess.Popen([sys.executable, "-m", "digitlab", "sweep", str(path), "--runs-dir", str(runs),
+                                "--workers", "2"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workers: list[int] = []
+    try:
+        deadline = time.time() + 120
+        while not list((runs / "s").glob("*/metrics.csv")):
+            assert process.poll() is None and time.time() < deadline
+            time.sleep(0.01)
+        workers = pool_workers(process.pid)
+        assert len(workers) == 2
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+        deadline = time.time() + 20
+        while any(alive(w) for w in workers):
+            assert time.time() < deadline, "orphaned workers kept running"
+            time.sleep(0.1)
+    finally:
+        process.kill()
+        process.wait()
+        for worker in workers:
+            if alive(worker):
+                os.kill(worker, signal.SIGKILL)
+    before = statuses(runs / "s")
+    assert before and "complete" not in before.values() and set(before.values()) <= {"interrupted", "crashed"}
+    result = CliRunner().invoke(main, ["sweep", str(path), "--runs-dir", str(runs)])
+    assert result.exit_code == 0, result.output
+    assert sorted(statuses(runs / "s").values()) == ["complete"] * 2
+    assert "resumed from its checkpoint" in result.output
+
+
 def test_two_invocations_at_once_run_every_point_exactly_once(tmp_path):
     path = write_sweep(tmp_path, {"optimizer.lr": [0.1, 0.05], "batch_size": [50, 100]},
                        base={**TINY, "epochs": 3})
