@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from digitlab.data.augment import AUGMENT_DEFAULTS, AUGMENT_OPTIONS, ELASTIC_DEFAULTS, ELASTIC_OPTIONS
 from digitlab.errors import ConfigError
 from digitlab.nn import LAYERS, LOSSES, OPTIMIZERS, ShapeError
 from digitlab.nn.model import build_layers, plan
@@ -27,7 +28,7 @@ IMAGE_SHAPE = (1, 28, 28)
 DEFAULTS: dict[str, Any] = {
     "name": None,  # the config file's stem
     "seed": 0,
-    "data": {"digits": list(range(10)), "validation": 0.0, "limit": None, "path": None},
+    "data": {"digits": list(range(10)), "validation": 0.0, "limit": None, "path": None, "augment": None},
     "model": None,  # required
     "loss": "cross_entropy",
     "optimizer": {"name": "sgd"},
@@ -208,8 +209,14 @@ LAYER_OPTIONS: dict[str, dict[str, tuple]] = {
     "linear": {"units": ("integer", 1, None), "init": ("choice", ("he", "kaiming", "xavier", "glorot", "normal", "zeros")),
                "scale": ("number", 0, None, True), "bias": ("boolean",)},
     "dropout": {"p": ("number", 0, 1, False, True)},
+    "conv2d": {"filters": ("integer", 1, None), "kernel": ("integer", 1, None), "stride": ("integer", 1, None),
+               "padding": ("choice", ("valid", "same")),
+               "init": ("choice", ("he", "kaiming", "xavier", "glorot", "normal", "zeros")),
+               "scale": ("number", 0, None, True), "bias": ("boolean",)},
+    "maxpool2d": {"size": ("integer", 1, None), "stride": ("integer", 1, None)},
+    "batchnorm": {"momentum": ("number", 0, 1), "eps": ("number", 0, None, True)},
 }
-REQUIRED_OPTION = {"linear": "units"}
+REQUIRED_OPTION = {"linear": "units", "conv2d": "filters"}
 OPTIMIZER_OPTIONS = {
     "sgd": {"lr": ("number", 0, None, True), "momentum": ("number", 0, 1, False, True),
             "nesterov": ("boolean",), "weight_decay": ("number", 0, None)},
@@ -298,6 +305,7 @@ def validate(raw: Any, source: str = "config") -> dict:
         cfg["data"]["limit"] = check.integer(cfg["data"]["limit"], "data.limit", 1)
     if cfg["data"]["path"] is not None:
         cfg["data"]["path"] = check.text(cfg["data"]["path"], "data.path")
+    cfg["data"]["augment"] = _check_augment(check, cfg["data"]["augment"])
 
     cfg["loss"] = check.choice(cfg["loss"], "loss", LOSSES)
     cfg["optimizer"] = _check_optimizer(check, raw.get("optimizer"))
@@ -354,6 +362,26 @@ def _check_schedule(check: _Checker, raw) -> dict:
     resolved = {"name": name, **SCHEDULE_DEFAULTS[name], **{k: v for k, v in raw.items() if k != "name"}}
     for key, rule in SCHEDULE_OPTIONS[name].items():
         resolved[key] = _check_option(check, resolved[key], f"optimizer.schedule.{key}", rule)
+    return resolved
+
+
+def _check_augment(check: _Checker, raw) -> dict | None:
+    """data.augment: null/false, or {shift: 2, rotate: 10, scale: 0.1, elastic: false | true | {alpha, sigma}}."""
+    if raw is None or raw is False:
+        return None
+    opts = check.mapping(raw if raw is not True else {}, "data.augment", list(AUGMENT_OPTIONS))
+    resolved = {**AUGMENT_DEFAULTS, **opts}
+    for key, rule in AUGMENT_OPTIONS.items():
+        if rule is not None:
+            resolved[key] = _check_option(check, resolved[key], f"data.augment.{key}", rule)
+    elastic = resolved["elastic"]
+    if isinstance(elastic, dict):
+        check.mapping(elastic, "data.augment.elastic", list(ELASTIC_OPTIONS))
+        elastic = {**ELASTIC_DEFAULTS, **elastic}
+        resolved["elastic"] = {k: _check_option(check, elastic[k], f"data.augment.elastic.{k}", rule)
+                               for k, rule in ELASTIC_OPTIONS.items()}
+    elif elastic is not None:
+        resolved["elastic"] = check.boolean(elastic, "data.augment.elastic")
     return resolved
 
 

@@ -126,3 +126,45 @@ def embedding(model: Sequential, x: np.ndarray, y: np.ndarray, classes: list[int
     ax.set(xlabel="unit 1", ylabel="unit 2", title=f"test set in the 2-D layer (layer {k})")
     fig.tight_layout()
     return fig
+
+
+def mosaic(images: np.ndarray, cols: int = 8, pad: int = 1) -> np.ndarray:
+    """A batch of images (B, ...) with 28x28 pixels each (or any square size) tiled into one 2-D array."""
+    b = len(images)
+    side = int(round(np.sqrt(images[0].size)))
+    tiles = images.reshape(b, side, side)
+    rows = -(-b // cols)
+    out = np.full((rows * (side + pad) + pad, cols * (side + pad) + pad), np.nan, dtype=np.float32)
+    for i in range(b):  # at most a few dozen tiles
+        r, c = divmod(i, cols)
+        out[pad + r * (side + pad):(r + 1) * (side + pad), pad + c * (side + pad):(c + 1) * (side + pad)] = tiles[i]
+    return out
+
+
+def augmentation(before: np.ndarray, after: np.ndarray, cols: int = 8) -> plt.Figure:
+    """The same training images before and after data augmentation, side by side."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 6.4))
+    for ax, images, title in ((axes[0], before, "before"), (axes[1], after, "after augmentation")):
+        ax.imshow(mosaic(images, cols), cmap="gray_r", vmin=0, vmax=1)
+        ax.set_title(title)
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def filters(weight: np.ndarray, title: str = "first convolution's kernels") -> plt.Figure:
+    """A conv layer's kernels (filters, channels, k, k), one panel each (channels averaged), each scaled
+    symmetrically about 0: red positive, blue negative."""
+    kernels = weight.mean(axis=1)
+    n = len(kernels)
+    cols = min(n, 8)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.2, rows * 1.2 + 0.5), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, k in zip(axes.flat, kernels):
+        limit = float(np.abs(k).max()) or 1.0
+        ax.imshow(k, cmap="RdBu_r", vmin=-limit, vmax=limit)
+    fig.suptitle(f"{title} ({n} of {weight.shape[2]}x{weight.shape[3]})")
+    fig.tight_layout()
+    return fig

@@ -7,7 +7,7 @@ the Generator's state when the epoch starts.
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -33,17 +33,20 @@ class Sampler:
 
 
 class DataLoader:
-    """Gathers the batches a Sampler names from arrays of equal length (inputs, targets, ...)."""
+    """Gathers the batches a Sampler names from arrays of equal length (inputs, targets, ...). An optional
+    `transform` (data augmentation) is applied to each gathered batch of the first array, the inputs."""
 
-    def __init__(self, arrays: tuple[np.ndarray, ...], sampler: Sampler):
+    def __init__(self, arrays: tuple[np.ndarray, ...], sampler: Sampler,
+                 transform: Callable[[np.ndarray], np.ndarray] | None = None):
         lengths = {len(a) for a in arrays}
         if len(lengths) != 1 or lengths.pop() != sampler.n:
             raise ValueError("all arrays of a DataLoader need the sampler's length")
-        self.arrays, self.sampler = arrays, sampler
+        self.arrays, self.sampler, self.transform = arrays, sampler, transform
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, ...]]:
         for idx in self.sampler:
-            yield tuple(a[idx] for a in self.arrays)
+            batch = tuple(a[idx] for a in self.arrays)
+            yield batch if self.transform is None else (self.transform(batch[0]),) + batch[1:]
 
     def __len__(self) -> int:
         return len(self.sampler)

@@ -46,6 +46,10 @@ class Layer:
     def reset_parameters(self, rng: np.random.Generator) -> None:
         pass
 
+    def buffers(self) -> dict[str, np.ndarray]:
+        """State that is saved with the weights but not trained (batch norm's running statistics)."""
+        return {}
+
     def forward(self, x: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
@@ -203,9 +207,14 @@ class Flatten(Layer):
 # The course's word for a linear layer.
 Affine = Dense = Linear
 
-# Config names -> classes. Aliases map to the same class.
+# Image layers live in their own modules, which build on Layer above.
+from digitlab.nn.conv import Conv2d, MaxPool2d  # noqa: E402
+from digitlab.nn.normalization import BatchNorm  # noqa: E402
+
+# Config names -> classes. Aliases map to the same class (the first name is the one saved).
 LAYERS: dict[str, type[Layer]] = {
     "linear": Linear, "affine": Linear, "dense": Linear,
     "relu": ReLU, "sigmoid": Sigmoid, "tanh": Tanh, "softmax": Softmax,
     "dropout": Dropout, "flatten": Flatten,
+    "conv2d": Conv2d, "conv": Conv2d, "maxpool2d": MaxPool2d, "maxpool": MaxPool2d, "batchnorm": BatchNorm,
 }

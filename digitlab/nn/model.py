@@ -15,6 +15,9 @@ import numpy as np
 from digitlab.nn.layers import LAYERS, Dropout, Layer, Parameter
 
 
+EVAL_ACTIVATION_BYTES = 8 << 20  # an evaluation pass works on slices whose widest activation is about this big
+
+
 class ShapeError(ValueError):
     """A layer that cannot take the shape the layer before it gives; `index` is its position in the model."""
 
@@ -103,9 +106,18 @@ class Sequential:
 
     # -- the two passes -----------------------------------------------------------------------------------
     def forward(self, x: np.ndarray) -> np.ndarray:
+        if not self.training and len(x) > self.eval_chunk:  # no backward follows: keep activations cache-sized
+            return np.concatenate([self.forward(x[i:i + self.eval_chunk]) for i in range(0, len(x), self.eval_chunk)])
         for layer in self.layers:
             x = layer.forward(x)
         return x
+
+    @property
+    def eval_chunk(self) -> int:
+        """Samples per slice in evaluation: a conv net's 2000-image evaluation batch would otherwise make
+        activations of hundreds of MB, streamed through memory layer after layer; an MLP's fits whole."""
+        widest = max((math.prod(s) for s in self.layer_shapes), default=1)
+        return max(16, EVAL_ACTIVATION_BYTES // (4 * widest))
 
     def backward(self, grad: np.ndarray) -> None:
         """Backpropagate dL/doutput; every parameter's .grad is overwritten (no zero_grad needed)."""
@@ -124,16 +136,23 @@ class Sequential:
         return self.output_activation.forward(out) if self.output_activation is not None else out
 
     # -- saving ---------------------------------------------------------------------------------------------
+    def buffers(self) -> dict[str, np.ndarray]:
+        """Saved but untrained state by name ("1.running_mean", ...): the arrays themselves, not copies."""
+        return {f"{i}.{k}": b for i, layer in enumerate(self.layers) for k, b in layer.buffers().items()}
+
     def state_dict(self) -> dict[str, np.ndarray]:
-        return {name: p.data.copy() for name, p in self.params.named.items()}
+        """Copies of every parameter and buffer, by name."""
+        return {**{name: p.data.copy() for name, p in self.params.named.items()},
+                **{name: b.copy() for name, b in self.buffers().items()}}
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
-        expected = {name: p.shape for name, p in self.params.named.items()}
+        targets = {**{name: p.data for name, p in self.params.named.items()}, **self.buffers()}
+        expected = {name: a.shape for name, a in targets.items()}
         given = {name: tuple(np.shape(a)) for name, a in state.items()}
         if expected != given:
             raise ValueError(f"weights do not match the architecture: expected {expected}, got {given}")
-        for name, p in self.params.named.items():
-            p.data[...] = state[name]
+        for name, a in targets.items():
+            a[...] = state[name]
 
     def architecture(self) -> list:
         """The layer list in config form, e.g. [{'linear': {'units': 100}}, 'relu', ...]."""
@@ -145,6 +164,11 @@ class Sequential:
         inner = "\n".join(f"  ({i}) {layer!r}" for i, layer in enumerate(self.layers))
         head = f"\n  (output) {self.output_activation!r}" if self.output_activation else ""
         return f"Sequential(in_shape={self.in_shape},\n{inner}{head}\n)"
+
+
+# Layers between a weight and its activation that do not change which initialiser fits (batch norm
+# renormalises, max pooling commutes with ReLU): conv -> batchnorm -> relu still gets He.
+PASS_THROUGH = (LAYERS["batchnorm"], LAYERS["maxpool2d"])
 
 
 def input_shape_for(first_layer: str, image_shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -159,8 +183,9 @@ def build_layers(layer_specs: list[tuple[str, dict]], image_shape: tuple[int, ..
     A final activation of the type the loss fuses becomes the model's output_activation (cross-entropy on a
     model that ends in logits gets an implicit softmax there), so that `predict` always gives probabilities."""
     layers = [LAYERS[name](**opts) for name, opts in layer_specs]
-    for layer, after in zip(layers, layers[1:] + [None]):
+    for i, layer in enumerate(layers):
         if getattr(layer, "init", "") is None:  # default: He before a ReLU, Xavier/Glorot otherwise
+            after = next((l for l in layers[i + 1:] if not isinstance(l, PASS_THROUGH)), None)
             layer.init = "he" if isinstance(after, LAYERS["relu"]) else "xavier"
     head = None
     if fuses is not None:

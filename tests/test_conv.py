@@ -1,0 +1,257 @@
+"""Convolution, max pooling and batch norm: backward against central differences in float64, forward against
+plain loops, running statistics, saving buffers, shape errors as one-line config errors, and a tiny CNN trained
+end to end through the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from digitlab.cli import main
+from digitlab.config import load_config
+from digitlab.errors import ConfigError
+from digitlab.experiment import evaluate_run
+from digitlab.nn import CrossEntropyLoss, Sequential, build_model
+from digitlab.nn.conv import Conv2d, MaxPool2d
+from digitlab.nn.normalization import BatchNorm
+from test_nn_gradients import check_layer
+
+
+def naive_conv(x, weight, bias, stride, pad):
+    """Cross-correlation with a Python loop over output pixels (NCHW), the definition the layer must match."""
+    top, bottom, left, right = pad
+    xp = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
+    k = weight.shape[2]
+    ho, wo = (xp.shape[2] - k) // stride + 1, (xp.shape[3] - k) // stride + 1
+    out = np.zeros((len(x), weight.shape[0], ho, wo))
+    for i in range(ho):
+        for j in range(wo):
+            window = xp[:, :, i * stride:i * stride + k, j * stride:j * stride + k]
+            out[:, :, i, j] = np.einsum("nckl,fckl->nf", window, weight) + bias
+    return out
+
+
+CONV_CASES = [  # (in_shape, options, out_shape)
+    ((1, 6, 6), dict(filters=3, kernel=3), (3, 4, 4)),                           # one input channel
+    ((2, 7, 6), dict(filters=4, kernel=3), (4, 5, 4)),
+    ((2, 7, 6), dict(filters=3, kernel=3, stride=2), (3, 3, 2)),
+    ((3, 5, 5), dict(filters=2, kernel=3, padding="same"), (2, 5, 5)),
+    ((2, 7, 6), dict(filters=3, kernel=3, stride=2, padding="same"), (3, 4, 3)),
+    ((2, 6, 7), dict(filters=2, kernel=4, padding="same"), (2, 6, 7)),           # odd padding: extra at bottom/right
+    ((1, 8, 9), dict(filters=2, kernel=5, stride=3, padding="same"), (2, 3, 3)),
+    ((2, 5, 5), dict(filters=2, kernel=2, bias=False), (2, 4, 4)),
+]
+
+
+@pytest.mark.parametrize("in_shape, opts, out_shape", CONV_CASES)
+def test_conv2d_gradients(in_shape, opts, out_shape, numgrad):
+    layer = check_layer(Conv2d(**opts), in_shape, 2, numgrad)
+    assert layer.build(in_shape) == out_shape
+
+
+@pytest.mark.parametrize("in_shape, opts, out_shape", CONV_CASES)
+def test_conv2d_forward_matches_loops(in_shape, opts, out_shape):
+    rng = np.random.default_rng(1)
+    layer = Conv2d(**opts)
+    model = Sequential([layer], in_shape, dtype=np.float64)
+    for p in model.parameters():
+        p.data[...] = rng.normal(size=p.shape)
+    x = rng.normal(size=(3,) + in_shape)
+    bias = layer.b.data if layer.b is not None else 0.0
+    expected = naive_conv(x, layer.weight.data, bias, layer.stride, layer.pad)
+    assert expected.shape[1:] == out_shape
+    np.testing.assert_allclose(layer.forward(x), expected, rtol=1e-10, atol=1e-12)
+    model.eval()  # evaluation convolves big batches a slice at a time: same numbers
+    np.testing.assert_allclose(layer.forward(x), expected, rtol=1e-10, atol=1e-12)
+
+
+def test_conv2d_eval_in_slices_equals_one_batch(monkeypatch):
+    import digitlab.nn.conv as conv
+    rng = np.random.default_rng(0)
+    layer = Conv2d(4, 3, padding="same")
+    model = Sequential([layer], (2, 6, 6))
+    model.reset_parameters(rng)
+    model.eval()
+    x = rng.normal(size=(10, 2, 6, 6)).astype(np.float32)
+    whole = layer.forward(x)
+    monkeypatch.setattr(conv, "EVAL_CHUNK_BYTES", 1)  # one image at a time
+    np.testing.assert_allclose(layer.forward(x), whole, rtol=1e-6)
+
+
+@pytest.mark.parametrize("in_shape, size, stride", [((2, 6, 6), 2, None), ((3, 7, 5), 2, None),
+                                                     ((2, 7, 7), 3, 2), ((1, 5, 6), 2, 1)])
+def test_maxpool2d_gradients(in_shape, size, stride, numgrad):
+    check_layer(MaxPool2d(size, stride), in_shape, 3, numgrad)
+
+
+def test_maxpool2d_forward_and_ties():
+    x = np.array([[[[1, 2, 0, 0], [3, 4, 0, 0], [5, 5, 5, 5], [5, 5, 5, 5]]]], dtype=np.float32)
+    layer = MaxPool2d(2)
+    Sequential([layer], (1, 4, 4))
+    np.testing.assert_array_equal(layer.forward(x), [[[[4, 0], [5, 5]]]])
+    dx = layer.backward(np.ones((1, 1, 2, 2), np.float32))
+    # a tie sends the gradient to the window's first maximum only, as PyTorch does
+    np.testing.assert_array_equal(dx, [[[[0, 0, 1, 0], [0, 1, 0, 0], [1, 0, 1, 0], [0, 0, 0, 0]]]])
+
+
+@pytest.mark.parametrize("in_shape, n", [((5,), 6), ((3, 4, 5), 2), ((2, 3, 3), 1)])
+def test_batchnorm_gradients_in_training(in_shape, n, numgrad):
+    check_layer(BatchNorm(), in_shape, n, numgrad)
+
+
+def test_batchnorm_statistics_and_evaluation():
+    rng = np.random.default_rng(0)
+    layer = BatchNorm()
+    model = Sequential([layer], (3, 4, 4), dtype=np.float64)
+    model.reset_parameters(rng)
+    layer.gamma.data[...] = [1.0, 2.0, 0.5]
+    layer.beta.data[...] = [0.0, 1.0, -1.0]
+    x = rng.normal(2.0, 3.0, size=(5, 3, 4, 4))
+    y = model.forward(x)
+    # training: each channel normalised over batch, rows and columns, then scaled and shifted
+    z = (y - layer.beta.data[:, None, None]) / layer.gamma.data[:, None, None]
+    np.testing.assert_allclose(z.mean(axis=(0, 2, 3)), 0, atol=1e-12)
+    np.testing.assert_allclose(z.var(axis=(0, 2, 3)), 1, rtol=1e-4)
+    # running statistics move 0.1 of the way (PyTorch's momentum), with the unbiased variance
+    mean, var = x.mean(axis=(0, 2, 3)), x.var(axis=(0, 2, 3), ddof=1)
+    np.testing.assert_allclose(layer.running_mean, 0.1 * mean)
+    np.testing.assert_allclose(layer.running_var, 0.9 + 0.1 * var)
+    # evaluation uses them, not the batch's statistics
+    model.eval()
+    x2 = rng.normal(size=(2, 3, 4, 4))
+    expected = (x2 - layer.running_mean[:, None, None]) / np.sqrt(layer.running_var[:, None, None] + 1e-5)
+    expected = expected * layer.gamma.data[:, None, None] + layer.beta.data[:, None, None]
+    np.testing.assert_allclose(model.forward(x2), expected, rtol=1e-12)
+    np.testing.assert_allclose(model.forward(x2[:1]), expected[:1], rtol=1e-12)  # independent of the batch
+
+
+def test_batchnorm_dense_matches_per_feature_formula():
+    rng = np.random.default_rng(2)
+    layer = BatchNorm(momentum=0.5, eps=1e-3)
+    Sequential([layer], (4,), dtype=np.float64).reset_parameters(rng)
+    x = rng.normal(size=(8, 4))
+    expected = (x - x.mean(0)) / np.sqrt(x.var(0) + 1e-3)
+    np.testing.assert_allclose(layer.forward(x), expected, rtol=1e-10)
+    np.testing.assert_allclose(layer.running_mean, 0.5 * x.mean(0))
+
+
+def conv_specs():
+    return [("conv2d", {"filters": 4, "kernel": 3, "padding": "same"}), ("batchnorm", {}), ("relu", {}),
+            ("maxpool2d", {"size": 2}), ("conv2d", {"filters": 6, "kernel": 3}), ("relu", {}),
+            ("maxpool2d", {}), ("flatten", {}), ("linear", {"units": 5}), ("batchnorm", {}), ("relu", {}),
+            ("linear", {"units": 3})]
+
+
+def test_whole_cnn_gradients(numgrad):
+    """A conv model through build_model in float64: every parameter's gradient against central differences."""
+    rng = np.random.default_rng(0)
+    loss_fn = CrossEntropyLoss()
+    model = build_model(conv_specs(), (1, 12, 12), loss_fn.fuses, dtype=np.float64)
+    model.reset_parameters(rng)
+    assert model.in_shape == (1, 12, 12) and model.out_shape == (3,)
+    x = rng.normal(size=(4, 1, 12, 12))
+    y = np.array([0, 1, 2, 1])
+
+    def loss():
+        return float(loss_fn.forward(model.forward(x), y))
+
+    loss()
+    model.backward(loss_fn.backward())
+    analytic = model.parameters().grad.copy()
+    np.testing.assert_allclose(analytic, numgrad(loss, model.parameters().data), rtol=1e-5, atol=1e-8)
+
+
+def test_default_init_is_he_through_batchnorm():
+    model = build_model(conv_specs(), (1, 12, 12))
+    assert model.layers[0].init == "he"   # conv -> batchnorm -> relu
+    assert model.layers[4].init == "he"   # conv -> relu
+    assert model.layers[8].init == "he"   # linear -> batchnorm -> relu
+    assert model.layers[11].init == "xavier"
+    first = model.layers[0]
+    assert first.needs_input_grad is False and first.backward is not None
+
+
+def test_state_dict_keeps_running_statistics():
+    rng = np.random.default_rng(0)
+    model = build_model(conv_specs(), (1, 12, 12))
+    model.reset_parameters(rng)
+    model.forward(rng.random((4, 1, 12, 12), dtype=np.float32))
+    state = model.state_dict()
+    assert {"1.running_mean", "1.running_var", "9.running_mean", "9.running_var"} <= set(state)
+    assert state["1.running_var"].dtype == np.float32
+    other = build_model(conv_specs(), (1, 12, 12))
+    other.load_state_dict(state)
+    np.testing.assert_array_equal(other.layers[1].running_mean, model.layers[1].running_mean)
+    x = rng.random((3, 1, 12, 12), dtype=np.float32)
+    np.testing.assert_array_equal(other.predict(x), model.predict(x))
+    del state["9.running_var"]
+    with pytest.raises(ValueError, match="do not match"):
+        other.load_state_dict(state)
+
+
+def write(tmp_path: Path, model: list, **extra) -> Path:
+    cfg = {"data": {"digits": [0, 1, 2], "limit": 60}, "model": model, "epochs": 1, **extra}
+    path = tmp_path / "cnn.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+@pytest.mark.parametrize("model, key, words", [
+    ([{"conv2d": 4}, "relu", {"linear": 3}], "model.2", "linear expects flat inputs but receives shape (4, 26, 26); "
+                                                         "add 'flatten' before it"),
+    ([{"conv2d": {"filters": 4, "kernel": 3}}, {"maxpool2d": 2}, {"conv2d": {"filters": 4, "kernel": 15}}, "flatten",
+      {"linear": 3}], "model.2", "kernel does not fit its 13x13 input"),
+    (["flatten", {"conv2d": 4}, "flatten", {"linear": 3}], "model.1", "conv2d expects images"),
+    ([{"linear": 10}, {"maxpool2d": 2}, {"linear": 3}], "model.1", "maxpool2d expects images"),
+    ([{"conv2d": 4}, "flatten"], "model", "the last layer gives 2704 output(s)"),
+    ([{"conv2d": {"filters": 4, "padding": "full"}}, "flatten", {"linear": 3}], "model.0.conv2d.padding",
+     "expected one of valid, same"),
+    ([{"conv2d": {"kernel": 3}}, "flatten", {"linear": 3}], "model.0.conv2d", "needs 'filters'"),
+    ([{"conv2d": 0}, "flatten", {"linear": 3}], "model.0.conv2d", "expected a whole number >= 1"),
+    ([{"conv2d": 2}, {"batchnorm": {"momentum": 2}}, "flatten", {"linear": 3}], "model.1.batchnorm.momentum",
+     "in [0, 1]"),
+])
+def test_shape_and_option_mistakes_are_one_line_config_errors(tmp_path, model, key, words):
+    path = write(tmp_path, model)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert info.value.key == key and words in message and "\n" not in message, message
+    result = CliRunner().invoke(main, ["train", str(path), "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 2 and key in result.output
+
+
+def test_shorthands_and_overrides(tmp_path):
+    path = write(tmp_path, [{"conv": 4}, {"maxpool": 2}, "batchnorm", "flatten", {"linear": 3}])
+    cfg = load_config(path, ("model.0.conv.kernel=5", "model.1.maxpool.stride=1"))
+    assert cfg["model"][:3] == [{"conv": {"filters": 4, "kernel": 5}}, {"maxpool": {"size": 2, "stride": 1}},
+                                "batchnorm"]
+
+
+def test_tiny_cnn_trains_through_the_cli(tmp_path):
+    """A conv model on 300 real MNIST images for one epoch: a complete run folder with filters.png, buffers in
+    model.npz, and `digitlab evaluate` giving back the same test accuracy."""
+    path = write(tmp_path, [{"conv2d": {"filters": 4, "kernel": 5}}, "batchnorm", "relu", {"maxpool2d": 2},
+                            {"conv2d": {"filters": 8, "kernel": 3, "padding": "same"}}, "relu", {"maxpool2d": 2},
+                            "flatten", {"linear": 3}],
+                 optimizer={"name": "adam", "lr": 0.01}, batch_size=32)
+    cfg = yaml.safe_load(path.read_text())
+    cfg["data"] = {"digits": [0, 1, 2], "limit": 300}
+    path.write_text(yaml.safe_dump(cfg))
+    result = CliRunner().invoke(main, ["train", str(path), "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 0, (result.output, result.exception)
+    run = Path(result.stdout.splitlines()[-1])
+    assert (run / "filters.png").stat().st_size > 0
+    assert not (run / "augment.png").exists()
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["test_accuracy"] > 0.6  # three digits, 300 images, one epoch: far above chance
+    with np.load(run / "model.npz", allow_pickle=False) as npz:
+        assert npz["0.weight"].shape == (4, 1, 5, 5) and "1.running_mean" in npz.files
+        assert not np.allclose(npz["1.running_var"], 1)
+    again = evaluate_run(run)
+    assert again["test_accuracy"] == pytest.approx(summary["test_accuracy"])
