@@ -10,6 +10,7 @@ so two sweeps at once never train the same point. The sweep folder keeps `sweep.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
 import hashlib
@@ -485,33 +486,44 @@ def run_sweep(sweep: Sweep, runs_dir: str | os.PathLike = "runs", workers: int |
 
     sweep_dir.mkdir(parents=True, exist_ok=True)
     _write_sweep_file(sweep, sweep_dir)
-    if not to_run:
-        echo("nothing to run: " + ("every point is complete" if counts == f"{len(sweep.points)} complete"
-                                   else "no point needs running"))
-    else:
-        elsewhere = [p for p in sweep.points if states[p.id][0] == "running"]
-        progress = _Progress(sweep, sweep_dir, states, len(to_run) + len(elsewhere), echo)
-        for point in elsewhere:
-            progress.report(point, {"state": "running", "note": f"running elsewhere ({states[point.id][2]})"})
-        if executor == "dask":
-            _run_dask(sweep, sweep_dir, to_run, retry_failed, address, workers, progress)
-        elif (workers or 1) > 1 and len(to_run) > 1:
-            _run_pool(sweep, sweep_dir, to_run, retry_failed, min(workers, len(to_run)), progress)
+    try:
+        if not to_run:
+            echo("nothing to run: " + ("every point is complete" if counts == f"{len(sweep.points)} complete"
+                                       else "no point needs running"))
         else:
-            for point in to_run:
-                outcome = run_point(str(sweep_dir), point, retry_failed)
-                progress.report(point, outcome)
-                if outcome.get("note") == "trained" and outcome["state"] == "interrupted":  # Ctrl-C, SIGTERM
-                    result.interrupted = _signal_of(find_folder(sweep_dir, point))
-                    echo("interrupted: the sweep stops here; run it again to continue where it stopped")
-                    break
-        result.trained = progress.trained
-    with waiting_lock(sweep_dir / LOCKS / "sweep-files.lock"):  # a concurrent sweep cannot write older news
+            elsewhere = [p for p in sweep.points if states[p.id][0] == "running"]
+            progress = _Progress(sweep, sweep_dir, states, len(to_run) + len(elsewhere), echo)
+            for point in elsewhere:
+                progress.report(point, {"state": "running", "note": f"running elsewhere ({states[point.id][2]})"})
+            if executor == "dask":
+                _run_dask(sweep, sweep_dir, to_run, retry_failed, address, workers, progress)
+            elif (workers or 1) > 1 and len(to_run) > 1:
+                _run_pool(sweep, sweep_dir, to_run, retry_failed, min(workers, len(to_run)), progress)
+            else:
+                for point in to_run:
+                    outcome = run_point(str(sweep_dir), point, retry_failed)
+                    progress.report(point, outcome)
+                    if outcome.get("note") == "trained" and outcome["state"] == "interrupted":  # Ctrl-C, SIGTERM
+                        result.interrupted = _signal_of(find_folder(sweep_dir, point))
+                        echo("interrupted: the sweep stops here; run it again to continue where it stopped")
+                        break
+            result.trained = progress.trained
+    except BaseException:  # Ctrl-C, a lost Dask scheduler...: points.csv still tells what is on disk
+        with contextlib.suppress(Exception):
+            _write_sweep_files(sweep, sweep_dir, result)
+        raise
+    _write_sweep_files(sweep, sweep_dir, result)
+    return result
+
+
+def _write_sweep_files(sweep: Sweep, sweep_dir: Path, result: SweepResult) -> None:
+    """points.csv and compare.png from the points' states now, under a lock: a concurrent sweep that writes
+    after this one has also looked after it."""
+    with waiting_lock(sweep_dir / LOCKS / "sweep-files.lock"):
         result.outcomes = _final_outcomes(sweep, sweep_dir)
         result.best = best_of(result.outcomes, sweep.maximize)
         write_points_csv(sweep, sweep_dir, result.outcomes)
         _write_compare_png(sweep, sweep_dir, result.outcomes)
-    return result
 
 
 def _signal_of(folder: Path | None) -> int:
