@@ -149,7 +149,8 @@ def sweep_points(sweep_file, workers, dry_run, executor, address, retry_failed, 
         sys.exit(128 + result.interrupted)
     if result.failed:
         click.echo(f"{len(result.failed)} point(s) did not complete: "
-                   + ", ".join(f"{o.point.id} ({o.state})" for o in result.failed), err=True)
+                   + ", ".join(f"{o.point.id} ({'lost on the cluster' if o.point.id in result.lost else o.state})"
+                               for o in result.failed), err=True)
         sys.exit(1)
 
 

@@ -47,6 +47,7 @@ FAILED = ("failed", "diverged")      # rerun only with retry_failed
 RERUN = ("crashed", "interrupted")   # rerun always
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 REPLACED = "replaced"
+MAX_POINTS = 10_000
 
 
 # -- the sweep file ----------------------------------------------------------------------------------------------
@@ -119,6 +120,9 @@ def load_sweep(path: str | os.PathLike) -> Sweep:
     if select not in SELECT:
         fail("select", f"expected one of {', '.join(SELECT)}, got {select!r}")
 
+    size = math.prod(len(v) for v in grid.values()) * max(1, len(samples)) * len(seeds or [0])
+    if size > MAX_POINTS:
+        fail("grid", f"{size} points; a sweep has at most {MAX_POINTS}")
     base_raw = read_yaml(base)
     points, seen, duplicates = [], set(), 0
     combos = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
@@ -154,8 +158,8 @@ def _random_samples(spec, fail) -> list[dict]:
     if not isinstance(spec, dict) or set(spec) - {"n", "seed", "params"}:
         fail("random", "expected a mapping with n, params and optionally seed")
     n, seed, params = spec.get("n"), spec.get("seed", 0), spec.get("params")
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        fail("random.n", f"expected a whole number >= 1, got {n!r}")
+    if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= MAX_POINTS:
+        fail("random.n", f"expected a whole number from 1 to {MAX_POINTS}, got {n!r}")
     if not isinstance(seed, int) or isinstance(seed, bool):
         fail("random.seed", f"expected a whole number, got {seed!r}")
     if not isinstance(params, dict) or not params:
@@ -367,6 +371,9 @@ def run_point(sweep_dir: str, point: Point, retry_failed: bool) -> dict:
                 return {**outcome, "state": folder_status(folder), "note": "trained", "resumed": True}
             except UserError as exc:  # a damaged checkpoint, a changed config: start over instead
                 error = f"could not resume ({exc}); trained from scratch"
+            except Exception as exc:  # the resumed training itself failed: recorded in its run.json
+                return {**outcome, "state": folder_status(folder), "note": "trained", "resumed": True,
+                        "error": f"{type(exc).__name__}: {exc}"}
         if folder is not None:
             outcome["moved"] = str(set_aside(sweep_dir, folder, state))
         try:
@@ -403,10 +410,13 @@ def write_remote_run(sweep_dir: Path, point: Point, result: dict) -> Path:
     """Write the files a worker sent into a hidden folder, each atomically, then rename the folder into place:
     the run folder appears whole or not at all."""
     final = sweep_dir / point.folder
-    incoming = Path(tempfile.mkdtemp(prefix=f".incoming-{point.id}-", dir=sweep_dir))
+    incoming = sweep_dir / f".incoming-{point.id}-{os.getpid()}-{time.time_ns()}"
+    incoming.mkdir()
     try:
         for name, data in result["files"].items():
             target = incoming / name
+            if ".." in Path(name).parts or Path(name).is_absolute():
+                raise RunError(f"{point.id}: a worker sent a file outside its run folder: {name!r}")
             target.parent.mkdir(parents=True, exist_ok=True)
             atomic_write(target, data)
         if not (incoming / "run.json").is_file():
@@ -438,10 +448,12 @@ class SweepResult:
     best: Outcome | None = None
     dry_run: bool = False
     interrupted: int | None = None  # the signal that stopped the sweep
+    lost: list[str] = field(default_factory=list)  # points a Dask worker did not bring back
 
     @property
     def failed(self) -> list[Outcome]:
-        return [o for o in self.outcomes if o.state in FAILED + RERUN]
+        """Points that did not complete: failed, diverged, crashed, interrupted, or lost on the cluster."""
+        return [o for o in self.outcomes if o.state in FAILED + RERUN or o.point.id in self.lost]
 
     @property
     def elsewhere(self) -> list[Outcome]:
@@ -463,6 +475,8 @@ def run_sweep(sweep: Sweep, runs_dir: str | os.PathLike = "runs", workers: int |
     """Run the points of `sweep` that need running, then write points.csv and compare.png and return what
     became of every point."""
     sweep_dir = sweep.folder(runs_dir)
+    if (sweep_dir / "run.json").exists():
+        raise RunError(f"{sweep_dir}: is a run folder, not a sweep's; give the sweep another name")
     result = SweepResult(sweep, sweep_dir, dry_run=dry_run)
     if executor == "dask" and not dry_run:
         _import_dask()
@@ -507,7 +521,7 @@ def run_sweep(sweep: Sweep, runs_dir: str | os.PathLike = "runs", workers: int |
                         result.interrupted = _signal_of(find_folder(sweep_dir, point))
                         echo("interrupted: the sweep stops here; run it again to continue where it stopped")
                         break
-            result.trained = progress.trained
+            result.trained, result.lost = progress.trained, progress.lost
     except BaseException:  # Ctrl-C, a lost Dask scheduler...: points.csv still tells what is on disk
         with contextlib.suppress(Exception):
             _write_sweep_files(sweep, sweep_dir, result)
@@ -551,6 +565,7 @@ class _Progress:
         self.total = len(sweep.points)
         self.done = self.total - pending
         self.trained: list[str] = []
+        self.lost: list[str] = []  # points whose Dask task was lost (worker died): no folder, not run
         self.known = [Outcome(p, s, f, *read_result(f, sweep.select)) for p in sweep.points
                       for s, f, _ in [states[p.id]] if s == "complete"]
 
@@ -720,8 +735,11 @@ def _run_dask(sweep: Sweep, sweep_dir: Path, to_run: list[Point], retry_failed: 
                 try:
                     try:
                         remote = future.result()
-                    except Exception as exc:  # the worker died or the task could not run
-                        remote = {"files": {}, "error": f"{type(exc).__name__}: {exc}"}
+                    except Exception as exc:  # the worker died or the task could not run: nothing to write,
+                        progress.lost.append(point.id)  # the point stays to run next time
+                        progress.report(point, {**outcome, "state": "crashed", "note": "trained",
+                                                "error": f"on the cluster: {type(exc).__name__}: {exc}"})
+                        continue
                     run_dir = write_remote_run(sweep_dir, point, remote)
                     progress.report(point, {**outcome, "state": folder_status(run_dir, locked_here=True),
                                             "note": "trained", "error": remote.get("error")})
