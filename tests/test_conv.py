@@ -255,3 +255,35 @@ def test_tiny_cnn_trains_through_the_cli(tmp_path):
         assert not np.allclose(npz["1.running_var"], 1)
     again = evaluate_run(run)
     assert again["test_accuracy"] == pytest.approx(summary["test_accuracy"])
+
+
+def test_killed_cnn_with_batchnorm_and_augmentation_resumes_exactly(tmp_path):
+    """Running statistics are in the checkpoint and augmentation draws from the checkpointed Generator, so a
+    conv run SIGKILLed in the middle of epoch 2 and resumed ends exactly as one that never stopped."""
+    import signal
+    import subprocess
+    import sys
+
+    from digitlab.experiment import train
+    from test_resume import KILLER, metrics_without_seconds, weights
+
+    cfg = {"name": "cnnresume", "seed": 1, "data": {"digits": [0, 1, 2], "limit": 240, "validation": 0.1,
+                                                   "augment": {"shift": 2, "rotate": 10, "scale": 0.1}},
+           "model": [{"conv2d": {"filters": 3, "kernel": 5}}, "batchnorm", "relu", {"maxpool2d": 2}, "flatten",
+                     {"linear": 3}],
+           "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "schedule": "cosine"},
+           "epochs": 3, "batch_size": 20}
+    path = tmp_path / "cnn.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    straight = train(load_config(path), run_dir=tmp_path / "straight", quiet=True).path
+    run = tmp_path / "run"
+    child = subprocess.run([sys.executable, "-c", KILLER, str(path), str(run), "mid-epoch", "2"],
+                           capture_output=True, text=True, timeout=120)
+    assert child.returncode == -signal.SIGKILL, child.stderr
+    result = CliRunner().invoke(main, ["train", "--resume", str(run)])
+    assert result.exit_code == 0, result.output
+    assert metrics_without_seconds(run) == metrics_without_seconds(straight)
+    a, b = weights(run), weights(straight)
+    assert a.keys() == b.keys() and "1.running_var" in a
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name])

@@ -3,7 +3,8 @@
 Internally both work channel-last: a batch's memory is (N, rows, cols, channels) and the (N, C, H, W) array
 the next layer sees is a transposed view of it, so consecutive conv, batch-norm, ReLU and pooling layers never
 copy to change layout. A convolution is one matmul over im2col patches (a strided view, copied once); its
-input gradient is gathered back by looping over the k*k kernel offsets, never over images or pixels.
+input gradient is added back window by window (col2im), looping over the k*k kernel offsets, never over images
+or pixels.
 """
 
 from __future__ import annotations
@@ -128,8 +129,9 @@ class Conv2d(Layer):
         """Patches P (N*Ho*Wo, k*k*C) and weight matrix W (k*k*C, F) give y = P W + b, so with
         G = dL/dy as (N*Ho*Wo, F): dL/dW = P^T G, dL/db = sum of G over rows, dL/dP = G W^T.
         Each input pixel appears in the patches of every output it feeds, so dL/dx is the sum of dL/dP over
-        those places: for each kernel offset (i, j), dL/dP[..., i, j, :] is added to the input window
-        starting at (i, j) with the stride (col2im). Returns (N, C, H, W); None for the first layer."""
+        those places (col2im): for each kernel offset (i, j), the columns of dL/dP for that offset,
+        G W[:, :, i, j] (N*Ho*Wo, C), are added to the input window starting at (i, j) with the stride.
+        Returns (N, C, H, W); None for the first layer (nothing uses the data's gradient)."""
         n, (ho, wo), k, s = len(grad), self.out_hw, self.kernel, self.stride
         g = np.ascontiguousarray(channels_last(grad)).reshape(-1, self.filters)
         dw = self.cols.T @ g
@@ -143,8 +145,8 @@ class Conv2d(Layer):
         c, h, w = self.in_shape
         top, bottom, left, right = self.pad
         dxp = np.zeros((n, h + top + bottom, w + left + right, c), dtype=grad.dtype)
-        # dL/dP's columns for offset (i, j) are G W[:, :, i, j]: one (N*Ho*Wo, F) x (F, C) matmul per offset into a
-        # contiguous scratch block, added to the shifted window: no (N*Ho*Wo, k*k*C) matrix is materialised.
+        # One (N*Ho*Wo, F) x (F, C) matmul per offset into a contiguous scratch block, added to the shifted
+        # window: the (N*Ho*Wo, k*k*C) matrix dL/dP is never materialised, and every add runs over long rows.
         w_offsets = np.ascontiguousarray(self.weight.data.transpose(2, 3, 0, 1))  # (k, k, F, C)
         block = np.empty((n, ho, wo, c), dtype=grad.dtype)
         for i in range(k):

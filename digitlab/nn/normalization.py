@@ -67,7 +67,9 @@ class BatchNorm(Layer):
         rows = self._rows(x)
         if not self.training:  # y = x * (gamma / sqrt(running_var + eps)) + (beta - running_mean * that)
             scale = self.gamma.data / np.sqrt(self.running_var + self.eps)
-            return self._unrows(rows * scale + (self.beta.data - self.running_mean * scale), x)
+            y = rows * scale
+            y += self.beta.data - self.running_mean * scale
+            return self._unrows(y, x)
         m = len(rows)
         mean = self._sum(rows) / m
         centred = rows - mean
@@ -79,7 +81,9 @@ class BatchNorm(Layer):
         self.running_mean += self.momentum * mean
         self.running_var *= 1 - self.momentum
         self.running_var += self.momentum * var * (m / max(m - 1, 1))
-        return self._unrows(self.xhat * self.gamma.data + self.beta.data, x)
+        y = self.xhat * self.gamma.data
+        y += self.beta.data
+        return self._unrows(y, x)
 
     def backward(self, grad):
         """Per channel, over its M values: xhat = (x - mean) / sqrt(var + eps), y = gamma xhat + beta.
