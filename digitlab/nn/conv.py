@@ -136,8 +136,10 @@ class Conv2d(Layer):
         g = np.ascontiguousarray(channels_last(grad)).reshape(-1, self.filters)
         dw = self.cols.T @ g
         self.weight.grad[...] = dw.reshape(k, k, -1, self.filters).transpose(3, 2, 0, 1)
-        if self.b is not None:
-            np.sum(g, axis=0, out=self.b.grad)
+        if self.b is not None:  # column sums as one matrix-vector product: numpy's axis-0 sum goes row by row
+            if len(getattr(self, "_ones", ())) != len(g) or self._ones.dtype != g.dtype:
+                self._ones = np.ones(len(g), dtype=g.dtype)
+            np.matmul(self._ones, g, out=self.b.grad)
         if not self.needs_input_grad:
             self.cols = None
             return None

@@ -15,7 +15,7 @@ import numpy as np
 from digitlab.nn.layers import LAYERS, Dropout, Layer, Parameter
 
 
-EVAL_ACTIVATION_BYTES = 8 << 20  # an evaluation pass works on slices whose widest activation is about this big
+EVAL_ACTIVATION_BYTES = 2 << 20  # an evaluation pass works on slices whose widest activation is about this big (L2-sized)
 
 
 class ShapeError(ValueError):
