@@ -14,8 +14,7 @@ import math
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from digitlab.nn.init import INITIALISERS
-from digitlab.nn.layers import Layer
+from digitlab.nn.layers import Layer, WeightLayer
 
 EVAL_CHUNK_BYTES = 32 << 20  # evaluation needs no cached patches: convolve big batches a slice at a time
 
@@ -37,7 +36,7 @@ def _image_shape(name: str, in_shape: tuple[int, ...]) -> tuple[int, int, int]:
     return in_shape
 
 
-class Conv2d(Layer):
+class Conv2d(WeightLayer):
     """2-D convolution (cross-correlation, as in PyTorch) with `filters` kernels of kernel x kernel pixels.
 
     weight is (filters, in_channels, kernel, kernel) as in PyTorch, bias (filters,). padding `valid` keeps
@@ -50,8 +49,8 @@ class Conv2d(Layer):
                  init: str | None = None, scale: float | None = None, bias: bool = True):
         if padding not in ("valid", "same"):
             raise ValueError(f"conv2d padding must be 'valid' or 'same', got {padding!r}")
+        super().__init__(filters, init, scale, bias)
         self.filters, self.kernel, self.stride, self.padding = int(filters), int(kernel), int(stride), padding
-        self.init, self.scale, self.bias = init, scale, bias
 
     def build(self, in_shape):
         c, h, w = _image_shape("conv2d", in_shape)
@@ -68,20 +67,8 @@ class Conv2d(Layer):
         self.pad = (ph // 2, ph - ph // 2, pw // 2, pw - pw // 2)  # top, bottom, left, right
         return (self.filters, ho, wo)
 
-    def param_shapes(self):
-        shapes = {"weight": (self.filters, self.in_shape[0], self.kernel, self.kernel)}
-        if self.bias:
-            shapes["bias"] = (self.filters,)
-        return shapes
-
-    def bind(self, params):
-        self.params = params
-        self.weight, self.b = params["weight"], params.get("bias")
-
-    def reset_parameters(self, rng):
-        INITIALISERS[self.init or "xavier"](self.weight.data, rng, self.scale)
-        if self.b is not None:
-            self.b.data[...] = 0
+    def weight_shape(self):
+        return (self.filters, self.in_shape[0], self.kernel, self.kernel)
 
     def _padded(self, x: np.ndarray) -> np.ndarray:
         """The channel-last batch with its zero border (x itself when there is none)."""
@@ -163,13 +150,7 @@ class Conv2d(Layer):
             opts["stride"] = self.stride
         if self.padding != "valid":
             opts["padding"] = self.padding
-        if self.init:
-            opts["init"] = self.init
-        if self.scale is not None:
-            opts["scale"] = self.scale
-        if not self.bias:
-            opts["bias"] = False
-        return opts
+        return {**opts, **self.weight_options()}
 
 
 class MaxPool2d(Layer):

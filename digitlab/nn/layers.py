@@ -65,23 +65,19 @@ class Layer:
         return f"{type(self).__name__}({opts})"
 
 
-class Linear(Layer):
-    """y = x W + b, with W stored (in, out) so the forward pass is one matmul on row-major batches."""
+class WeightLayer(Layer):
+    """A layer with a weight and an optional bias (Linear, Conv2d): their allocation, binding, initialisation
+    by name (see nn.init; the model picks He or Xavier when none is given) and the options they save."""
 
-    def __init__(self, units: int, init: str | None = None, scale: float | None = None, bias: bool = True):
-        self.units, self.init, self.scale, self.bias = units, init, scale, bias
+    def __init__(self, outputs: int, init: str | None = None, scale: float | None = None, bias: bool = True):
+        self.outputs, self.init, self.scale, self.bias = int(outputs), init, scale, bias
 
-    def build(self, in_shape):
-        if len(in_shape) != 1:
-            raise ValueError(f"linear expects flat inputs but receives shape {in_shape}; add 'flatten' before it")
-        self.in_shape = in_shape
-        return (self.units,)
+    def weight_shape(self) -> tuple[int, ...]:
+        raise NotImplementedError
 
     def param_shapes(self):
-        shapes = {"weight": (self.in_shape[0], self.units)}
-        if self.bias:
-            shapes["bias"] = (self.units,)
-        return shapes
+        weight = self.weight_shape()
+        return {"weight": weight, "bias": (self.outputs,)} if self.bias else {"weight": weight}
 
     def bind(self, params):
         self.params = params
@@ -91,6 +87,33 @@ class Linear(Layer):
         INITIALISERS[self.init or "xavier"](self.weight.data, rng, self.scale)
         if self.b is not None:
             self.b.data[...] = 0
+
+    def weight_options(self) -> dict:
+        opts = {}
+        if self.init:
+            opts["init"] = self.init
+        if self.scale is not None:
+            opts["scale"] = self.scale
+        if not self.bias:
+            opts["bias"] = False
+        return opts
+
+
+class Linear(WeightLayer):
+    """y = x W + b, with W stored (in, out) so the forward pass is one matmul on row-major batches."""
+
+    def __init__(self, units: int, init: str | None = None, scale: float | None = None, bias: bool = True):
+        super().__init__(units, init, scale, bias)
+        self.units = units
+
+    def build(self, in_shape):
+        if len(in_shape) != 1:
+            raise ValueError(f"linear expects flat inputs but receives shape {in_shape}; add 'flatten' before it")
+        self.in_shape = in_shape
+        return (self.units,)
+
+    def weight_shape(self):
+        return (self.in_shape[0], self.units)
 
     def forward(self, x):
         self.x = x
@@ -108,14 +131,7 @@ class Linear(Layer):
         return grad @ self.weight.data.T if self.needs_input_grad else None
 
     def spec(self):
-        opts = {"units": self.units}
-        if self.init:
-            opts["init"] = self.init
-        if self.scale is not None:
-            opts["scale"] = self.scale
-        if not self.bias:
-            opts["bias"] = False
-        return opts
+        return {"units": self.units, **self.weight_options()}
 
 
 class ReLU(Layer):
