@@ -303,8 +303,8 @@ def validate(raw: Any, source: str = "config") -> dict:
     cfg["data"]["validation"] = check.number(cfg["data"]["validation"], "data.validation", 0, 1, high_open=True)
     if cfg["data"]["limit"] is not None:
         cfg["data"]["limit"] = check.integer(cfg["data"]["limit"], "data.limit", 1)
-    if cfg["data"]["path"] is not None:
-        cfg["data"]["path"] = check.text(cfg["data"]["path"], "data.path")
+    if cfg["data"]["path"] is not None:  # kept absolute, so the run's config.yaml works from any folder
+        cfg["data"]["path"] = os.path.abspath(os.path.expanduser(check.text(cfg["data"]["path"], "data.path")))
     cfg["data"]["augment"] = _check_augment(check, cfg["data"]["augment"])
 
     cfg["loss"] = check.choice(cfg["loss"], "loss", LOSSES)

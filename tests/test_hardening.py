@@ -190,3 +190,16 @@ def test_any_yaml_document_validates_or_fails_with_one_line(raw):
         validate(raw, "fuzz.yaml")
     except ConfigError as exc:
         assert "\n" not in str(exc)
+
+
+def test_relative_data_path_is_saved_absolute_and_evaluate_works_elsewhere(tmp_path, fake_idx_folder, monkeypatch):
+    folder = fake_idx_folder(n_train=60, n_test=30)
+    monkeypatch.chdir(folder.parent)
+    cfg = tmp_path / "rel.yaml"
+    cfg.write_text(yaml.safe_dump({**TINY, "data": {"digits": [3, 8], "path": folder.name}}))
+    result = invoke("train", cfg, "--runs-dir", tmp_path / "runs", "--quiet")
+    assert result.exit_code == 0, result.output
+    run = Path(result.output.strip().splitlines()[-1])
+    assert yaml.safe_load((run / "config.yaml").read_text())["data"]["path"] == str(folder)
+    monkeypatch.chdir(tmp_path / "runs")
+    assert invoke("evaluate", run).exit_code == 0
