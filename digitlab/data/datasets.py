@@ -10,7 +10,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from digitlab import threads
 from digitlab.data.idx import load_idx_set
+
+CHUNK_ROWS = 2048  # images gathered and converted at a time (1.6 MB of uint8)
 
 
 @dataclass
@@ -38,9 +41,21 @@ class DigitData:
 
 
 def to_dataset(images: np.ndarray, classes: np.ndarray, rows: np.ndarray) -> Dataset:
-    """Gather `rows` of uint8 `images` and scale them to float32 in [0, 1]: the one place pixels are converted."""
+    """Gather `rows` of uint8 `images` and scale them to float32 in [0, 1]: the one place pixels are converted.
+
+    A slice of rows at a time (no full-size uint8 copy), the slices split between threads: writing a fresh
+    188 MB array is mostly the kernel handing out pages, which both cores can do at once."""
     x = np.empty((len(rows), 1) + images.shape[1:], dtype=np.float32)
-    np.multiply(images[rows], np.float32(1 / 255), out=x[:, 0], casting="unsafe")
+
+    def convert(lo: int, hi: int) -> None:
+        buffer = np.empty((min(CHUNK_ROWS, hi - lo),) + images.shape[1:], dtype=images.dtype)
+        for start in range(lo, hi, CHUNK_ROWS):
+            chunk = buffer[:min(CHUNK_ROWS, hi - start)]
+            np.take(images, rows[start:start + len(chunk)], axis=0, out=chunk)
+            np.multiply(chunk, np.float32(1 / 255), out=x[start:start + len(chunk), 0], casting="unsafe")
+
+    if len(rows):
+        threads.run(convert, threads.spans(len(rows), min_chunk=4 * CHUNK_ROWS))
     return Dataset(x, classes[rows])
 
 

@@ -1,0 +1,91 @@
+"""Elementwise work split across threads gives byte-identical results, whatever the number of threads: the
+optimizers' updates and the pixel conversion. And Adam's flush of subnormal moments."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from digitlab import threads
+from digitlab.data.datasets import to_dataset
+from digitlab.nn import SGD, Adam, Parameters
+
+
+def test_spans_cover_the_buffer_on_aligned_boundaries():
+    for n, parts in [(10, 3), (1000, 3), (1_333_770, 2), (5, 8)]:
+        ranges = threads.spans(n, parts, min_chunk=1)
+        assert ranges[0][0] == 0 and ranges[-1][1] == n
+        assert all(hi == lo2 for (_, hi), (lo2, _) in zip(ranges, ranges[1:]))
+        assert all(lo % threads.ALIGN == 0 for lo, _ in ranges)
+    assert threads.spans(1000, 4) == [(0, 1000)]  # small buffers stay in one thread
+
+
+def test_count_honours_the_environment(monkeypatch):
+    monkeypatch.setenv("DIGITLAB_THREADS", "3")
+    assert threads.count() == 3
+    monkeypatch.setenv("DIGITLAB_THREADS", "")
+    assert 1 <= threads.count() <= threads.MAX_THREADS
+
+
+def test_run_waits_for_every_range_and_raises_their_errors():
+    seen = []
+    threads.run(lambda lo, hi: seen.append((lo, hi)), [(0, 5), (5, 9), (9, 12)])
+    assert sorted(seen) == [(0, 5), (5, 9), (9, 12)]
+
+    def fail(lo, hi):
+        if lo:
+            raise ValueError("boom")
+    with pytest.raises(ValueError, match="boom"):
+        threads.run(fail, [(0, 5), (5, 9)])
+
+
+@pytest.mark.parametrize("make", [lambda p: Adam(p, lr=0.01, weight_decay=0.01),
+                                  lambda p: SGD(p, lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.001)])
+def test_optimizer_threads_do_not_change_the_arithmetic(make):
+    rng = np.random.default_rng(0)
+    start = rng.standard_normal(5003).astype(np.float32)
+    grads = rng.standard_normal((120, 5003)).astype(np.float32)
+    grads[:, :700] *= 1e-20  # some moments decay into the range the flush handles
+    results = []
+    for parts in (1, 2, 3):
+        params = Parameters({"w": (5003,)})
+        params.data[...] = start
+        opt = make(params)
+        opt.ranges = threads.spans(5003, parts, min_chunk=1)
+        assert len(opt.ranges) == parts
+        for g in grads:
+            params.grad[...] = g
+            opt.step()
+        results.append((params.data.copy(), *[b.copy() for b in opt.buffers().values()]))
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            assert a.tobytes() == b.tobytes()
+
+
+def test_adam_flushes_tiny_moments_without_changing_the_update():
+    params = Parameters({"w": (4,)})
+    params.data[...] = [1.0, -1.0, 0.5, 2.0]
+    adam = Adam(params, lr=0.001)
+    adam.m[...] = [1e-35, -1e-33, 0.1, 0.0]
+    adam.v[...] = [1e-36, 1e-31, 0.01, 0.0]
+    adam.steps = Adam.FLUSH_EVERY - 1
+    params.grad[...] = 0
+    before = params.data.copy()
+    adam.step()  # the 50th step: updates, then flushes
+    assert adam.m[0] == 0 and adam.m[1] == 0 and adam.v[0] == 0 and adam.v[1] == 0
+    assert adam.m[2] == np.float32(0.1) * np.float32(0.9) and adam.v[2] > 0
+    assert params.data[0] == before[0] and params.data[1] == before[1]  # tiny moments moved nothing anyway
+
+
+def test_to_dataset_in_threads_equals_the_plain_conversion(monkeypatch):
+    monkeypatch.setenv("DIGITLAB_THREADS", "3")
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, (30_000, 28, 28), dtype=np.uint8)
+    classes = rng.integers(0, 10, 30_000)
+    rows = np.sort(rng.choice(30_000, 25_001, replace=False))
+    data = to_dataset(images, classes, rows)
+    expected = np.multiply(images[rows], np.float32(1 / 255), dtype=np.float32)
+    assert data.x.dtype == np.float32 and data.x.shape == (25_001, 1, 28, 28)
+    assert data.x[:, 0].tobytes() == expected.tobytes()
+    np.testing.assert_array_equal(data.y, classes[rows])
+    assert to_dataset(images, classes, rows[:0]).x.shape == (0, 1, 28, 28)
