@@ -606,7 +606,8 @@ def load_average() -> list[float] | None:
 def machine() -> dict:
     import numpy as np
     info = {"nproc": default_threads(), "cpu": cpu_model(), "python": platform.python_version(),
-            "numpy": np.__version__, "blas": blas_name()}
+            "numpy": np.__version__, "blas": blas_name(),
+            "openblas_thread_timeout": os.environ.get("OPENBLAS_THREAD_TIMEOUT")}
     return info
 
 
@@ -681,6 +682,8 @@ def format_machine(results: dict) -> str:
         parts.append(f"torch {m['torch']} ({m.get('torch_backends', '')}, {m.get('torch_cpu_capability', '')})")
     if "scikit-learn" in m:
         parts.append(f"scikit-learn {m['scikit-learn']}")
+    if m.get("openblas_thread_timeout"):
+        parts.append(f"OPENBLAS_THREAD_TIMEOUT={m['openblas_thread_timeout']}")
     return (", ".join(parts) + f"; {results['threads']} threads, {results['epochs']} epochs; load average "
             f"{results['load_before']} before, {results.get('load_after')} after")
 
