@@ -667,7 +667,7 @@ def _watch_parent() -> None:
 
     def watch():
         while os.getppid() == parent:
-            time.sleep(1.0)
+            time.sleep(0.25)
         _orphaned.set()
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(30)

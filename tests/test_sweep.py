@@ -271,7 +271,8 @@ def alive(pid: int) -> bool:
 
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads /proc")
 def test_workers_stop_when_their_sweep_is_killed_and_their_points_continue_next_time(tmp_path):
-    path = write_sweep(tmp_path, {"optimizer.lr": [0.1, 0.05]}, base={**TINY, "epochs": 15})
+    # long enough (tiny epochs take ~10 ms) that both points are still training when the sweep is killed
+    path = write_sweep(tmp_path, {"optimizer.lr": [0.1, 0.05]}, base={**TINY, "epochs": 200})
     runs = tmp_path / "runs"
     process = subprocess.Popen([sys.executable, "-m", "digitlab", "sweep", str(path), "--runs-dir", str(runs),
                                 "--workers", "2"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
