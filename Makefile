@@ -1,15 +1,17 @@
 # make train: set up .venv and train configs/3v8.yaml.  make test: set up .venv and run the tests.
+# Needs only Python 3.10+ and pip; everything else is installed into .venv.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+TESTS  := $(VENV)/.installed-test
 
 .PHONY: train test install clean
 
 train: $(STAMP)
 	$(BIN)/digitlab train configs/3v8.yaml
 
-test: $(STAMP)
+test: $(TESTS)
 	$(BIN)/python -m pytest -q
 
 install: $(STAMP)
@@ -20,6 +22,10 @@ $(BIN)/python:
 # Reinstall when the package metadata changes.
 $(STAMP): $(BIN)/python setup.cfg pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(TESTS): $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@
 

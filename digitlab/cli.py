@@ -159,7 +159,8 @@ def sweep_points(sweep_file, workers, dry_run, executor, address, retry_failed, 
 @click.option("--task", "tasks", multiple=True, metavar="NAME",
               help="A task to run (repeatable): 3v8, mnist10-mlp, mnist10-cnn (when conv layers exist). Default: all.")
 @click.option("--engine", "engines", multiple=True, metavar="NAME",
-              help="An engine to run (repeatable): digitlab, numpy, matmul, torch, torch-best, sklearn. Default: all.")
+              help="An engine to run (repeatable): digitlab, numpy, matmul, torch, torch-loader, torch-best, sklearn. "
+                   "Default: all.")
 @click.option("--epochs", default=3, show_default=True, type=click.IntRange(1),
               help="Epochs per engine; seconds per epoch are the median of the epochs after the first.")
 @click.option("--threads", type=click.IntRange(1), help="Threads for every engine (default: the CPUs available).")
