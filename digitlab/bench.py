@@ -28,6 +28,7 @@ import time
 from dataclasses import dataclass
 
 from digitlab.errors import UserError
+from digitlab.threads import cpus, limits
 
 ALL_DIGITS = list(range(10))
 EVAL_BATCH = 2000
@@ -181,9 +182,7 @@ def check_targets(task: Task, rows: dict) -> list[dict]:
 
 def _run_worker(spec: dict, threads: int) -> dict:
     """One measurement in a fresh interpreter; its last stdout line is the JSON result."""
-    env = dict(os.environ)
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "DIGITLAB_THREADS"):
-        env[var] = str(threads)
+    env = {**os.environ, **limits(threads)}
     proc = subprocess.run([sys.executable, "-m", "digitlab.bench", json.dumps(spec)], env=env,
                           capture_output=True, text=True)
     lines = proc.stdout.strip().splitlines()
@@ -606,10 +605,7 @@ def measure_load() -> dict:
 
 # -- the machine -----------------------------------------------------------------------------------------------
 def default_threads() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
+    return cpus()
 
 
 def load_average() -> list[float] | None:

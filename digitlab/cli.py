@@ -5,6 +5,7 @@ A UserError (bad config, data or run folder) prints one line and exits with code
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -44,12 +45,17 @@ def main():
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), help="Random seed (overrides the config's).")
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Continue a stopped run folder from its last checkpoint (no CONFIG then).")
+@click.option("--threads", type=click.IntRange(1), help="Threads for matrix products and the optimizer (default: "
+              "every core). On a machine busy with other work, 1 is often several times faster.")
 @click.option("--quiet", is_flag=True, help="Print only the run folder's path.")
-def train(config, overrides, runs_dir, name, seed, resume_dir, quiet):
+def train(config, overrides, runs_dir, name, seed, resume_dir, threads, quiet):
     """Train CONFIG (a YAML file) into a new folder under --runs-dir; the last line printed is its path.
 
     Exit code 0 when the run completes, 1 when it diverges or fails, 130/143 when Ctrl-C/SIGTERM stopped it
     (resume it with --resume), 2 for a bad config."""
+    if threads:  # before numpy loads: BLAS reads these once
+        from digitlab.threads import limits
+        os.environ.update(limits(threads))
     from digitlab import experiment
     from digitlab.config import load_config
 

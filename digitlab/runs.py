@@ -88,8 +88,10 @@ def git_commit() -> str | None:
 
 
 def environment() -> dict:
+    """What a run's numbers depend on besides its config; the BLAS threads change the last bits of sums."""
     return {"python": platform.python_version(), "numpy": np.__version__, "digitlab": __version__,
-            "git_commit": git_commit(), "host": socket.gethostname(), "platform": platform.platform()}
+            "git_commit": git_commit(), "host": socket.gethostname(), "platform": platform.platform(),
+            "blas_threads": os.environ.get("OPENBLAS_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS") or "default"}
 
 
 class RunFolder:

@@ -36,6 +36,7 @@ from digitlab.config import apply_override, dump, load_config, read_yaml, safe_n
 from digitlab.errors import ConfigError, RunError, UserError
 from digitlab.locks import LOCKS, PointLock, held_elsewhere, lock_path, waiting_lock
 from digitlab.runs import RunFolder, atomic_write, command_line, utc_now
+from digitlab.threads import cpus, limits
 
 SWEEP_KEYS = ["name", "base", "set", "grid", "random", "seeds", "select"]
 # What `select` may name (keys of summary.json) and whether higher is better.
@@ -45,7 +46,6 @@ DISTRIBUTIONS = {"uniform": "[low, high]", "loguniform": "[low, high]", "randint
                  "choice": "[a, b, ...]"}
 FAILED = ("failed", "diverged")      # rerun only with retry_failed
 RERUN = ("crashed", "interrupted")   # rerun always
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 REPLACED = "replaced"
 MAX_POINTS = 10_000
 
@@ -602,14 +602,6 @@ def _final_outcomes(sweep: Sweep, sweep_dir: Path, states: dict | None = None) -
     return outcomes
 
 
-def _limited_threads(workers: int) -> dict[str, str]:
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cores = os.cpu_count() or 1
-    return {name: str(max(1, cores // workers)) for name in THREAD_VARIABLES}
-
-
 def _run_pool(sweep: Sweep, sweep_dir: Path, to_run: list[Point], retry_failed: bool, workers: int,
               progress: _Progress) -> None:
     """Points in `workers` processes started with 'spawn', each with its BLAS threads limited to
@@ -617,8 +609,9 @@ def _run_pool(sweep: Sweep, sweep_dir: Path, to_run: list[Point], retry_failed: 
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
-    saved = {name: os.environ.get(name) for name in THREAD_VARIABLES}
-    os.environ.update(_limited_threads(workers))
+    limited = limits(cpus() // workers)
+    saved = {name: os.environ.get(name) for name in limited}
+    os.environ.update(limited)
     try:
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                  initializer=_watch_parent) as pool:

@@ -23,16 +23,30 @@ _pool_owner: tuple[int, int] = (0, 0)  # (pid, workers): a forked child must not
 _lock = threading.Lock()
 
 
+def cpus() -> int:
+    """The CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 def count() -> int:
     """How many threads elementwise work may use: $DIGITLAB_THREADS, else the CPUs available (at most 4)."""
     env = os.environ.get("DIGITLAB_THREADS", "").strip()
     if env.isdigit() and int(env) > 0:
         return int(env)
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cpus = os.cpu_count() or 1
-    return max(1, min(cpus, MAX_THREADS))
+    return max(1, min(cpus(), MAX_THREADS))
+
+
+LIMIT_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "DIGITLAB_THREADS")
+
+
+def limits(n: int) -> dict[str, str]:
+    """Environment variables that hold the BLAS libraries and digitlab's own elementwise work to `n` threads.
+    BLAS reads them when numpy loads: set them in a process before it imports numpy (the CLI does, for
+    `train --threads`; sweeps and the bench do for the processes they start)."""
+    return {name: str(max(1, n)) for name in LIMIT_VARIABLES}
 
 
 def spans(n: int, parts: int | None = None, min_chunk: int = MIN_CHUNK) -> list[tuple[int, int]]:

@@ -89,3 +89,21 @@ def test_to_dataset_in_threads_equals_the_plain_conversion(monkeypatch):
     assert data.x[:, 0].tobytes() == expected.tobytes()
     np.testing.assert_array_equal(data.y, classes[rows])
     assert to_dataset(images, classes, rows[:0]).x.shape == (0, 1, 28, 28)
+
+
+def test_train_threads_option_reaches_blas_and_run_json(tmp_path):
+    """--threads must be set before numpy loads, so the CLI module must not import numpy itself."""
+    import json
+    import subprocess
+    import sys
+
+    probe = subprocess.run([sys.executable, "-c", "import sys, digitlab.cli; print('numpy' in sys.modules)"],
+                           capture_output=True, text=True)
+    assert probe.stdout.strip() == "False", probe.stderr
+    config = tmp_path / "tiny.yaml"
+    config.write_text("data: {digits: [3, 8], limit: 200}\nmodel: [{linear: 4}, {linear: 2}]\nepochs: 1\n")
+    done = subprocess.run([sys.executable, "-m", "digitlab", "train", str(config), "--threads", "1", "--quiet",
+                           "--runs-dir", str(tmp_path / "runs")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    run = done.stdout.strip().splitlines()[-1]
+    assert json.loads(open(f"{run}/run.json").read())["blas_threads"] == "1"
