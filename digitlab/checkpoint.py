@@ -4,7 +4,7 @@ One `checkpoint.npz` per run folder, replaced atomically at the end of every epo
 the first, so even a run stopped in epoch 1 can resume): the weights, the optimizer's state, the epoch, the
 Generator's state, the metrics.csv text so far and the config it was trained from. Resuming from it gives the
 same weights and metrics as a run that never stopped, because every random choice comes from that Generator.
-Loaded with allow_pickle=False; a damaged file is a one-line RunError.
+Loaded with allow_pickle=False; a missing or damaged file is a one-line CheckpointError.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from digitlab.errors import RunError
+from digitlab.errors import CheckpointError
 
 NAME = "checkpoint.npz"
 
@@ -43,7 +43,7 @@ def to_arrays(ckpt: Checkpoint) -> dict[str, np.ndarray]:
 def load(path: str | Path) -> Checkpoint:
     path = Path(path)
     if not path.is_file():
-        raise RunError(f"{path}: no checkpoint to resume from")
+        raise CheckpointError(f"{path}: no checkpoint to resume from")
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
@@ -56,4 +56,4 @@ def load(path: str | Path) -> Checkpoint:
             config_yaml=str(arrays["config_yaml"]),
         )
     except Exception as exc:  # zip, key, JSON and value errors all mean a damaged file
-        raise RunError(f"{path}: damaged or not a digitlab checkpoint ({type(exc).__name__}: {exc})") from None
+        raise CheckpointError(f"{path}: damaged or not a digitlab checkpoint ({type(exc).__name__}: {exc})") from None

@@ -33,6 +33,11 @@ class RunError(UserError):
     """A run folder that is missing, incomplete or does not match what is asked of it."""
 
 
+class CheckpointError(RunError):
+    """A checkpoint that cannot be resumed from: missing, damaged, or not matching the run's config or
+    architecture. Starting the run over is the remedy (a sweep does it by itself)."""
+
+
 class StorageError(UserError):
     """A write that failed (disk full, permission denied, folder removed): the run stops, the last checkpoint
     stays valid. Exit code 1: the input was fine, the machine was not."""

@@ -21,7 +21,7 @@ import numpy as np
 from digitlab import __version__, checkpoint, plots
 from digitlab.config import IMAGE_SHAPE, dump, layer_specs, load_config, validate
 from digitlab.data import DataLoader, DigitData, Sampler, augment, load_digits
-from digitlab.errors import RunError, StorageError
+from digitlab.errors import CheckpointError, RunError, StorageError
 from digitlab.metrics import confusion_matrix, evaluate, precision_recall
 from digitlab.nn import LOSSES, OPTIMIZERS, Loss, Optimizer, Sequential, build_model
 from digitlab.nn.conv import Conv2d
@@ -204,28 +204,29 @@ def resume(run_dir: str | Path, quiet: bool = False, progress: bool = True) -> R
         cfg = load_config(run / "config.yaml")
         state = checkpoint.load(run / checkpoint.NAME)
         if state.config_yaml != config_yaml:
-            raise RunError(f"{run / 'config.yaml'}: changed since the checkpoint was written; refusing to resume")
+            raise CheckpointError(f"{run / 'config.yaml'}: changed since the checkpoint was written; refusing to resume")
         setup = prepare(cfg)
         try:
             setup.model.load_state_dict(state.model)
             setup.optimizer.load_state_dict(state.optimizer)
         except (ValueError, KeyError) as exc:
-            raise RunError(f"{run / checkpoint.NAME}: does not match the run's architecture ({exc})") from None
+            raise CheckpointError(f"{run / checkpoint.NAME}: does not match the run's architecture ({exc})") from None
         setup.rng.bit_generator.state = state.rng_state
         run.write("metrics.csv", state.metrics_csv)  # drops a row written after the checkpoint, if any
         console = Console(quiet)
         console.attach(run)
         info = run.read_json("run.json")
         run.update_status(status="running", resumed=info.get("resumed", []) + [utc_now()], error=None,
-                          command=command_line())
+                          command=command_line(), **environment())
         console.echo(f"{cfg['name']}: resuming {run.path} after epoch {state.epoch} of {cfg['epochs']}")
         _fit(run, setup, console, config_yaml, start_epoch=state.epoch + 1, progress=progress)
     return run
 
 
-def _fit(run: RunFolder, setup: Setup, console: Console, config_yaml: str, start_epoch: int,
-         progress: bool = True, callbacks=()) -> None:
-    """Train epochs start_epoch.. of a prepared setup into `run`, then record how it ended."""
+def _learner(run: RunFolder, setup: Setup, console: Console, config_yaml: str, start_epoch: int, progress: bool,
+             callbacks) -> tuple[Learner, dict]:
+    """The Learner of a prepared setup, with the callbacks that report and record each epoch, and the splits.
+    Callback order matters at an epoch's end: metrics first (Evaluate), then those that print and write them."""
     cfg = setup.cfg
     splits = {"train": (setup.inputs(setup.data.train), setup.data.train.y)}
     if setup.data.val is not None:
@@ -240,19 +241,30 @@ def _fit(run: RunFolder, setup: Setup, console: Console, config_yaml: str, start
         before = x_train[:32]
         shown = augment.from_config(cfg, np.random.default_rng(cfg["seed"]), IMAGE_SHAPE)(before)
         run.save_figure("augment.png", plots.augmentation(before, shown))
-    nan_guard = TerminateOnNaN()
-    hooks = [nan_guard, Evaluate(splits), ProgressBar(cfg["epochs"], progress and not console.quiet),
-             EpochLogger(console, cfg["epochs"]), RunWriter(run, setup, config_yaml), *callbacks]
+    hooks = [*callbacks[:1], Evaluate(splits), ProgressBar(cfg["epochs"], progress and not console.quiet),
+             EpochLogger(console, cfg["epochs"]), RunWriter(run, setup, config_yaml), *callbacks[1:]]
     schedule = cfg["optimizer"].get("schedule")
     if schedule:
         opts = {k: v for k, v in schedule.items() if k != "name"}
         hooks.insert(0, LRScheduler(SCHEDULES[schedule["name"]](cfg["optimizer"]["lr"], cfg["epochs"], **opts)))
-    learner = Learner(setup.model, setup.loss_fn, setup.optimizer, loader, hooks)
+    return Learner(setup.model, setup.loss_fn, setup.optimizer, loader, hooks), splits
+
+
+def _fit(run: RunFolder, setup: Setup, console: Console, config_yaml: str, start_epoch: int,
+         progress: bool = True, callbacks=()) -> None:
+    """Train epochs start_epoch.. of a prepared setup into `run`, write its final files, and record how it ended.
+    Whatever fails after the folder exists leaves the status `failed` (or `interrupted`), never `running`."""
+    cfg = setup.cfg
     signals: list[int] = []
+    nan_guard = TerminateOnNaN()
+    summary = None
     try:
+        learner, splits = _learner(run, setup, console, config_yaml, start_epoch, progress, [nan_guard, *callbacks])
         # Overflow on the way to a NaN loss is reported once, as divergence, not as numpy warnings.
         with stop_on_signals(learner) as signals, np.errstate(over="ignore", invalid="ignore"):
             learner.fit(cfg["epochs"], start_epoch=start_epoch)
+        if not signals and not nan_guard.diverged:
+            summary = finish(run, setup, splits, learner.history[-1] if learner.history else None)
     except KeyboardInterrupt:
         signals = signals or [signal.SIGINT]
     except StorageError:
@@ -277,18 +289,25 @@ def _fit(run: RunFolder, setup: Setup, console: Console, config_yaml: str, start
         console.echo(f"diverged: the loss became {d['loss']} at epoch {d['epoch']}, batch {d['batch']}; "
                      f"try a lower optimizer.lr (now {cfg['optimizer']['lr']})")
         return
-    summary = finish(run, setup, splits)
     run.update_status(status="complete", ended=utc_now())
     console.echo(f"test accuracy {summary['test_accuracy']:.4f}")
 
 
-def finish(run: RunFolder, setup: Setup, splits: dict) -> dict:
-    """The final artefacts: summary.json, confusion.csv/png, curves, failures, embedding, model.npz."""
+def finish(run: RunFolder, setup: Setup, splits: dict, last: dict | None = None) -> dict:
+    """The final artefacts: summary.json, confusion.csv/png, curves, failures, embedding, model.npz.
+    `last` is the final epoch's logs: its train and validation scores are those of these very weights, so they
+    are not computed again (a resumed run with no epoch left to train passes None)."""
     cfg, model, classes = setup.cfg, setup.model, setup.data.classes
     rows = run.read_metrics()
     x_test, y_test = splits["test"]
     test = evaluate(model, setup.loss_fn, x_test, y_test)
-    train = evaluate(model, setup.loss_fn, *splits["train"])
+
+    def scores(split: str) -> dict:
+        if last is not None and f"{split}_accuracy" in last:
+            return {"accuracy": last[f"{split}_accuracy"], "loss": last[f"{split}_loss"]}
+        return evaluate(model, setup.loss_fn, *splits[split])
+
+    train = scores("train")
     cm = confusion_matrix(y_test, test["predictions"], len(classes))
     precision, recall = precision_recall(cm)
     summary = {
@@ -301,7 +320,7 @@ def finish(run: RunFolder, setup: Setup, splits: dict) -> dict:
         "recall": {str(c): round(float(r), 6) for c, r in zip(classes, recall)},
     }
     if "val" in splits:
-        val = evaluate(model, setup.loss_fn, *splits["val"])
+        val = scores("val")
         summary["val_accuracy"], summary["val_loss"] = val["accuracy"], val["loss"]
         scored = [r for r in rows if r.get("val_accuracy") is not None]
         if scored:

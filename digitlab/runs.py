@@ -196,10 +196,15 @@ class RunFolder:
         except OSError as exc:
             raise storage_error(path, exc) from None
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise RunError(f"{self.path}: is being trained by another process right now") from None
+            deadline = time.monotonic() + 2.0  # readers probe the lock for microseconds (is_live): wait them out
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise RunError(f"{self.path}: is being trained by another process right now") from None
+                    time.sleep(0.02)
             os.ftruncate(fd, 0)
             os.write(fd, f"{os.getpid()}\n".encode())
             yield

@@ -33,7 +33,7 @@ import yaml
 
 from digitlab import checkpoint
 from digitlab.config import apply_override, dump, load_config, read_yaml, safe_name, validate
-from digitlab.errors import ConfigError, RunError, UserError
+from digitlab.errors import CheckpointError, ConfigError, RunError, UserError
 from digitlab.locks import LOCKS, PointLock, held_elsewhere, lock_path, waiting_lock
 from digitlab.runs import RunFolder, atomic_write, command_line, utc_now
 from digitlab.threads import cpus, limits
@@ -369,8 +369,10 @@ def run_point(sweep_dir: str, point: Point, retry_failed: bool) -> dict:
             try:
                 resume(folder, quiet=True, progress=False)
                 return {**outcome, "state": folder_status(folder), "note": "trained", "resumed": True}
-            except UserError as exc:  # a damaged checkpoint, a changed config: start over instead
+            except CheckpointError as exc:  # a missing or damaged checkpoint, a changed config: start over
                 error = f"could not resume ({exc}); trained from scratch"
+            except UserError as exc:  # a failed write, the run live elsewhere: keep the folder as it is
+                return {**outcome, "state": folder_status(folder), "note": "not resumed", "error": str(exc)}
             except Exception as exc:  # the resumed training itself failed: recorded in its run.json
                 return {**outcome, "state": folder_status(folder), "note": "trained", "resumed": True,
                         "error": f"{type(exc).__name__}: {exc}"}

@@ -203,3 +203,17 @@ def test_relative_data_path_is_saved_absolute_and_evaluate_works_elsewhere(tmp_p
     assert yaml.safe_load((run / "config.yaml").read_text())["data"]["path"] == str(folder)
     monkeypatch.chdir(tmp_path / "runs")
     assert invoke("evaluate", run).exit_code == 0
+
+
+def test_images_of_another_size_are_one_line_and_leave_no_run(tmp_path, write_config, write_idx):
+    folder = tmp_path / "small"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    write_idx(folder / "train-images-idx3-ubyte.gz", rng.integers(0, 256, (40, 32, 32)))
+    write_idx(folder / "train-labels-idx1-ubyte.gz", np.arange(40) % 10)
+    write_idx(folder / "t10k-images-idx3-ubyte.gz", rng.integers(0, 256, (20, 32, 32)))
+    write_idx(folder / "t10k-labels-idx1-ubyte.gz", np.arange(20) % 10)
+    cfg = write_config({**TINY, "data": {"digits": [3, 8], "path": str(folder)}})
+    message = one_line_error(invoke("train", cfg, "--runs-dir", tmp_path / "runs"))
+    assert "32x32" in message and "28x28" in message
+    assert not (tmp_path / "runs").exists()

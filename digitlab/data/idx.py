@@ -108,6 +108,9 @@ def load_idx_set(folder: str | os.PathLike | None = None) -> dict[str, np.ndarra
         if images.ndim != 3 or labels.ndim != 1:
             raise DataError(f"{root}: {split} images must be (N, rows, cols) and labels (N,), "
                             f"got {images.shape} and {labels.shape}")
+        if images.shape[1:] != (28, 28):
+            raise DataError(f"{root}: {FILES[split + '_images']} holds {images.shape[1]}x{images.shape[2]} images; "
+                            f"digitlab's models take 28x28 (MNIST, Fashion-MNIST, EMNIST)")
         if len(images) != len(labels):
             raise DataError(f"{root}: {FILES[split + '_images']} holds {len(images)} images but "
                             f"{FILES[split + '_labels']} holds {len(labels)} labels")
