@@ -360,12 +360,13 @@ def run_numpy(task: Task, setup, spec: dict) -> dict:
                     vel[i] *= mu
                     vel[i] += g
                     g = vel[i]
-                g *= lr
-                p -= g
+                np.multiply(g, lr, out=tmp[i])  # not g *= lr: g may be the velocity, which must keep its scale
+                p -= tmp[i]
             else:
                 m, v, s = ms[i], vs[i], tmp[i]
                 m *= b1
-                m += (1 - b1) * g
+                np.multiply(g, 1 - b1, out=s)
+                m += s
                 v *= b2
                 np.multiply(g, g, out=s)
                 s *= 1 - b2
@@ -701,9 +702,8 @@ def format_machine(results: dict) -> str:
 
 
 def write_json(results: dict, path) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(results, f, indent=2)
-        f.write("\n")
+    from digitlab.runs import atomic_write  # a bad path is a one-line StorageError, and never a half-written file
+    atomic_write(path, json.dumps(results, indent=2) + "\n")
 
 
 if __name__ == "__main__":  # a worker: python -m digitlab.bench '<spec as JSON>'

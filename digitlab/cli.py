@@ -177,6 +177,8 @@ def bench(tasks, engines, epochs, threads, json_path, limit, no_peers):
     """Time digitlab's engine against a minimal numpy loop, the matmul limit, PyTorch and scikit-learn."""
     from digitlab import bench as benchmark
 
+    if json_path and not json_path.resolve().parent.is_dir():  # say so now, not after minutes of timing
+        raise UserError(f"{json_path}: --json needs an existing folder ({json_path.resolve().parent} is not one)")
     results = benchmark.run(list(tasks), list(engines), epochs=epochs, threads=threads, limit=limit,
                             peers=not no_peers, echo=lambda line: click.echo(line, err=True))
     click.echo(benchmark.format_machine(results))

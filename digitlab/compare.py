@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from digitlab.errors import ConfigError, RunError, UserError
-from digitlab.locks import LOCKS, held_elsewhere
 from digitlab.runs import RunFolder, atomic_write
 
 # Config columns, in order: shown only when they differ across the runs, unless all columns are asked for.
@@ -100,23 +99,17 @@ def read_run(path: Path) -> Run:
         summary = {}
     try:
         metrics = folder.read_metrics()
-    except (OSError, ValueError):
+    except (OSError, ValueError, RunError):
         metrics = []
     return Run(path, status, cfg, summary, metrics)
 
 
 def run_status(folder: RunFolder) -> str:
-    """run.json's status; a `running` sweep point whose lock nobody holds is `crashed` (its process is gone)."""
+    """run.json's status, `running` read as `crashed` when no process holds the run's lock (RunFolder.status)."""
     try:
-        status = folder.status()
+        return folder.status()
     except RunError:
         return "unreadable"
-    if status == "running":
-        point_id = folder.path.name.rsplit("-", 1)[-1]
-        lock = folder.path.parent / LOCKS / f"{point_id}.lock"
-        if lock.is_file() and held_elsewhere(lock) is None:
-            return "crashed"
-    return status
 
 
 def _read_config(folder: RunFolder) -> dict | None:
@@ -135,14 +128,16 @@ def _read_config(folder: RunFolder) -> dict | None:
 def architecture(cfg: dict) -> tuple[str, int] | None:
     """('784-100-100-2-1', parameters) of a resolved config: the input size, then each weighted layer's outputs."""
     from digitlab.config import IMAGE_SHAPE, layer_specs
-    from digitlab.nn import LOSSES, build_model
-    try:
-        model = build_model(layer_specs(cfg), IMAGE_SHAPE, LOSSES[cfg["loss"]].fuses)
+    from digitlab.nn import LOSSES
+    from digitlab.nn.layers import WeightLayer
+    from digitlab.nn.model import build_layers, plan
+    try:  # shapes only: nothing is allocated
+        layers, in_shape, _ = build_layers(layer_specs(cfg), IMAGE_SHAPE, LOSSES[cfg["loss"]].fuses)
+        shapes, params = plan(layers, in_shape)
     except Exception:  # a config from another digitlab version: leave the column empty
         return None
-    sizes = [math.prod(model.in_shape)]
-    sizes += [math.prod(shape) for layer, shape in zip(model.layers, model.layer_shapes) if layer.param_shapes()]
-    return "-".join(map(str, sizes)), model.num_parameters()
+    sizes = [math.prod(in_shape)] + [math.prod(s) for layer, s in zip(layers, shapes) if isinstance(layer, WeightLayer)]
+    return "-".join(map(str, sizes)), sum(math.prod(s) for s in params.values())
 
 
 def config_values(cfg: dict | None, summary: dict) -> dict:

@@ -76,8 +76,8 @@ def held_elsewhere(path: str | os.PathLike) -> str | None:
     """Who holds the lock at `path` ("pid 123 on host"), or None when nobody does. Takes and drops the lock
     to find out, without creating anything: a missing lock file is a free lock."""
     try:
-        fd = os.open(path, os.O_RDWR)
-    except FileNotFoundError:
+        fd = os.open(path, os.O_RDONLY)  # flock needs no write access: a read-only sweep folder can be probed
+    except OSError:
         return None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

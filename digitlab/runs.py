@@ -246,8 +246,11 @@ class RunFolder:
         path = self.path / "metrics.csv"
         if not path.exists():
             return []
-        with open(path, newline="", encoding="utf-8") as f:
-            return [{k: _parse(v) for k, v in row.items()} for row in csv.DictReader(f)]
+        try:
+            with open(path, newline="", encoding="utf-8") as f:
+                return [{k: _parse(v) for k, v in row.items()} for row in csv.DictReader(f)]
+        except (csv.Error, UnicodeDecodeError, OSError) as exc:
+            raise RunError(f"{path}: cannot be read ({exc})") from None
 
 
 def _cell(value) -> str:

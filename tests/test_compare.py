@@ -171,3 +171,14 @@ def test_nothing_valid_is_exit_2(tmp_path):
     result = invoke(tmp_path, tmp_path / "missing")
     assert result.exit_code == 2
     assert result.stderr.splitlines()[-1].startswith("error: nothing to compare")
+
+
+def test_architecture_counts_weighted_layers_only():
+    """Batch norm has parameters but no width of its own: it must not repeat the layer before it."""
+    from digitlab.compare import architecture
+    from digitlab.config import validate
+
+    cfg = validate({"model": [{"linear": 100}, "batchnorm", "relu", {"linear": 10}]}, "a.yaml")
+    assert architecture(cfg) == ("784-100-10", 784 * 100 + 100 + 2 * 100 + 100 * 10 + 10)
+    cnn = validate({"model": [{"conv2d": 8}, "batchnorm", "relu", "flatten", {"linear": 10}]}, "b.yaml")
+    assert architecture(cnn)[0] == "784-5408-10"
