@@ -28,6 +28,7 @@ import time
 from dataclasses import dataclass
 
 from digitlab.errors import UserError
+from digitlab.runs import command_line
 from digitlab.threads import cpus, limits
 
 ALL_DIGITS = list(range(10))
@@ -642,14 +643,6 @@ def blas_name() -> str:
         return f"{blas.get('name', '?')} {blas.get('version', '')}".strip()
     except Exception:  # older numpy: no dict mode
         return "unknown"
-
-
-def command_line() -> str:
-    import shlex
-    argv = list(sys.argv)
-    if argv and os.path.basename(argv[0]) in ("digitlab", "__main__.py"):
-        argv[0] = "digitlab"
-    return " ".join(shlex.quote(a) for a in argv)
 
 
 # -- output ----------------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from digitlab.errors import ConfigError, RunError, UserError
-from digitlab.runs import RunFolder, atomic_write
+from digitlab.runs import RunFolder, save_png
 
 # Config columns, in order: shown only when they differ across the runs, unless all columns are asked for.
 CONFIG_COLUMNS = ["digits", "arch", "params", "loss", "optimizer", "lr", "momentum", "weight_decay", "schedule",
@@ -373,12 +373,7 @@ def plot(runs: list[Run], path: str | Path, title: str = "") -> Path | None:
     if max(len(r.metrics) for r in drawn) < 10:
         ax.set_xticks(sorted({r["epoch"] for run in drawn for r in run.metrics}))
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    path = Path(path)
-    atomic_write(path, buffer.getvalue())
-    return path
+    return save_png(path, fig)
 
 
 def _nan(value):

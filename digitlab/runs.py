@@ -53,6 +53,16 @@ def atomic_write(path: str | os.PathLike, data: bytes | str) -> None:
     _fsync_dir(path.parent)
 
 
+def save_png(path: str | os.PathLike, figure) -> Path:
+    """A matplotlib figure as a PNG at `path`, written atomically; the figure is closed."""
+    import matplotlib.pyplot as plt
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(figure)
+    atomic_write(path, buffer.getvalue())
+    return Path(path)
+
+
 def storage_error(path: Path, exc: OSError) -> StorageError:
     reason = exc.strerror or str(exc)
     if exc.errno == errno.ENOENT:
@@ -153,11 +163,7 @@ class RunFolder:
             raise RunError(f"{self.path / name}: cannot be read as JSON ({exc})") from None
 
     def save_figure(self, name: str, figure) -> Path:
-        buffer = io.BytesIO()
-        figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-        import matplotlib.pyplot as plt
-        plt.close(figure)
-        return self.write(name, buffer.getvalue())
+        return save_png(self.path / name, figure)
 
     def save_npz(self, name: str, arrays: dict[str, np.ndarray]) -> Path:
         buffer = io.BytesIO()
@@ -286,4 +292,11 @@ def _jsonable(obj):
 
 
 def command_line() -> str:
-    return " ".join([Path(sys.argv[0]).name] + sys.argv[1:])
+    """The command this process runs, as a shell would take it back (`python -m digitlab` shown as digitlab)."""
+    import shlex
+    argv = list(sys.argv)
+    if argv and os.path.basename(argv[0]) in ("digitlab", "__main__.py"):
+        argv[0] = "digitlab"
+    elif argv:
+        argv[0] = os.path.basename(argv[0])
+    return " ".join(shlex.quote(a) for a in argv)
