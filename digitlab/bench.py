@@ -134,7 +134,7 @@ def run(tasks: list[str] | None = None, engines: list[str] | None = None, epochs
     engines.insert(0, "digitlab")  # always measured, first: every ratio is against it
     if epochs < 1:
         raise UserError("--epochs must be at least 1")
-    threads = threads or default_threads()
+    threads = threads or cpus()
     results = {"command": command_line(), "epochs": epochs, "threads": threads, "limit": limit, "seed": seed,
                "machine": machine(), "load_before": load_average(), "tasks": {}}
     spec = {"epochs": epochs, "threads": threads, "limit": limit, "seed": seed}
@@ -606,10 +606,6 @@ def measure_load() -> dict:
 
 
 # -- the machine -----------------------------------------------------------------------------------------------
-def default_threads() -> int:
-    return cpus()
-
-
 def load_average() -> list[float] | None:
     try:
         return [round(x, 2) for x in os.getloadavg()]
@@ -619,7 +615,7 @@ def load_average() -> list[float] | None:
 
 def machine() -> dict:
     import numpy as np
-    info = {"nproc": default_threads(), "cpu": cpu_model(), "python": platform.python_version(),
+    info = {"nproc": cpus(), "cpu": cpu_model(), "python": platform.python_version(),
             "numpy": np.__version__, "blas": blas_name(),
             "openblas_thread_timeout": os.environ.get("OPENBLAS_THREAD_TIMEOUT")}
     return info

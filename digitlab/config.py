@@ -113,15 +113,12 @@ def apply_override(cfg: dict, assignment: str) -> None:
         else:
             if isinstance(node[part], (dict, list)):
                 node = node[part]
-            elif _is_layer(node, part) and _canonical(part) in LAYER_OPTIONS:  # {linear: 100} + model.0.linear.units
+            elif isinstance(part, str) and part in LAYERS and _canonical(part) in LAYER_OPTIONS:
+                # {linear: 100} with --set model.0.linear.units=...: expand the shorthand first
                 node[part] = {next(iter(LAYER_OPTIONS[_canonical(part)])): node[part]}
                 node = node[part]
             else:
                 raise ConfigError(source, here, f"is {node[part]!r}, which has no keys")
-
-
-def _is_layer(node: dict, key: Any) -> bool:
-    return isinstance(key, str) and key in LAYERS
 
 
 # -- checks ------------------------------------------------------------------------------------------------------

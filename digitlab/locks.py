@@ -1,5 +1,6 @@
-"""A lock per sweep point, so that two sweeps running at once (cron overlapping itself) never train the same
-point: an exclusive, non-blocking `fcntl.flock` on `<sweep folder>/.locks/<point id>.lock`.
+"""Locks that tell live work from dead: an exclusive, non-blocking `fcntl.flock`. A sweep takes one per point
+(`<sweep folder>/.locks/<point id>.lock`), so two sweeps running at once (cron overlapping itself) never train the
+same point; a training process takes one on its run folder (`<run>/.lock`, see RunFolder.lock).
 
 The kernel releases the lock when its holder exits, however it exits (SIGKILL included), so a held lock means a
 live process is working on the point and a free lock on a `running` run means that run crashed. The file holds

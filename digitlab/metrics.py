@@ -1,4 +1,4 @@
-"""Metrics: evaluation of a model over a whole split in large batches, accuracy, confusion, precision/recall."""
+"""Metrics: evaluation of a model over a whole split, accuracy, confusion, precision/recall."""
 
 from __future__ import annotations
 
@@ -6,25 +6,17 @@ import numpy as np
 
 from digitlab.nn import Loss, Sequential, predict_classes
 
-EVAL_BATCH = 2000
-
-
-def evaluate(model: Sequential, loss_fn: Loss, x: np.ndarray, y: np.ndarray,
-             batch_size: int = EVAL_BATCH) -> dict:
-    """Mean loss, accuracy and predicted classes of `model` (in evaluation mode) on inputs x, classes y."""
+def evaluate(model: Sequential, loss_fn: Loss, x: np.ndarray, y: np.ndarray) -> dict:
+    """Mean loss, accuracy and predicted classes of `model` (in evaluation mode) on inputs x, classes y.
+    One forward pass: in evaluation mode the model slices large inputs to cache-sized pieces itself."""
     was_training = model.training
     model.eval()
-    n_out = model.out_shape[0]
-    total, predictions = 0.0, np.empty(len(y), dtype=np.int64)
-    for start in range(0, len(y), batch_size):
-        xb, yb = x[start:start + batch_size], y[start:start + batch_size]
-        out = model.forward(xb)
-        total += loss_fn.forward(out, loss_fn.targets(yb, n_out)) * len(yb)
-        probs = model.output_activation.forward(out) if model.output_activation is not None else out
-        predictions[start:start + len(yb)] = predict_classes(probs)
+    out = model.forward(x)
+    loss = loss_fn.forward(out, loss_fn.targets(y, model.out_shape[0])) if len(y) else float("nan")
+    probs = model.output_activation.forward(out) if model.output_activation is not None else out
+    predictions = predict_classes(probs)
     model.train(was_training)
-    n = max(len(y), 1)
-    return {"loss": total / n, "accuracy": float(np.mean(predictions == y)) if len(y) else float("nan"),
+    return {"loss": loss, "accuracy": float(np.mean(predictions == y)) if len(y) else float("nan"),
             "predictions": predictions}
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import errno
-import fcntl
 import io
 import json
 import os
@@ -26,6 +25,7 @@ import numpy as np
 
 from digitlab import __version__
 from digitlab.errors import RunError, StorageError
+from digitlab.locks import PointLock, held_elsewhere
 
 METRICS_COLUMNS = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy",
                    "test_loss", "test_accuracy", "seconds"]
@@ -195,41 +195,24 @@ class RunFolder:
     @contextlib.contextmanager
     def lock(self):
         """Hold the run's lock while training it (released by the OS when the process dies, even by SIGKILL).
-        A second process asking for it gets a RunError at once."""
-        path = self.path / ".lock"
+        A second process asking for it gets a RunError; readers' probes (is_live) last microseconds and are
+        waited out."""
+        lock = PointLock(self.path / ".lock")
+        deadline = time.monotonic() + 2.0
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            while not lock.acquire():
+                if time.monotonic() > deadline:
+                    raise RunError(f"{self.path}: is being trained by another process right now ({lock.holder})")
+                time.sleep(0.02)
         except OSError as exc:
-            raise storage_error(path, exc) from None
-        try:
-            deadline = time.monotonic() + 2.0  # readers probe the lock for microseconds (is_live): wait them out
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() > deadline:
-                        raise RunError(f"{self.path}: is being trained by another process right now") from None
-                    time.sleep(0.02)
-            os.ftruncate(fd, 0)
-            os.write(fd, f"{os.getpid()}\n".encode())
+            raise storage_error(lock.path, exc) from None
+        with lock:
             yield
-        finally:
-            os.close(fd)
 
     def is_live(self) -> bool | None:
         """True while a process holds the run's lock, False when none does, None when there is no lock file."""
-        try:
-            fd = os.open(self.path / ".lock", os.O_RDONLY)
-        except OSError:
-            return None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            return False
-        except BlockingIOError:
-            return True
-        finally:
-            os.close(fd)
+        path = self.path / ".lock"
+        return None if not path.exists() else held_elsewhere(path) is not None
 
     # -- metrics.csv -------------------------------------------------------------------------------------------
     def append_metrics(self, logs: dict) -> None:

@@ -126,13 +126,12 @@ class Sequential:
 
     __call__ = forward
 
-    def predict(self, x: np.ndarray, batch_size: int = 2000) -> np.ndarray:
-        """Outputs after the final activation, in evaluation mode, in large batches."""
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Outputs after the final activation, in evaluation mode (forward slices large inputs itself)."""
         was_training = self.training
         self.eval()
-        outs = [self.forward(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
+        out = self.forward(x)
         self.train(was_training)
-        out = np.concatenate(outs) if outs else np.empty((0,) + self.out_shape, np.float32)
         return self.output_activation.forward(out) if self.output_activation is not None else out
 
     # -- saving ---------------------------------------------------------------------------------------------
