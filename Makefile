@@ -6,13 +6,17 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 TESTS  := $(VENV)/.installed-test
 
-.PHONY: train test install clean
+.PHONY: train test lint install clean
 
 train: $(STAMP)
 	$(BIN)/digitlab train configs/3v8.yaml
 
-test: $(TESTS)
+test: lint
 	$(BIN)/python -m pytest -q
+
+# ruff: pyflakes, pycodestyle, import order and a few bug patterns (pyproject.toml); then no import cycles.
+lint: $(TESTS)
+	$(BIN)/ruff check digitlab tests
 
 install: $(STAMP)
 

@@ -56,18 +56,19 @@ def train(config, overrides, runs_dir, name, seed, resume_dir, threads, quiet):
     if threads:  # before numpy loads: BLAS reads these once
         from digitlab.threads import limits
         os.environ.update(limits(threads))
-    from digitlab import experiment
     from digitlab.config import load_config
+    from digitlab.run import resume, start
 
     if resume_dir is not None:
         if config is not None or overrides or name or seed is not None:
             raise click.UsageError("--resume takes the run folder only: its config.yaml is the config")
-        run = experiment.resume(resume_dir, quiet=quiet)
+        run = resume(resume_dir, quiet=quiet)
     else:
         if config is None:
             raise click.UsageError("give a CONFIG file, or --resume RUN_DIR")
-        extra = tuple(overrides) + ((f"name={name}",) if name else ()) + ((f"seed={seed}",) if seed is not None else ())
-        run = experiment.train(load_config(config, extra), runs_dir, quiet=quiet)
+        extra = tuple(overrides) + ((f"name={name}",) if name is not None else ()) + \
+            ((f"seed={seed}",) if seed is not None else ())
+        run = start(load_config(config, extra), runs_dir, quiet=quiet)
     click.echo(str(run.path))
     info = run.read_json("run.json")
     if info["status"] == "interrupted":
@@ -80,7 +81,7 @@ def train(config, overrides, runs_dir, name, seed, resume_dir, threads, quiet):
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
 def evaluate(run_dir):
     """Reload RUN_DIR's model.npz and recompute its test metrics."""
-    from digitlab.experiment import evaluate_run
+    from digitlab.run import evaluate_run
 
     result = evaluate_run(run_dir)
     click.echo(f"test_accuracy {result['test_accuracy']:.6f}  test_loss {result['test_loss']:.6f}")
@@ -131,8 +132,8 @@ def compare_runs(folders, sort, fmt, all_columns, plot_path, group_seeds):
               help="The sweep's folder is <runs-dir>/<sweep name>.")
 def sweep_points(sweep_file, workers, dry_run, executor, address, retry_failed, runs_dir):
     """Run every point of SWEEP_FILE that is not complete yet; safe to run again, and from cron."""
-    from digitlab.compare import format_table
     from digitlab.sweep import load_sweep, run_sweep, summary_rows
+    from digitlab.tables import format_table
 
     if address and executor != "dask":
         raise click.UsageError("--address needs --executor dask")

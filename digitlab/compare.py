@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from digitlab.errors import ConfigError, RunError, UserError
-from digitlab.runs import RunFolder, save_png
+from digitlab.runs import RunFolder
+from digitlab.storage import save_png
+from digitlab.tables import format_markdown, format_table
 
 # Config columns, in order: shown only when they differ across the runs, unless all columns are asked for.
 CONFIG_COLUMNS = ["digits", "arch", "params", "loss", "optimizer", "lr", "momentum", "weight_decay", "schedule",
@@ -127,12 +129,13 @@ def _read_config(folder: RunFolder) -> dict | None:
 # -- columns -------------------------------------------------------------------------------------------------------
 def architecture(cfg: dict) -> tuple[str, int] | None:
     """('784-100-100-2-1', parameters) of a resolved config: the input size, then each weighted layer's outputs."""
-    from digitlab.config import IMAGE_SHAPE, layer_specs
-    from digitlab.nn import LOSSES
-    from digitlab.nn.layers import WeightLayer
-    from digitlab.nn.model import build_layers, plan
+    from digitlab.config import layer_specs
+    from digitlab.data import open_source
+    from digitlab.nn import LOSSES, WeightLayer, build_layers
+    from digitlab.nn.model import plan
     try:  # shapes only: nothing is allocated
-        layers, in_shape, _ = build_layers(layer_specs(cfg), IMAGE_SHAPE, LOSSES[cfg["loss"]].fuses)
+        layers, in_shape, _ = build_layers(layer_specs(cfg), open_source(cfg["data"]).image_shape,
+                                           LOSSES[cfg["loss"]].fuses)
         shapes, params = plan(layers, in_shape)
     except Exception:  # a config from another digitlab version: leave the column empty
         return None
@@ -270,21 +273,8 @@ def render(columns: list[str], rows: list[dict], fmt: str = "table") -> str:
     cells = [[_display(c, row) for c in columns] for row in rows]
     headers = _headers(columns, rows)
     if fmt == "markdown":
-        lines = ["| " + " | ".join(headers) + " |", "| " + " | ".join("---" for _ in headers) + " |"]
-        lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in cells]
-        return "\n".join(lines)
+        return format_markdown(headers, cells)
     return format_table(headers, cells)
-
-
-def format_table(headers: list[str], cells: list[list[str]]) -> str:
-    """Columns padded to their widest cell, two spaces apart; numbers right-aligned."""
-    widths = [max([len(h)] + [len(row[i]) for row in cells]) for i, h in enumerate(headers)]
-    numeric = [bool(cells) and all(_looks_numeric(row[i]) for row in cells) for i in range(len(headers))]
-
-    def line(values):
-        return "  ".join(v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)).rstrip()
-
-    return "\n".join([line(headers)] + [line(row) for row in cells])
 
 
 def _headers(columns: list[str], rows: list[dict]) -> list[str]:
@@ -323,14 +313,6 @@ def _number(value) -> str:
 
 def _csv_cell(value):
     return json.dumps(value) if isinstance(value, (list, dict)) else value
-
-
-def _looks_numeric(text: str) -> bool:
-    try:
-        float(text.split(" ± ")[0])
-        return True
-    except ValueError:
-        return text == "-"
 
 
 # -- the figure ----------------------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
-"""Locks that tell live work from dead: an exclusive, non-blocking `fcntl.flock`. A sweep takes one per point
-(`<sweep folder>/.locks/<point id>.lock`), so two sweeps running at once (cron overlapping itself) never train the
-same point; a training process takes one on its run folder (`<run>/.lock`, see RunFolder.lock).
+"""Locks that tell live work from dead: an exclusive, non-blocking `fcntl.flock` on a file. A sweep takes one per
+point (`<sweep folder>/.locks/<point id>.lock`), so two sweeps running at once (cron overlapping itself) never
+train the same point; a training process takes one on its run folder (`<run>/.lock`, see RunFolder.lock).
 
 The kernel releases the lock when its holder exits, however it exits (SIGKILL included), so a held lock means a
 live process is working on the point and a free lock on a `running` run means that run crashed. The file holds
@@ -23,8 +23,8 @@ def lock_path(sweep_dir: str | os.PathLike, point_id: str) -> Path:
     return Path(sweep_dir) / LOCKS / f"{point_id}.lock"
 
 
-class PointLock:
-    """`PointLock(path).acquire()` is True when this process now holds the lock, False when another does
+class FileLock:
+    """`FileLock(path).acquire()` is True when this process now holds the lock, False when another does
     (`holder` then says who). `release()` (or leaving a `with` block) lets it go."""
 
     def __init__(self, path: str | os.PathLike):
@@ -52,7 +52,7 @@ class PointLock:
             os.close(self.fd)
             self.fd = None
 
-    def __enter__(self) -> "PointLock":
+    def __enter__(self) -> FileLock:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -6,18 +6,17 @@ import numpy as np
 
 from digitlab.nn import Loss, Sequential, predict_classes
 
-def evaluate(model: Sequential, loss_fn: Loss, x: np.ndarray, y: np.ndarray) -> dict:
-    """Mean loss, accuracy and predicted classes of `model` (in evaluation mode) on inputs x, classes y.
-    One forward pass: in evaluation mode the model slices large inputs to cache-sized pieces itself."""
-    was_training = model.training
-    model.eval()
-    out = model.forward(x)
+
+def score(model: Sequential, loss_fn: Loss, x: np.ndarray, y: np.ndarray) -> dict:
+    """Mean loss, accuracy, output probabilities and predicted classes of `model` (in evaluation mode) on
+    inputs x, classes y. One forward pass: in evaluation mode the model slices large inputs itself."""
+    with model.evaluating():
+        out = model.forward(x)
     loss = loss_fn.forward(out, loss_fn.targets(y, model.out_shape[0])) if len(y) else float("nan")
     probs = model.output_activation.forward(out) if model.output_activation is not None else out
     predictions = predict_classes(probs)
-    model.train(was_training)
     return {"loss": loss, "accuracy": float(np.mean(predictions == y)) if len(y) else float("nan"),
-            "predictions": predictions}
+            "predictions": predictions, "probabilities": probs}
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:

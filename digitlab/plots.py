@@ -16,6 +16,11 @@ import numpy as np  # noqa: E402
 
 from digitlab.nn import Sequential  # noqa: E402
 
+
+def picture(image: np.ndarray) -> np.ndarray:
+    """One image (channels, rows, cols) as the 2-D array imshow draws (the first channel)."""
+    return image.reshape(image.shape[-2:]) if image.ndim >= 2 else image
+
 SPLIT_STYLE = {"train": dict(color="tab:blue", ls="--"), "val": dict(color="tab:green", ls="-."),
                "test": dict(color="tab:orange", ls="-")}
 
@@ -59,7 +64,7 @@ def confusion(matrix: np.ndarray, classes: list[int], title: str = "test confusi
 
 def failures(images: np.ndarray, true: np.ndarray, predicted: np.ndarray, classes: list[int],
              limit: int = 36) -> plt.Figure:
-    """A grid of misclassified images, each titled 'true vs predicted'."""
+    """A grid of misclassified images (N, channels, rows, cols), each titled 'true vs predicted'."""
     wrong = np.flatnonzero(true != predicted)[:limit]
     cols = 6
     rows = max(1, int(np.ceil(len(wrong) / cols)))
@@ -67,7 +72,7 @@ def failures(images: np.ndarray, true: np.ndarray, predicted: np.ndarray, classe
     for ax in axes.flat:
         ax.axis("off")
     for ax, i in zip(axes.flat, wrong):
-        ax.imshow(images[i].reshape(28, 28), cmap="gray_r", vmin=0, vmax=1)
+        ax.imshow(picture(images[i]), cmap="gray_r", vmin=0, vmax=1)
         ax.set_title(f"{classes[true[i]]} vs {classes[predicted[i]]}", fontsize=9)
     total = int(np.sum(true != predicted))
     fig.suptitle(f"misclassified test images: true vs predicted ({len(wrong)} of {total} shown)" if total
@@ -88,31 +93,32 @@ def embedding_layer(model: Sequential) -> int | None:
     return start
 
 
-def embedding(model: Sequential, x: np.ndarray, y: np.ndarray, classes: list[int], limit: int = 5000) -> plt.Figure | None:
+def embedding(model: Sequential, x: np.ndarray, y: np.ndarray, classes: list[int],
+              limit: int = 5000) -> plt.Figure | None:
     """The test set in the 2-unit layer's plane, coloured by digit, over the model's output in that plane:
     P(first digit) contours for one sigmoid output, predicted-class regions otherwise."""
     k = embedding_layer(model)
     if k is None:
         return None
-    model.eval()
     head = model.layers[k + 1:]
     z = x[:limit]
-    for layer in model.layers[:k + 1]:
-        z = layer.forward(z)
-    labels = y[:limit]
-    pad = 0.1 * (z.max(axis=0) - z.min(axis=0) + 1e-6)
-    lo, hi = z.min(axis=0) - pad, z.max(axis=0) + pad
-    gx, gy = np.meshgrid(np.linspace(lo[0], hi[0], 200), np.linspace(lo[1], hi[1], 200))
-    out = np.stack([gx.ravel(), gy.ravel()], axis=1).astype(np.float32)
-    for layer in head:
-        out = layer.forward(out)
-    if model.output_activation is not None:
-        out = model.output_activation.forward(out)
-    model.train()
+    with model.evaluating():
+        for layer in model.layers[:k + 1]:
+            z = layer.forward(z)
+        labels = y[:limit]
+        pad = 0.1 * (z.max(axis=0) - z.min(axis=0) + 1e-6)
+        lo, hi = z.min(axis=0) - pad, z.max(axis=0) + pad
+        gx, gy = np.meshgrid(np.linspace(lo[0], hi[0], 200), np.linspace(lo[1], hi[1], 200))
+        out = np.stack([gx.ravel(), gy.ravel()], axis=1).astype(np.float32)
+        for layer in head:
+            out = layer.forward(out)
+        if model.output_activation is not None:
+            out = model.output_activation.forward(out)
     fig, ax = plt.subplots(figsize=(7, 6))
     cmap = plt.get_cmap("tab10")
     if out.shape[1] == 1:
-        filled = ax.contourf(gx, gy, out[:, 0].reshape(gx.shape), levels=np.linspace(0, 1, 11), cmap="RdBu_r", alpha=0.35)
+        filled = ax.contourf(gx, gy, out[:, 0].reshape(gx.shape), levels=np.linspace(0, 1, 11), cmap="RdBu_r",
+                             alpha=0.35)
         ax.contour(gx, gy, out[:, 0].reshape(gx.shape), levels=[0.5], colors="k", linewidths=1)
         fig.colorbar(filled, ax=ax, label=f"P(digit {classes[0]})")
     else:
@@ -129,20 +135,20 @@ def embedding(model: Sequential, x: np.ndarray, y: np.ndarray, classes: list[int
 
 
 def mosaic(images: np.ndarray, cols: int = 8, pad: int = 1) -> np.ndarray:
-    """A batch of images (B, ...) with 28x28 pixels each (or any square size) tiled into one 2-D array."""
+    """A batch of images (B, channels, rows, cols) tiled into one 2-D array, NaN between the tiles."""
     b = len(images)
-    side = int(round(np.sqrt(images[0].size)))
-    tiles = images.reshape(b, side, side)
+    h, w = images.shape[-2:]
+    tiles = images.reshape(b, h, w)
     rows = -(-b // cols)
-    out = np.full((rows * (side + pad) + pad, cols * (side + pad) + pad), np.nan, dtype=np.float32)
+    out = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad), np.nan, dtype=np.float32)
     for i in range(b):  # at most a few dozen tiles
         r, c = divmod(i, cols)
-        out[pad + r * (side + pad):(r + 1) * (side + pad), pad + c * (side + pad):(c + 1) * (side + pad)] = tiles[i]
+        out[pad + r * (h + pad):(r + 1) * (h + pad), pad + c * (w + pad):(c + 1) * (w + pad)] = tiles[i]
     return out
 
 
 def augmentation(before: np.ndarray, after: np.ndarray, cols: int = 8) -> plt.Figure:
-    """The same training images before and after data augmentation, side by side."""
+    """The same training images (B, channels, rows, cols) before and after data augmentation, side by side."""
     fig, axes = plt.subplots(1, 2, figsize=(12, 6.4))
     for ax, images, title in ((axes[0], before, "before"), (axes[1], after, "after augmentation")):
         ax.imshow(mosaic(images, cols), cmap="gray_r", vmin=0, vmax=1)

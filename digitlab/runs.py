@@ -1,120 +1,56 @@
-"""A run folder: everything about one training run, written so that nothing is ever half-written.
+"""A run folder: everything about one training run, written so that nothing is ever half-written, and read back
+as something that may have been damaged or edited by hand.
 
-Every file is written atomically (a temporary file in the same folder, flushed, fsynced, renamed over the
-old one); `metrics.csv` grows a whole row at a time. `run.json` carries the status (`running`, `complete`,
-`failed`, `interrupted`, `diverged`) and a heartbeat, so a reader can tell a crashed run from a live one.
+Every file is written atomically (see digitlab.storage); `metrics.csv` and `log.txt` only grow, a whole line at
+a time. `run.json` carries the status (`running`, `complete`, `failed`, `interrupted`, `diverged`) and a
+heartbeat, and the training process holds the folder's lock, so a reader can tell a crashed run from a live
+one. Every reader here checks what it reads and raises DamagedRun (file and reason) for what digitlab cannot
+have written.
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
-import errno
 import io
 import json
 import os
-import platform
-import socket
-import subprocess
-import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
-from digitlab import __version__
-from digitlab.errors import RunError, StorageError
-from digitlab.locks import PointLock, held_elsewhere
+from digitlab.errors import DamagedRun, RunError, StorageError
+from digitlab.locks import FileLock, held_elsewhere
+from digitlab.storage import append_line, atomic_write, make_folder, npz_bytes, save_png
 
 METRICS_COLUMNS = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy",
                    "test_loss", "test_accuracy", "seconds"]
+STATUSES = ("running", "complete", "failed", "interrupted", "diverged")
+FINISHED_FIELDS = ("ended", "signal", "error", "diverged", "hint")  # cleared when a run goes back to running
 STALE_AFTER = 600  # seconds without a heartbeat before a `running` run is taken as crashed
-
-
-def atomic_write(path: str | os.PathLike, data: bytes | str) -> None:
-    """Replace `path` with `data` all at once: readers see the old file or the new one, never a part."""
-    path = Path(path)
-    if isinstance(data, str):
-        data = data.encode("utf-8")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise storage_error(path, exc) from None
-        raise
-    _fsync_dir(path.parent)
-
-
-def save_png(path: str | os.PathLike, figure) -> Path:
-    """A matplotlib figure as a PNG at `path`, written atomically; the figure is closed."""
-    import matplotlib.pyplot as plt
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    plt.close(figure)
-    atomic_write(path, buffer.getvalue())
-    return Path(path)
-
-
-def storage_error(path: Path, exc: OSError) -> StorageError:
-    reason = exc.strerror or str(exc)
-    if exc.errno == errno.ENOENT:
-        reason = "the folder was removed"
-    return StorageError(f"{path}: cannot write ({reason}); the run stopped, its last checkpoint is intact")
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def utc_now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def git_commit() -> str | None:
-    """The commit of the digitlab checkout this code runs from, when it is one."""
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-                             text=True, timeout=5)
-        return out.stdout.strip() or None if out.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def environment() -> dict:
-    """What a run's numbers depend on besides its config; the BLAS threads change the last bits of sums."""
-    return {"python": platform.python_version(), "numpy": np.__version__, "digitlab": __version__,
-            "git_commit": git_commit(), "host": socket.gethostname(), "platform": platform.platform(),
-            "blas_threads": os.environ.get("OPENBLAS_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS") or "default"}
-
-
 class RunFolder:
-    """One run's folder. Create a new one with `RunFolder.create`, open an existing one with `RunFolder(path)`."""
+    """One run's folder. Create a new one with `RunFolder.create`, open an existing one with `RunFolder.open`."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
 
     @classmethod
-    def create(cls, runs_dir: str | os.PathLike, name: str) -> "RunFolder":
-        """runs_dir/<name>-<UTC time>, made exclusively: a clash gets a -2, -3... suffix, never a shared folder."""
+    def create(cls, runs_dir: str | os.PathLike, name: str) -> RunFolder:
+        """runs_dir/<name>-<UTC time>, made exclusively: a clash gets a -2, -3... suffix, never a shared folder.
+        A runs folder that cannot be made or written is the user's argument: StorageError with exit code 2."""
         runs_dir = Path(runs_dir)
-        runs_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            make_folder(runs_dir)
+        except StorageError as exc:
+            raise exc.because("cannot make the runs folder (--runs-dir)", exit_code=2) from None
         stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
         for n in range(1, 1000):
             path = runs_dir / (f"{name}-{stamp}" if n == 1 else f"{name}-{stamp}-{n}")
@@ -123,22 +59,31 @@ class RunFolder:
                 return cls(path)
             except FileExistsError:
                 continue
+            except OSError as exc:
+                raise StorageError(path, exc.strerror or str(exc), "cannot make the run folder (--runs-dir)",
+                                   exit_code=2) from None
         raise RunError(f"{runs_dir}: could not create a new run folder for {name}")
 
     @classmethod
-    def create_at(cls, path: str | os.PathLike) -> "RunFolder":
+    def create_at(cls, path: str | os.PathLike) -> RunFolder:
         """Exactly `path`, which must not exist yet (its parent is created)."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_folder(path.parent)
         try:
             path.mkdir()
         except FileExistsError:
             raise RunError(f"{path}: already exists; a run never reuses a folder") from None
+        except OSError as exc:
+            raise StorageError(path, exc.strerror or str(exc)) from None
         return cls(path)
 
     @classmethod
-    def open(cls, path: str | os.PathLike) -> "RunFolder":
+    def open(cls, path: str | os.PathLike) -> RunFolder:
         run = cls(path)
+        if not run.path.exists():
+            raise RunError(f"{run.path}: no such folder")
+        if not run.path.is_dir():
+            raise RunError(f"{run.path}: not a folder")
         if not (run.path / "run.json").is_file() or not (run.path / "config.yaml").is_file():
             raise RunError(f"{run.path}: not a run folder (no run.json and config.yaml)")
         return run
@@ -148,33 +93,53 @@ class RunFolder:
 
     # -- files ----------------------------------------------------------------------------------------------
     def write(self, name: str, data: bytes | str) -> Path:
-        atomic_write(self.path / name, data)
-        return self.path / name
+        return atomic_write(self.path / name, data)
 
     def write_json(self, name: str, obj) -> Path:
         return self.write(name, json.dumps(obj, indent=2, default=_jsonable) + "\n")
 
     def read_json(self, name: str) -> dict:
+        """A JSON object (a mapping) from the folder; DamagedRun for anything else."""
+        path = self.path / name
         try:
-            return json.loads((self.path / name).read_text())
+            data = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
-            raise RunError(f"{self.path / name}: file not found") from None
-        except (ValueError, OSError) as exc:
-            raise RunError(f"{self.path / name}: cannot be read as JSON ({exc})") from None
+            raise RunError(f"{path}: file not found") from None
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise DamagedRun(path, f"not JSON: {exc}") from None
+        except OSError as exc:
+            raise RunError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+        if not isinstance(data, dict):
+            raise DamagedRun(path, f"expected a JSON object, got {type(data).__name__}")
+        return data
 
     def save_figure(self, name: str, figure) -> Path:
         return save_png(self.path / name, figure)
 
     def save_npz(self, name: str, arrays: dict[str, np.ndarray]) -> Path:
-        buffer = io.BytesIO()
-        np.savez(buffer, **arrays)
-        return self.write(name, buffer.getvalue())
+        return self.write(name, npz_bytes(arrays))
+
+    def append_log(self, line: str) -> None:
+        append_line(self.path / "log.txt", line + "\n")
 
     # -- run.json ---------------------------------------------------------------------------------------------
-    def update_status(self, **fields) -> dict:
-        """Merge `fields` into run.json (with a fresh heartbeat) and rewrite it atomically."""
+    def info(self) -> dict:
+        """run.json, checked: a mapping whose status is one digitlab writes."""
+        info = self.read_json("run.json")
+        status = info.get("status")
+        if status not in STATUSES:
+            raise DamagedRun(self.path / "run.json", f"status {status!r} is not one of {', '.join(STATUSES)}")
+        for key in ("heartbeat",):
+            if key in info and not isinstance(info[key], (int, float)):
+                raise DamagedRun(self.path / "run.json", f"{key} is {info[key]!r}, not a number")
+        return info
+
+    def update_status(self, drop: tuple[str, ...] = (), **fields) -> dict:
+        """Merge `fields` into run.json (with a fresh heartbeat), drop the keys in `drop`, rewrite it atomically."""
         path = self.path / "run.json"
-        info = json.loads(path.read_text()) if path.exists() else {}
+        info = self.read_json("run.json") if path.exists() else {}
+        for key in drop:
+            info.pop(key, None)
         info.update(fields)
         info["heartbeat"] = time.time()
         self.write_json("run.json", info)
@@ -183,8 +148,8 @@ class RunFolder:
     def status(self) -> str:
         """The run's status, with `running` read as `crashed` when no process holds its lock (on this
         machine) or, where the lock cannot tell, when its heartbeat has gone stale."""
-        info = self.read_json("run.json")
-        status = info.get("status", "unknown")
+        info = self.info()
+        status = info["status"]
         if status == "running":
             live = self.is_live()
             if live is False or (live is None and time.time() - float(info.get("heartbeat", 0)) > STALE_AFTER):
@@ -197,7 +162,7 @@ class RunFolder:
         """Hold the run's lock while training it (released by the OS when the process dies, even by SIGKILL).
         A second process asking for it gets a RunError; readers' probes (is_live) last microseconds and are
         waited out."""
-        lock = PointLock(self.path / ".lock")
+        lock = FileLock(self.path / ".lock")
         deadline = time.monotonic() + 2.0
         try:
             while not lock.acquire():
@@ -205,7 +170,7 @@ class RunFolder:
                     raise RunError(f"{self.path}: is being trained by another process right now ({lock.holder})")
                 time.sleep(0.02)
         except OSError as exc:
-            raise storage_error(lock.path, exc) from None
+            raise StorageError(lock.path, exc.strerror or str(exc)) from None
         with lock:
             yield
 
@@ -223,23 +188,50 @@ class RunFolder:
         if not path.exists() or path.stat().st_size == 0:
             writer.writerow(METRICS_COLUMNS)
         writer.writerow([_cell(logs.get(c)) for c in METRICS_COLUMNS])
-        try:
-            with open(path, "a", encoding="utf-8") as f:
-                f.write(row.getvalue())
-                f.flush()
-                os.fsync(f.fileno())
-        except OSError as exc:
-            raise storage_error(path, exc) from None
+        append_line(path, row.getvalue())
 
     def read_metrics(self) -> list[dict]:
+        """metrics.csv's rows (epoch 1, 2, ... in order), [] when there is none yet; DamagedRun when it is not
+        what digitlab writes."""
         path = self.path / "metrics.csv"
         if not path.exists():
             return []
         try:
-            with open(path, newline="", encoding="utf-8") as f:
-                return [{k: _parse(v) for k, v in row.items()} for row in csv.DictReader(f)]
-        except (csv.Error, UnicodeDecodeError, OSError) as exc:
-            raise RunError(f"{path}: cannot be read ({exc})") from None
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise DamagedRun(path, "not UTF-8 text") from None
+        except OSError as exc:
+            raise RunError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+        return parse_metrics(text, path)
+
+
+def parse_metrics(text: str, path) -> list[dict]:
+    """The rows of a metrics.csv text, checked: the header digitlab writes, every row as long as it, epochs
+    1, 2, 3... in order, every other cell empty or a number."""
+    if not text.strip():
+        return []
+    try:
+        lines = list(csv.reader(io.StringIO(text)))
+    except csv.Error as exc:
+        raise DamagedRun(path, f"not CSV: {exc}") from None
+    header, body = lines[0], [line for line in lines[1:] if line]
+    if header != METRICS_COLUMNS:
+        raise DamagedRun(path, f"header is {','.join(header)[:80]!r}, expected {','.join(METRICS_COLUMNS)!r}")
+    rows = []
+    for n, line in enumerate(body, start=2):
+        if len(line) != len(header):
+            raise DamagedRun(path, f"line {n} has {len(line)} cells, the header {len(header)}")
+        row = {}
+        for column, cell in zip(header, line):
+            value = _parse(cell)
+            if column == "epoch":
+                if not isinstance(value, int) or value != len(rows) + 1:
+                    raise DamagedRun(path, f"line {n}: epoch {cell!r}, expected {len(rows) + 1}")
+            elif value is not None and not isinstance(value, (int, float)):
+                raise DamagedRun(path, f"line {n}: {column} is {cell[:20]!r}, not a number")
+            row[column] = value
+        rows.append(row)
+    return rows
 
 
 def _cell(value) -> str:
@@ -272,14 +264,3 @@ def _jsonable(obj):
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
-
-
-def command_line() -> str:
-    """The command this process runs, as a shell would take it back (`python -m digitlab` shown as digitlab)."""
-    import shlex
-    argv = list(sys.argv)
-    if argv and os.path.basename(argv[0]) in ("digitlab", "__main__.py"):
-        argv[0] = "digitlab"
-    elif argv:
-        argv[0] = os.path.basename(argv[0])
-    return " ".join(shlex.quote(a) for a in argv)

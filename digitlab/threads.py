@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
-from typing import Callable
 
 MIN_CHUNK = 1 << 17  # elements: below this, handing work to another thread costs more than it saves
 ALIGN = 16  # chunk boundaries on 64-byte cache lines (float32)

@@ -111,7 +111,7 @@ def test_config_resolves_defaults(tmp_path):
     ({"shfit": 2}, "data.augment.shfit", "did you mean 'shift'"),
     ({"elastic": {"alpha": 0}}, "data.augment.elastic.alpha", "expected a number > 0"),
     ({"elastic": {"sgima": 3}}, "data.augment.elastic.sgima", "did you mean 'sigma'"),
-    ({"elastic": "yes"}, "data.augment.elastic", "expected true or false"),
+    ({"elastic": "yes"}, "data.augment.elastic", "true or false"),
     ([2, 10], "data.augment", "expected a mapping"),
 ])
 def test_config_mistakes_are_one_line_errors(tmp_path, augment, key, words):
@@ -122,7 +122,7 @@ def test_config_mistakes_are_one_line_errors(tmp_path, augment, key, words):
 
 def test_run_with_augmentation_writes_augment_png_and_evaluates_clean_images(tmp_path, monkeypatch):
     """Training batches are augmented, evaluation sees the images as they are: the train accuracy that
-    Evaluate records is on unaugmented images, so it equals a fresh evaluation of the saved model."""
+    ScoreSplits records is on unaugmented images, so it equals a fresh evaluation of the saved model."""
     import digitlab.data.augment as augment_module
     calls = []
     original = augment_module.Augment.__call__

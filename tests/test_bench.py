@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from digitlab import bench
+from digitlab.bench import suite
+from digitlab.bench.engines.matmul import gemm_shapes
+from digitlab.bench.engines.numpy_loop import NumpyLoop, dense_plan
+from digitlab.bench.tasks import TASKS, configs_dir
+from digitlab.bench.worker import setup_task
 from digitlab.cli import main
-from digitlab.nn import LAYERS
 
 
 def test_bench_3v8_without_peers(tmp_path):
@@ -47,8 +52,8 @@ def test_bench_3v8_without_peers(tmp_path):
 
 
 def test_missing_peer_is_a_note_not_an_error(monkeypatch):
-    monkeypatch.setattr(bench.importlib.util, "find_spec", lambda name: None)
-    monkeypatch.setattr(bench, "_run_worker", lambda spec, threads: {"load_seconds": 0.1} if spec["engine"] == "load"
+    monkeypatch.setattr(suite.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(suite, "_run_worker", lambda spec, threads: {"load_seconds": 0.1} if spec["engine"] == "load"
                         else {"epoch_seconds": [1.0], "seconds_per_epoch": 1.0, "accuracy": 0.9})
     results = bench.run(["mnist10-mlp"], ["torch", "sklearn"], epochs=1)
     rows = results["tasks"]["mnist10-mlp"]["engines"]
@@ -58,9 +63,14 @@ def test_missing_peer_is_a_note_not_an_error(monkeypatch):
     assert "not installed" in bench.format_table(results)
 
 
-def test_cnn_task_only_with_conv_layers():
-    assert ("mnist10-cnn" in bench.available_tasks()) == ("conv2d" in LAYERS and "maxpool2d" in LAYERS)
-    assert {"3v8", "mnist10-mlp"} <= set(bench.available_tasks())
+def test_tasks_are_shipped_configs_without_validation_schedule_or_augmentation():
+    for task in TASKS.values():
+        assert (configs_dir() / task.config).is_file()
+        cfg = task.resolved(seed=3, limit=100)
+        assert cfg["data"]["validation"] == 0 and cfg["data"]["augment"] is None
+        assert "schedule" not in cfg["optimizer"] and cfg["seed"] == 3 and cfg["data"]["limit"] == 100
+        assert task.description.startswith(f"configs/{task.config}: ")
+    assert TASKS["3v8"].description.startswith("configs/3v8.yaml: 784-100-100-2-1, bce, sgd lr 0.1, batch 50")
 
 
 def test_unknown_task_is_a_user_error():
@@ -70,9 +80,36 @@ def test_unknown_task_is_a_user_error():
 
 
 def test_gemm_shapes_of_a_dense_network():
-    setup = bench._setup(bench.TASKS["3v8"], seed=0, limit=100)
+    setup = setup_task(TASKS["3v8"], seed=0, limit=100)
     # forward, weight gradient, and (after the first layer) input gradient of each of the four linear layers
-    assert bench.gemm_shapes(setup, 50) == [(50, 784, 100), (784, 50, 100),
+    assert gemm_shapes(setup.model, 50) == [(50, 784, 100), (784, 50, 100),
                                             (50, 100, 100), (100, 50, 100), (50, 100, 100),
                                             (50, 100, 2), (100, 50, 2), (50, 2, 100),
                                             (50, 2, 1), (2, 50, 1), (50, 1, 2)]
+
+
+@pytest.mark.parametrize("task", ["3v8", "mnist10-mlp"])
+def test_the_numpy_loop_takes_the_engines_steps(task):
+    """The hand-written loop is a peer only while it computes what the engine computes: from the same weights,
+    on the same batches (dropout off), five steps of SGD with momentum and weight decay, or of Adam, must give
+    the engine's weights."""
+    setup = setup_task(TASKS[task], seed=0, limit=1000)
+    for layer in setup.model.layers:
+        if hasattr(layer, "threshold"):
+            layer.threshold = 0  # dropout off in both
+    plan = [step if step[0] != "dropout" else ("dropout", 0.0) for step in dense_plan(setup.model)]
+    loop = NumpyLoop(plan, setup.cfg["loss"], setup.cfg["optimizer"], np.random.default_rng(0))
+    bs = setup.cfg["batch_size"]
+    for start in range(0, 5 * bs, bs):
+        x, t = setup.train_x[start:start + bs], setup.train_t[start:start + bs]
+        setup.model.train()
+        out = setup.model.forward(x)
+        setup.loss_fn.forward(out, t)
+        setup.model.backward(setup.loss_fn.backward())
+        setup.optimizer.step()
+        loop.step(x, t)
+    ours = [layer for layer in setup.model.layers if hasattr(layer, "units")]
+    theirs = [step for step in plan if step[0] == "linear"]
+    for layer, step in zip(ours, theirs):
+        np.testing.assert_allclose(layer.weight.data, step[1], rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(layer.bias.data, step[2], rtol=1e-4, atol=1e-6)

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 from digitlab.cli import main
 from digitlab.config import load_config
-from digitlab.experiment import evaluate_run
+from digitlab.run import evaluate_run
 from digitlab.runs import METRICS_COLUMNS, RunFolder
 
 HEADER = "epoch,train_loss,train_accuracy,val_loss,val_accuracy,test_loss,test_accuracy,seconds"
@@ -159,7 +159,7 @@ def test_summary_json(runs, which):
     assert summary["test_loss"] == pytest.approx(float(rows[-1][5]), abs=1e-6)
     if which == "a":
         assert summary["params"] == 784 * 16 + 16 + 16 * 2 + 2 + 2 * 1 + 1
-        assert summary["dataset_sizes"] == {"train": 500, "val": 1198, "test": 1984}
+        assert summary["dataset_sizes"] == {"train": 450, "val": 50, "test": 1984}  # limit before the split
         val_accuracy = [float(r[4]) for r in rows]
         assert summary["best_epoch"] == 1 + int(np.argmax(val_accuracy))
     else:

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from digitlab import compare
 from digitlab.cli import main
 from digitlab.config import load_config, validate
-from digitlab.experiment import train
+from digitlab.run import start as train
 from digitlab.runs import RunFolder
 from digitlab.sweep import load_sweep, run_sweep
 

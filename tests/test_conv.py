@@ -11,15 +11,14 @@ import numpy as np
 import pytest
 import yaml
 from click.testing import CliRunner
+from test_nn_gradients import check_layer
 
 from digitlab.cli import main
 from digitlab.config import load_config
 from digitlab.errors import ConfigError
-from digitlab.experiment import evaluate_run
-from digitlab.nn import CrossEntropyLoss, Sequential, build_model
-from digitlab.nn.conv import Conv2d, MaxPool2d
+from digitlab.nn import Conv2d, CrossEntropyLoss, MaxPool2d, Sequential, build_model
 from digitlab.nn.normalization import BatchNorm
-from test_nn_gradients import check_layer
+from digitlab.run import evaluate_run
 
 
 def naive_conv(x, weight, bias, stride, pad):
@@ -62,7 +61,7 @@ def test_conv2d_forward_matches_loops(in_shape, opts, out_shape):
     for p in model.parameters():
         p.data[...] = rng.normal(size=p.shape)
     x = rng.normal(size=(3,) + in_shape)
-    bias = layer.b.data if layer.b is not None else 0.0
+    bias = layer.bias.data if layer.bias is not None else 0.0
     expected = naive_conv(x, layer.weight.data, bias, layer.stride, layer.pad)
     assert expected.shape[1:] == out_shape
     np.testing.assert_allclose(layer.forward(x), expected, rtol=1e-10, atol=1e-12)
@@ -70,17 +69,17 @@ def test_conv2d_forward_matches_loops(in_shape, opts, out_shape):
     np.testing.assert_allclose(layer.forward(x), expected, rtol=1e-10, atol=1e-12)
 
 
-def test_conv2d_eval_in_slices_equals_one_batch(monkeypatch):
-    import digitlab.nn.conv as conv
+def test_evaluation_in_slices_equals_one_batch(monkeypatch):
+    import digitlab.nn.model as model_module
     rng = np.random.default_rng(0)
-    layer = Conv2d(4, 3, padding="same")
-    model = Sequential([layer], (2, 6, 6))
+    model = Sequential([Conv2d(4, 3, padding="same"), BatchNorm(), MaxPool2d(2)], (2, 6, 6))
     model.reset_parameters(rng)
     model.eval()
-    x = rng.normal(size=(10, 2, 6, 6)).astype(np.float32)
-    whole = layer.forward(x)
-    monkeypatch.setattr(conv, "EVAL_CHUNK_BYTES", 1)  # one image at a time
-    np.testing.assert_allclose(layer.forward(x), whole, rtol=1e-6)
+    x = rng.normal(size=(40, 2, 6, 6)).astype(np.float32)
+    whole = model.forward(x)
+    monkeypatch.setattr(model_module, "EVAL_ACTIVATION_BYTES", 1)  # slices of 16 images
+    assert model.eval_chunk == 16
+    np.testing.assert_allclose(model.forward(x), whole, rtol=1e-6)
 
 
 @pytest.mark.parametrize("in_shape, size, stride", [((2, 6, 6), 2, None), ((3, 7, 5), 2, None),
@@ -264,8 +263,9 @@ def test_killed_cnn_with_batchnorm_and_augmentation_resumes_exactly(tmp_path):
     import subprocess
     import sys
 
-    from digitlab.experiment import train
     from test_resume import KILLER, metrics_without_seconds, weights
+
+    from digitlab.run import start as train
 
     cfg = {"name": "cnnresume", "seed": 1, "data": {"digits": [0, 1, 2], "limit": 240, "validation": 0.1,
                                                    "augment": {"shift": 2, "rotate": 10, "scale": 0.1}},

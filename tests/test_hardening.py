@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 
 from digitlab import checkpoint
 from digitlab.cli import main
-from digitlab.config import DEFAULTS, apply_override, validate
+from digitlab.config import apply_override, validate
+from digitlab.config.schema import Experiment
 from digitlab.errors import ConfigError
 
 TINY = {
@@ -166,7 +167,7 @@ keys = st.sampled_from(["name", "seed", "epochs", "batch_size", "loss", "data", 
                         "data.validation", "data.limit", "data.path", "model", "model.0", "model.0.linear",
                         "model.1", "model.2", "model.3.linear", "optimizer", "optimizer.name", "optimizer.lr",
                         "optimizer.momentum", "optimizer.betas", "optimizer.schedule", "optimizer.schedule.name",
-                        "bogus", "data.bogus"] + list(DEFAULTS))
+                        "bogus", "data.bogus"] + list(Experiment.options))
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -205,7 +206,9 @@ def test_relative_data_path_is_saved_absolute_and_evaluate_works_elsewhere(tmp_p
     assert invoke("evaluate", run).exit_code == 0
 
 
-def test_images_of_another_size_are_one_line_and_leave_no_run(tmp_path, write_config, write_idx):
+def test_images_of_another_size_train_and_mismatched_sizes_are_one_line(tmp_path, write_config, write_idx):
+    """A dataset knows its image size: 32x32 IDX files train a dense or a conv model; train and test images of
+    different sizes are one line, before any run folder exists."""
     folder = tmp_path / "small"
     folder.mkdir()
     rng = np.random.default_rng(0)
@@ -213,7 +216,14 @@ def test_images_of_another_size_are_one_line_and_leave_no_run(tmp_path, write_co
     write_idx(folder / "train-labels-idx1-ubyte.gz", np.arange(40) % 10)
     write_idx(folder / "t10k-images-idx3-ubyte.gz", rng.integers(0, 256, (20, 32, 32)))
     write_idx(folder / "t10k-labels-idx1-ubyte.gz", np.arange(20) % 10)
-    cfg = write_config({**TINY, "data": {"digits": [3, 8], "path": str(folder)}})
-    message = one_line_error(invoke("train", cfg, "--runs-dir", tmp_path / "runs"))
+    dense = write_config({**TINY, "data": {"digits": [3, 8], "path": str(folder)}}, "dense.yaml")
+    assert invoke("train", dense, "--runs-dir", tmp_path / "runs", "--quiet").exit_code == 0
+    conv = write_config({**TINY, "data": {"digits": [3, 8], "path": str(folder)},
+                         "model": [{"conv2d": 2}, "relu", {"maxpool2d": 2}, "flatten", {"linear": 1}, "sigmoid"]},
+                        "conv.yaml")
+    result = invoke("train", conv, "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 0 and "15x15" not in result.output, result.output
+    write_idx(folder / "t10k-images-idx3-ubyte.gz", rng.integers(0, 256, (20, 28, 28)))
+    message = one_line_error(invoke("train", dense, "--runs-dir", tmp_path / "other"))
     assert "32x32" in message and "28x28" in message
-    assert not (tmp_path / "runs").exists()
+    assert not (tmp_path / "other").exists()

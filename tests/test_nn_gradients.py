@@ -9,8 +9,20 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from digitlab.nn import (BCELoss, CrossEntropyLoss, Dropout, Flatten, Linear, MSELoss, ReLU, Sequential, Sigmoid,
-                         Softmax, Tanh, build_model)
+from digitlab.nn import (
+    BCELoss,
+    CrossEntropyLoss,
+    Dropout,
+    Flatten,
+    Linear,
+    MSELoss,
+    ReLU,
+    Sequential,
+    Sigmoid,
+    Softmax,
+    Tanh,
+    build_model,
+)
 from digitlab.nn.layers import Layer
 
 RTOL, ATOL = 1e-5, 1e-7
@@ -123,8 +135,8 @@ def test_cross_entropy_on_logits(n, k, numgrad):
 MODELS = {
     "cross_entropy": [("flatten", {}), ("linear", {"units": 6}), ("relu", {}), ("dropout", {"p": 0.3}),
                       ("linear", {"units": 5}), ("tanh", {}), ("linear", {"units": 3})],
-    "bce": [("linear", {"units": 5}), ("sigmoid", {}), ("linear", {"units": 2}), ("linear", {"units": 1, "bias": False}),
-            ("sigmoid", {})],
+    "bce": [("linear", {"units": 5}), ("sigmoid", {}), ("linear", {"units": 2}),
+            ("linear", {"units": 1, "bias": False}), ("sigmoid", {})],
     "mse": [("flatten", {}), ("affine", {"units": 4}), ("tanh", {}), ("dense", {"units": 3}), ("softmax", {})],
 }
 LOSS_CLASSES = {"cross_entropy": CrossEntropyLoss, "bce": BCELoss, "mse": MSELoss}
@@ -170,7 +182,8 @@ def test_named_parameters_are_views_of_the_flat_buffers():
     model = build_model(MODELS["cross_entropy"], (1, 4, 4), CrossEntropyLoss.fuses)
     params = model.parameters()
     assert params.data.dtype == np.float32 and params.grad.dtype == np.float32
-    assert sum(p.data.size for p in params) == len(params) == model.num_parameters() == 16 * 6 + 6 + 6 * 5 + 5 + 5 * 3 + 3
+    expected = 16 * 6 + 6 + 6 * 5 + 5 + 5 * 3 + 3
+    assert sum(p.data.size for p in params) == len(params) == model.num_parameters() == expected
     for p in params:
         assert np.shares_memory(p.data, params.data) and np.shares_memory(p.grad, params.grad)
 

@@ -21,8 +21,8 @@ from digitlab import checkpoint
 from digitlab.cli import main
 from digitlab.config import load_config
 from digitlab.errors import StorageError
-from digitlab.experiment import train
-from digitlab.train import Callback
+from digitlab.learner import Callback
+from digitlab.run import start as train
 
 CONFIG = {
     "name": "tiny", "seed": 3,
@@ -38,8 +38,9 @@ CONFIG = {
 KILLER = r"""
 import os, signal, sys
 from digitlab.config import load_config
-from digitlab.experiment import RunWriter, train
-from digitlab.train import Callback
+from digitlab.run import start as train
+from digitlab.run.callbacks import RunWriter
+from digitlab.learner import Callback
 config, run_dir, where, epoch = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 die = lambda: os.kill(os.getpid(), signal.SIGKILL)
 

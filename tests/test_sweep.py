@@ -23,7 +23,7 @@ import yaml
 from click.testing import CliRunner
 
 from digitlab.cli import main
-from digitlab.locks import PointLock, held_elsewhere, lock_path
+from digitlab.locks import FileLock, held_elsewhere, lock_path
 from digitlab.runs import RunFolder
 from digitlab.sweep import load_sweep, run_sweep
 
@@ -165,8 +165,11 @@ def test_select_by_validation_needs_a_validation_split(tmp_path):
 
 
 # -- failures, crashes, locks ------------------------------------------------------------------------------------
-def test_a_failing_point_does_not_stop_the_sweep(tmp_path):
-    path = write_sweep(tmp_path, {"data.path": [None, str(tmp_path / "no-such-folder")], "optimizer.lr": [0.1]},
+def test_a_failing_point_does_not_stop_the_sweep(tmp_path, fake_idx_folder):
+    broken = fake_idx_folder(n_train=400, n_test=100)  # its headers are fine; its training images are cut short
+    images = broken / "train-images-idx3-ubyte.gz"
+    images.write_bytes(images.read_bytes()[:2000])
+    path = write_sweep(tmp_path, {"data.path": [None, str(broken)], "optimizer.lr": [0.1]},
                        select="test_accuracy")
     runs = tmp_path / "runs"
     first = CliRunner().invoke(main, ["sweep", str(path), "--runs-dir", str(runs)])
@@ -198,10 +201,10 @@ def test_a_crashed_point_without_checkpoint_is_moved_aside_and_run_again(tmp_pat
 def test_a_point_locked_by_another_process_is_skipped_and_reported(tmp_path):
     sweep = load_sweep(write_sweep(tmp_path, {"optimizer.lr": [0.1, 0.05]}))
     runs, lines = tmp_path / "runs", []
-    other = PointLock(lock_path(runs / "s", sweep.points[1].id))
+    other = FileLock(lock_path(runs / "s", sweep.points[1].id))
     assert other.acquire()
     try:
-        assert PointLock(other.path).acquire() is False  # a second holder is refused at once
+        assert FileLock(other.path).acquire() is False  # a second holder is refused at once
         assert held_elsewhere(other.path) == f"pid {os.getpid()} on {os.uname().nodename}"
         result = run_sweep(sweep, runs, echo=lines.append)
     finally:
@@ -251,7 +254,7 @@ def test_sigkill_part_way_then_running_again_completes_only_the_missing_points(t
     assert sorted(trained(result.output)) == sorted(missing)
     assert "resumed from its checkpoint" in result.output
     for name in [n for n, s in before.items() if s == "crashed"]:  # continued where the checkpoint stood
-        assert json.loads((sweep_dir / name / "run.json").read_text())["resumed"]
+        assert json.loads((sweep_dir / name / "run.json").read_text())["resumes"]
         epochs = yaml.safe_load((sweep_dir / name / "config.yaml").read_text())["epochs"]
         assert [r["epoch"] for r in RunFolder(sweep_dir / name).read_metrics()] == list(range(1, epochs + 1))
 

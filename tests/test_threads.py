@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from digitlab import threads
-from digitlab.data.datasets import to_dataset
+from digitlab.data.splits import to_dataset
 from digitlab.nn import SGD, Adam, Parameters
 
 

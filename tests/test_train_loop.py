@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from digitlab.data import DataLoader, Sampler
+from digitlab.learner import Callback, Learner, LRScheduler, ProgressBar, ScoreSplits
 from digitlab.nn import SGD, BCELoss, build_model
 from digitlab.nn.schedules import StepLR
-from digitlab.train import Callback, Evaluate, Learner, LRScheduler, ProgressBar
 
 
 def toy(n=103, batch_size=10, seed=0):
@@ -67,7 +67,7 @@ def test_running_loss_is_the_sample_weighted_epoch_mean():
 
 def test_the_learner_learns_and_reports_eval_metrics():
     model, loss_fn, opt, loader, x, y = toy()
-    history = Learner(model, loss_fn, opt, loader, [Evaluate({"train": (x, y)})]).fit(5)
+    history = Learner(model, loss_fn, opt, loader, [ScoreSplits({"train": (x, y)})]).fit(5)
     assert [h["epoch"] for h in history] == [1, 2, 3, 4, 5]
     assert history[-1]["train_loss"] < history[0]["train_loss"]
     assert history[-1]["train_accuracy"] > 0.95

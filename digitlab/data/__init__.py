@@ -1,7 +1,11 @@
-"""Data: bundled MNIST (IDX files with checksums), digit selection and splits, samplers and loaders."""
+"""Data: datasets that know themselves (bundled MNIST, IDX folders), digit selection and splits, samplers and
+loaders, augmentation."""
 
-from digitlab.data.datasets import Dataset, DigitData, load_digits, select_digits, stratified_split
+from digitlab.data.datasets import DATASETS, DataOptions, check_data, load_data, open_source
 from digitlab.data.loader import DataLoader, Dataloader, Sampler
+from digitlab.data.source import Source
+from digitlab.data.splits import Dataset, DigitData, draw_splits, from_indices, select_digits, stratified_split
 
-__all__ = ["Dataset", "DigitData", "load_digits", "select_digits", "stratified_split",
-           "DataLoader", "Dataloader", "Sampler"]
+__all__ = ["DATASETS", "DataOptions", "check_data", "load_data", "open_source", "DataLoader", "Dataloader",
+           "Sampler", "Source", "Dataset", "DigitData", "draw_splits", "from_indices", "select_digits",
+           "stratified_split"]

@@ -8,18 +8,22 @@ the run's Generator, so a seed gives the same augmented batches every time.
 
 from __future__ import annotations
 
+import functools
+import math
+
 import numpy as np
 
-# data.augment's options: (check, arguments) as in config.LAYER_OPTIONS, and the defaults a mapping fills in.
-AUGMENT_OPTIONS = {
-    "shift": ("number", 0, None),       # pixels: dx and dy uniform in [-shift, shift]
-    "rotate": ("number", 0, 180),       # degrees: angle uniform in [-rotate, rotate]
-    "scale": ("number", 0, 1, False, True),  # zoom factor uniform in [1 - scale, 1 + scale]
-    "elastic": None,                    # false, true or {alpha, sigma} (checked on its own)
-}
-AUGMENT_DEFAULTS = {"shift": 0.0, "rotate": 0.0, "scale": 0.0, "elastic": False}
-ELASTIC_OPTIONS = {"alpha": ("number", 0, None, True), "sigma": ("number", 0, None, True)}
-ELASTIC_DEFAULTS = {"alpha": 34.0, "sigma": 4.0}  # Simard, Steinkraus & Platt (2003) for 28x28 digits
+from digitlab.options import Nested, Number
+
+
+class Elastic:
+    """data.augment.elastic's options: Simard, Steinkraus & Platt's (2003) smoothed random displacement field,
+    `alpha` pixels strong, smoothed by a Gaussian of `sigma` pixels (their values for 28x28 digits)."""
+
+    options = {"alpha": Number(0, low_open=True), "sigma": Number(0, low_open=True)}
+
+    def __init__(self, alpha: float = 34.0, sigma: float = 4.0):
+        self.alpha, self.sigma = float(alpha), float(sigma)
 
 
 def warp(images: np.ndarray, angle: np.ndarray, scale: np.ndarray, shift: np.ndarray,
@@ -62,6 +66,7 @@ def warp(images: np.ndarray, angle: np.ndarray, scale: np.ndarray, shift: np.nda
     return top * (1 - wy) + bottom * wy
 
 
+@functools.lru_cache(maxsize=8)
 def gaussian_matrix(n: int, sigma: float, dtype=np.float32) -> np.ndarray:
     """G (n, n) with G @ f the 1-D Gaussian smoothing of f (zeros beyond the edges)."""
     d = np.arange(n)[:, None] - np.arange(n)[None, :]
@@ -70,37 +75,49 @@ def gaussian_matrix(n: int, sigma: float, dtype=np.float32) -> np.ndarray:
 
 
 class Augment:
-    """A transform for the DataLoader: `augment(x)` gives the batch x (any shape whose rows are images of
-    `image_shape`) with each image randomly moved, drawing from `rng`. With every option 0 it is the identity."""
+    """A transform for the DataLoader: `augment(x)` gives the batch x (images (B, C, H, W), or flat rows of
+    square one-channel images) with each image randomly moved, drawing from `rng`. With every option 0 it is
+    the identity. Options: `shift` pixels (dx and dy uniform in [-shift, shift]), `rotate` degrees (uniform in
+    [-rotate, rotate]), `scale` (zoom uniform in [1 - scale, 1 + scale]), `elastic` (see Elastic)."""
+
+    options = {"shift": Number(0), "rotate": Number(0, 180), "scale": Number(0, 1, high_open=True),
+               "elastic": Nested(Elastic, off=False)}
 
     def __init__(self, rng: np.random.Generator, shift: float = 0.0, rotate: float = 0.0, scale: float = 0.0,
-                 elastic: dict | bool | None = False, image_shape: tuple[int, int, int] = (1, 28, 28)):
+                 elastic: dict | bool = False, image_shape: tuple[int, int, int] | None = None):
         self.rng, self.shift, self.rotate, self.scale = rng, float(shift), float(rotate), float(scale)
-        self.elastic = {**ELASTIC_DEFAULTS, **elastic} if isinstance(elastic, dict) else \
-            (dict(ELASTIC_DEFAULTS) if elastic else None)
-        self.image_shape = tuple(image_shape)
-        if self.elastic:
-            h, w = self.image_shape[1:]
-            self.smooth_rows = gaussian_matrix(h, self.elastic["sigma"])
-            self.smooth_cols = gaussian_matrix(w, self.elastic["sigma"])
+        self.elastic = vars(Elastic(**(elastic if isinstance(elastic, dict) else {}))) if elastic else None
+        self.image_shape = tuple(image_shape) if image_shape is not None else None
 
     @property
     def identity(self) -> bool:
         return not (self.shift or self.rotate or self.scale or self.elastic)
 
+    def shape_of(self, x: np.ndarray) -> tuple[int, int, int]:
+        if self.image_shape is not None:
+            return self.image_shape
+        if x.ndim == 4:
+            return x.shape[1:]
+        side = math.isqrt(x[0].size)
+        if side * side != x[0].size:
+            raise ValueError(f"cannot tell the image shape of rows of {x[0].size} pixels; give image_shape")
+        return (1, side, side)
+
     def __call__(self, x: np.ndarray) -> np.ndarray:
         if self.identity or len(x) == 0:
             return x
         b, rng = len(x), self.rng
-        images = x.reshape((b,) + self.image_shape)
+        shape = self.shape_of(x)
+        images = x.reshape((b,) + tuple(shape))
         angle = np.deg2rad(rng.uniform(-self.rotate, self.rotate, b)) if self.rotate else np.zeros(b)
         scale = rng.uniform(1 - self.scale, 1 + self.scale, b) if self.scale else np.ones(b)
         shift = rng.uniform(-self.shift, self.shift, (b, 2)) if self.shift else np.zeros((b, 2))
         displacement = None
         if self.elastic:
-            h, w = self.image_shape[1:]
+            h, w = shape[1:]
             field = rng.uniform(-1, 1, (b, 2, h, w)).astype(x.dtype)
-            displacement = self.smooth_rows @ field @ self.smooth_cols.T  # separable Gaussian blur, batched
+            sigma = self.elastic["sigma"]
+            displacement = gaussian_matrix(h, sigma) @ field @ gaussian_matrix(w, sigma).T  # separable blur, batched
             displacement *= self.elastic["alpha"]
         return warp(images, angle, scale, shift, displacement).reshape(x.shape)
 
@@ -108,10 +125,14 @@ class Augment:
         return f"Augment(shift={self.shift}, rotate={self.rotate}, scale={self.scale}, elastic={self.elastic})"
 
 
-def from_config(cfg: dict, rng: np.random.Generator, image_shape=(1, 28, 28)) -> Augment | None:
-    """The training transform a resolved config asks for (data.augment), or None."""
-    opts = cfg["data"].get("augment")
+def make_augment(opts: dict | None, rng: np.random.Generator, image_shape=None) -> Augment | None:
+    """The training transform that data.augment's resolved options ask for, or None."""
     if not opts:
         return None
     augment = Augment(rng, image_shape=image_shape, **opts)
     return None if augment.identity else augment
+
+
+def from_config(cfg: dict, rng: np.random.Generator, image_shape=None) -> Augment | None:
+    """The training transform a resolved config asks for (data.augment), or None."""
+    return make_augment(cfg["data"].get("augment"), rng, image_shape)

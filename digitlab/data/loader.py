@@ -7,7 +7,7 @@ the Generator's state when the epoch starts.
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 

@@ -1,11 +1,21 @@
-"""The from-scratch engine: layers, losses, optimizers, initialisers and stable functions, in numpy."""
+"""The from-scratch engine: layers, losses, optimizers, schedules, initialisers and stable functions, in numpy."""
 
-from digitlab.nn.layers import (LAYERS, Affine, Dense, Dropout, Flatten, Layer, Linear, Parameter, ReLU,
-                                Sigmoid, Softmax, Tanh)
-from digitlab.nn.losses import LOSSES, BCELoss, CrossEntropyLoss, Loss, MSELoss, predict_classes
-from digitlab.nn.model import Parameters, Sequential, ShapeError, build_model
-from digitlab.nn.optim import OPTIMIZERS, SGD, Adam, Optimizer
+from digitlab.nn.activations import LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
+from digitlab.nn.base import Layer, Parameter, WeightLayer
+from digitlab.nn.conv import Conv2d
+from digitlab.nn.layers import Dropout, Flatten, Linear
+from digitlab.nn.losses import BCELoss, CrossEntropyLoss, Loss, MSELoss, predict_classes
+from digitlab.nn.model import Parameters, Sequential, ShapeError
+from digitlab.nn.normalization import BatchNorm
+from digitlab.nn.optim import SGD, Adam, Optimizer
+from digitlab.nn.pooling import AvgPool2d, MaxPool2d
+from digitlab.nn.registry import LAYERS, LOSSES, OPTIMIZERS, SCHEDULES, architecture, build_layers, build_model
 
-__all__ = ["LAYERS", "Affine", "Dense", "Dropout", "Flatten", "Layer", "Linear", "Parameter", "ReLU", "Sigmoid",
-           "Softmax", "Tanh", "LOSSES", "BCELoss", "CrossEntropyLoss", "Loss", "MSELoss", "predict_classes",
-           "Parameters", "Sequential", "ShapeError", "build_model", "OPTIMIZERS", "SGD", "Adam", "Optimizer"]
+# The course's words for a linear layer.
+Affine = Dense = Linear
+
+__all__ = ["Affine", "AvgPool2d", "BatchNorm", "BCELoss", "Conv2d", "CrossEntropyLoss", "Dense", "Dropout",
+           "Flatten", "Layer", "LeakyReLU", "Linear", "Loss", "MaxPool2d", "MSELoss", "Optimizer", "Parameter",
+           "Parameters", "ReLU", "SGD", "Adam", "Sequential", "ShapeError", "Sigmoid", "Softmax", "Tanh",
+           "WeightLayer", "LAYERS", "LOSSES", "OPTIMIZERS", "SCHEDULES", "architecture", "build_layers",
+           "build_model", "predict_classes"]

@@ -39,3 +39,24 @@ def softmax(x: np.ndarray) -> np.ndarray:
 def softplus(x: np.ndarray) -> np.ndarray:
     """log(1 + exp(x)) = max(x, 0) + log1p(exp(-|x|)), finite for any finite x."""
     return np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))
+
+
+# -- image layout ------------------------------------------------------------------------------------------------
+# Conv, pooling and batch-norm layers keep images channel-last in memory; the (N, C, H, W) arrays they hand on
+# are transposed views of it, so consecutive image layers never copy to change layout.
+def channels_last(x: np.ndarray) -> np.ndarray:
+    """(N, C, H, W) -> (N, H, W, C): a view, contiguous when x came from an image layer."""
+    return x.transpose(0, 2, 3, 1)
+
+
+def channels_first(x: np.ndarray) -> np.ndarray:
+    """(N, H, W, C) -> (N, C, H, W): a view."""
+    return x.transpose(0, 3, 1, 2)
+
+
+def image_shape(layer: str, in_shape: tuple[int, ...]) -> tuple[int, int, int]:
+    """in_shape when it is (channels, rows, cols), else the ValueError that tells where the layer belongs."""
+    if len(in_shape) != 3:
+        raise ValueError(f"{layer} expects images (channels, rows, cols) but receives shape {in_shape}; "
+                         f"it must come before any flatten or linear layer")
+    return in_shape

@@ -41,4 +41,4 @@ def zeros(w: np.ndarray, rng: np.random.Generator, scale: float | None = None) -
     w[...] = 0
 
 
-INITIALISERS = {"xavier": xavier, "glorot": xavier, "he": he, "kaiming": he, "normal": normal, "zeros": zeros}
+INITIALISERS = {"he": he, "kaiming": he, "xavier": xavier, "glorot": xavier, "normal": normal, "zeros": zeros}

@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 from digitlab.nn import functional as F
-from digitlab.nn.layers import Layer, Sigmoid, Softmax
+from digitlab.nn.activations import Sigmoid, Softmax
+from digitlab.nn.base import Layer
 
 
 def binary_or_onehot(y: np.ndarray, n_outputs: int) -> np.ndarray:
@@ -87,6 +88,3 @@ class CrossEntropyLoss(Loss):
         grad[np.arange(len(self.t)), self.t] -= 1
         grad *= np.float32(1 / len(self.t))
         return grad
-
-
-LOSSES: dict[str, type[Loss]] = {"mse": MSELoss, "bce": BCELoss, "cross_entropy": CrossEntropyLoss}

@@ -8,14 +8,14 @@ returns logits for the loss, `predict` applies it.
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import numpy as np
 
-from digitlab.nn.layers import LAYERS, Dropout, Layer, Parameter
+from digitlab.nn.base import Layer, Parameter
 
-
-EVAL_ACTIVATION_BYTES = 2 << 20  # an evaluation pass works on slices whose widest activation is about this big (L2-sized)
+EVAL_ACTIVATION_BYTES = 2 << 20  # evaluation runs in slices whose widest activation is about this big (L2-sized)
 
 
 class ShapeError(ValueError):
@@ -80,14 +80,13 @@ class Sequential:
         if first is not None and layers.index(first) == 0:
             first.needs_input_grad = False
         self.training = True
+        self.backward_ready = False  # what the last forward kept lets a backward run
 
     # -- set-up ------------------------------------------------------------------------------------------
     def reset_parameters(self, rng: np.random.Generator) -> None:
         """Initialise every parameter from `rng`; dropout layers keep `rng` for their masks."""
         for layer in self.layers:
             layer.reset_parameters(rng)
-            if isinstance(layer, Dropout):
-                layer.rng = rng
 
     def parameters(self) -> Parameters:
         return self.params
@@ -95,21 +94,36 @@ class Sequential:
     def num_parameters(self) -> int:
         return len(self.params)
 
-    def train(self, mode: bool = True) -> "Sequential":
+    def train(self, mode: bool = True) -> Sequential:
         self.training = mode
         for layer in self.layers:
             layer.training = mode
         return self
 
-    def eval(self) -> "Sequential":
+    def eval(self) -> Sequential:
         return self.train(False)
+
+    @contextlib.contextmanager
+    def evaluating(self):
+        """Evaluation mode inside the block, and the mode it had before restored after it."""
+        was_training = self.training
+        self.eval()
+        try:
+            yield self
+        finally:
+            self.train(was_training)
 
     # -- the two passes -----------------------------------------------------------------------------------
     def forward(self, x: np.ndarray) -> np.ndarray:
-        if not self.training and len(x) > self.eval_chunk:  # no backward follows: keep activations cache-sized
+        """The outputs before the output activation (logits when the loss fuses it). In training mode every
+        layer keeps what backward needs; in evaluation mode nothing is kept and large inputs are run a
+        cache-sized slice at a time."""
+        self.backward_ready = False
+        if not self.training and len(x) > self.eval_chunk:
             return np.concatenate([self.forward(x[i:i + self.eval_chunk]) for i in range(0, len(x), self.eval_chunk)])
         for layer in self.layers:
             x = layer.forward(x)
+        self.backward_ready = self.training
         return x
 
     @property
@@ -120,18 +134,43 @@ class Sequential:
         return max(16, EVAL_ACTIVATION_BYTES // (4 * widest))
 
     def backward(self, grad: np.ndarray) -> None:
-        """Backpropagate dL/doutput; every parameter's .grad is overwritten (no zero_grad needed)."""
+        """Backpropagate dL/doutput; every parameter's .grad is overwritten (no zero_grad needed). It needs the
+        training-mode forward just before it: an evaluation-mode forward keeps nothing to go back through."""
+        if not self.backward_ready:
+            raise RuntimeError("backward needs a training-mode forward just before it (model.train()); the last "
+                               "forward ran in evaluation mode and kept nothing. Use input_gradient for saliency.")
+        self.backward_ready = False
         for layer in reversed(self.layers):
             grad = layer.backward(grad)
+
+    def input_gradient(self, x: np.ndarray, output_grad) -> np.ndarray:
+        """dL/dx for inputs x in evaluation mode (no dropout, batch norm's running statistics), where
+        `output_grad(outputs)` gives dL/doutputs for the outputs before the output activation. Saliency maps are
+        this with L the predicted class's score. Parameter gradients are overwritten on the way."""
+        first = self.layers[0]
+        with self.evaluating():
+            for layer in self.layers:
+                layer.retain = True
+            was, first.needs_input_grad = first.needs_input_grad, True
+            try:
+                out = x
+                for layer in self.layers:
+                    out = layer.forward(out)
+                grad = output_grad(out)
+                for layer in reversed(self.layers):
+                    grad = layer.backward(grad)
+            finally:
+                first.needs_input_grad = was
+                for layer in self.layers:
+                    layer.retain = False
+        return grad
 
     __call__ = forward
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Outputs after the final activation, in evaluation mode (forward slices large inputs itself)."""
-        was_training = self.training
-        self.eval()
-        out = self.forward(x)
-        self.train(was_training)
+        with self.evaluating():
+            out = self.forward(x)
         return self.output_activation.forward(out) if self.output_activation is not None else out
 
     # -- saving ---------------------------------------------------------------------------------------------
@@ -153,49 +192,7 @@ class Sequential:
         for name, a in targets.items():
             a[...] = state[name]
 
-    def architecture(self) -> list:
-        """The layer list in config form, e.g. [{'linear': {'units': 100}}, 'relu', ...]."""
-        layers = self.layers + ([self.output_activation] if self.output_activation else [])
-        names = {cls: name for name, cls in reversed(list(LAYERS.items()))}
-        return [{names[type(l)]: l.spec()} if l.spec() else names[type(l)] for l in layers]
-
     def __repr__(self) -> str:
         inner = "\n".join(f"  ({i}) {layer!r}" for i, layer in enumerate(self.layers))
         head = f"\n  (output) {self.output_activation!r}" if self.output_activation else ""
         return f"Sequential(in_shape={self.in_shape},\n{inner}{head}\n)"
-
-
-# Layers between a weight and its activation that do not change which initialiser fits (batch norm
-# renormalises, max pooling commutes with ReLU): conv -> batchnorm -> relu still gets He.
-PASS_THROUGH = (LAYERS["batchnorm"], LAYERS["maxpool2d"])
-
-
-def input_shape_for(first_layer: str, image_shape: tuple[int, ...]) -> tuple[int, ...]:
-    """A model that starts with a dense layer sees flat images; any other sees (channels, rows, cols)."""
-    return (math.prod(image_shape),) if LAYERS.get(first_layer) is LAYERS["linear"] else tuple(image_shape)
-
-
-def build_layers(layer_specs: list[tuple[str, dict]], image_shape: tuple[int, ...],
-                 fuses: type[Layer] | None = None) -> tuple[list[Layer], tuple[int, ...], Layer | None]:
-    """(layers, input shape, output activation) from (name, options) pairs, allocating nothing.
-
-    A final activation of the type the loss fuses becomes the model's output_activation (cross-entropy on a
-    model that ends in logits gets an implicit softmax there), so that `predict` always gives probabilities."""
-    layers = [LAYERS[name](**opts) for name, opts in layer_specs]
-    for i, layer in enumerate(layers):
-        if getattr(layer, "init", "") is None:  # default: He before a ReLU, Xavier/Glorot otherwise
-            after = next((l for l in layers[i + 1:] if not isinstance(l, PASS_THROUGH)), None)
-            layer.init = "he" if isinstance(after, LAYERS["relu"]) else "xavier"
-    head = None
-    if fuses is not None:
-        head = layers.pop() if layers and isinstance(layers[-1], fuses) else fuses()
-    in_shape = input_shape_for(layer_specs[0][0], image_shape) if layer_specs else tuple(image_shape)
-    return layers, in_shape, head
-
-
-def build_model(layer_specs: list[tuple[str, dict]], image_shape: tuple[int, ...],
-                fuses: type[Layer] | None = None, dtype=np.float32) -> Sequential:
-    """A Sequential from (name, options) pairs (see build_layers). Raises ShapeError naming the layer when
-    shapes do not fit."""
-    layers, in_shape, head = build_layers(layer_specs, image_shape, fuses)
-    return Sequential(layers, in_shape, head, dtype)

@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from digitlab.nn.conv import channels_first, channels_last
-from digitlab.nn.layers import Layer
+from digitlab.nn.base import Layer
+from digitlab.nn.functional import channels_first, channels_last
+from digitlab.options import Number
 
 
 class BatchNorm(Layer):
+    options = {"momentum": Number(0, 1), "eps": Number(0, low_open=True)}
+    transparent_to_init = True
+
     def __init__(self, momentum: float = 0.1, eps: float = 1e-5):
         self.momentum, self.eps = float(momentum), float(eps)
 
@@ -24,6 +28,7 @@ class BatchNorm(Layer):
                              f"shape {in_shape}")
         self.in_shape = tuple(in_shape)
         self.channels = in_shape[0]
+        self.eval_scale = None
         return self.in_shape
 
     def param_shapes(self):
@@ -65,10 +70,13 @@ class BatchNorm(Layer):
 
     def forward(self, x):
         rows = self._rows(x)
+        self.eval_scale = None
         if not self.training:  # y = x * (gamma / sqrt(running_var + eps)) + (beta - running_mean * that)
             scale = self.gamma.data / np.sqrt(self.running_var + self.eps)
             y = rows * scale
             y += self.beta.data - self.running_mean * scale
+            if self.retain:
+                self.eval_scale = scale
             return self._unrows(y, x)
         m = len(rows)
         mean = self._sum(rows) / m
@@ -89,8 +97,12 @@ class BatchNorm(Layer):
         """Per channel, over its M values: xhat = (x - mean) / sqrt(var + eps), y = gamma xhat + beta.
         With g = dL/dy (M, C): dL/dbeta = sum g, dL/dgamma = sum g xhat, and since mean and var depend on
         every x of the channel, dL/dx = gamma / sqrt(var + eps) * (g - dL/dbeta / M - xhat dL/dgamma / M).
-        Shapes as the input: (N, C) or (N, C, H, W)."""
+        After an evaluation-mode forward (running statistics, constants): dL/dx = g gamma / sqrt(running_var +
+        eps), and the parameters get no gradient. Shapes as the input: (N, C) or (N, C, H, W)."""
         g = self._rows(grad)
+        if self.eval_scale is not None:  # after an evaluation-mode forward: y is affine in x
+            dx, self.eval_scale = g * self.eval_scale, None
+            return self._unrows(dx, grad)
         m = len(g)
         self.beta.grad[...] = self._sum(g)
         dx = g * self.xhat
@@ -101,11 +113,3 @@ class BatchNorm(Layer):
         dx *= self.gamma.data * self.inv_std
         self.xhat = None
         return self._unrows(dx, grad)
-
-    def spec(self):
-        opts = {}
-        if self.momentum != 0.1:
-            opts["momentum"] = self.momentum
-        if self.eps != 1e-5:
-            opts["eps"] = self.eps
-        return opts

@@ -20,9 +20,14 @@ import numpy as np
 
 from digitlab import threads
 from digitlab.nn.model import Parameters
+from digitlab.options import Boolean, Number, Numbers
 
 
 class Optimizer:
+    """Base class: `options` declares what a config may set (defaults are the constructor's)."""
+
+    options = {"lr": Number(0, low_open=True)}
+
     def __init__(self, params: Parameters, lr: float):
         self.params, self.lr = params, float(lr)
         self.p, self.g = params.data, params.grad
@@ -58,7 +63,10 @@ class Optimizer:
 class SGD(Optimizer):
     """PyTorch's SGD: g += wd p; v = mu v + g; p -= lr (g + mu v if nesterov else v)."""
 
-    def __init__(self, params: Parameters, lr: float, momentum: float = 0.0, nesterov: bool = False,
+    options = {"lr": Number(0, low_open=True), "momentum": Number(0, 1, high_open=True), "nesterov": Boolean(),
+               "weight_decay": Number(0)}
+
+    def __init__(self, params: Parameters, lr: float = 0.01, momentum: float = 0.0, nesterov: bool = False,
                  weight_decay: float = 0.0):
         super().__init__(params, lr)
         self.momentum, self.nesterov, self.weight_decay = float(momentum), bool(nesterov), float(weight_decay)
@@ -95,6 +103,8 @@ class Adam(Optimizer):
     CPUs compute many times slower on subnormals, so every FLUSH_EVERY steps moments below TINY are set to zero.
     That changes no update: m < 1e-30 moves a weight by < 1e-25, and sqrt(v) < 1e-15 vanishes next to eps."""
 
+    options = {"lr": Number(0, low_open=True), "betas": Numbers(Number(0, 1, high_open=True), 2, "[0.9, 0.999]"),
+               "eps": Number(0, low_open=True), "weight_decay": Number(0)}
     FLUSH_EVERY = 50
     TINY = 1e-30
 
@@ -135,6 +145,3 @@ class Adam(Optimizer):
 
     def buffers(self):
         return {"m": self.m, "v": self.v}
-
-
-OPTIMIZERS = {"sgd": SGD, "adam": Adam}

@@ -9,8 +9,14 @@ from __future__ import annotations
 
 import math
 
+from digitlab.options import Integer, Number
+
 
 class Schedule:
+    """The constant schedule, and the base of the others: `options` are what a config may set."""
+
+    options = {"warmup": Number(0)}
+
     def __init__(self, lr: float, epochs: int, warmup: float = 0.0):
         self.base, self.epochs, self.warmup = float(lr), int(epochs), float(warmup)
 
@@ -24,6 +30,8 @@ class Schedule:
 
 
 class StepLR(Schedule):
+    options = {"step_size": Integer(1), "gamma": Number(0, 1, low_open=True), "warmup": Number(0)}
+
     def __init__(self, lr, epochs, step_size: int = 10, gamma: float = 0.1, warmup: float = 0.0):
         super().__init__(lr, epochs, warmup)
         self.step_size, self.gamma = int(step_size), float(gamma)
@@ -37,6 +45,3 @@ class CosineLR(Schedule):
         span = max(self.epochs - self.warmup, 1e-9)
         progress = min(max((t - self.warmup) / span, 0.0), 1.0)
         return self.base * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-SCHEDULES = {"constant": Schedule, "step": StepLR, "cosine": CosineLR}

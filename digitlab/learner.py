@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from digitlab.metrics import evaluate
+from digitlab.metrics import score
 
 if TYPE_CHECKING:
     from digitlab.data import DataLoader
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 class Callback:
     """Hooks around the loop. `logs` is the dict of metrics so far for the epoch (train_, val_, test_ keys)."""
 
-    learner: "Learner"
+    learner: Learner
 
     def on_train_begin(self, logs: dict) -> None: ...
     def on_epoch_begin(self, epoch: int, logs: dict) -> None: ...
@@ -38,7 +38,7 @@ class CallbackList:
     """Calls one hook on every callback, in order; return values are ignored, so no callback can turn a hook
     off for the ones after it."""
 
-    def __init__(self, callbacks, learner: "Learner"):
+    def __init__(self, callbacks, learner: Learner):
         self.callbacks = list(callbacks)
         for cb in self.callbacks:
             cb.learner = learner
@@ -53,7 +53,7 @@ class CallbackList:
 class Learner:
     """Trains `model` on batches from `loader` with `loss_fn` and `optimizer`, epoch by epoch."""
 
-    def __init__(self, model: "Sequential", loss_fn: "Loss", optimizer: "Optimizer", loader: "DataLoader",
+    def __init__(self, model: Sequential, loss_fn: Loss, optimizer: Optimizer, loader: DataLoader,
                  callbacks=()):
         self.model, self.loss_fn, self.optimizer, self.loader = model, loss_fn, optimizer, loader
         self.callbacks = CallbackList(callbacks, self)
@@ -91,7 +91,7 @@ class Learner:
         return self.history
 
 
-class Evaluate(Callback):
+class ScoreSplits(Callback):
     """At the end of each epoch, loss and accuracy (in evaluation mode, in large batches) on each named split:
     logs gets <split>_loss and <split>_accuracy, e.g. train_loss, val_accuracy, test_loss."""
 
@@ -100,7 +100,7 @@ class Evaluate(Callback):
 
     def on_epoch_end(self, epoch, logs):
         for name, (x, y) in self.splits.items():
-            result = evaluate(self.learner.model, self.learner.loss_fn, x, y)
+            result = score(self.learner.model, self.learner.loss_fn, x, y)
             logs[f"{name}_loss"], logs[f"{name}_accuracy"] = result["loss"], result["accuracy"]
 
 

@@ -1,0 +1,78 @@
+"""Reading YAML safely: PyYAML's safe loader (no Python tags), no aliases, at most 1 MB, UTF-8 only, every
+mistake one line naming the file and where in it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from digitlab.errors import ConfigError
+
+MAX_CONFIG_BYTES = 1_000_000
+
+
+class SafeLoader(yaml.SafeLoader):
+    """PyYAML's safe loader (no Python tags), refusing aliases: a config has no use for them, and a chain of
+    them ("billion laughs") expands exponentially."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.YAMLError(f"line {event.start_mark.line + 1}: YAML aliases (*{event.anchor}) are not allowed")
+        return super().compose_node(parent, index)
+
+
+def _load(text: str) -> tuple[Any, Any]:
+    """(data, node): the document and its node tree, which keeps every scalar as it was written."""
+    loader = SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        return (loader.construct_document(node) if node is not None else None), node
+    finally:
+        loader.dispose()
+
+
+def parse_yaml(text: str, source: str, keep_text: tuple[str, ...] = ()) -> Any:
+    """The document in `text`. Top-level keys named in `keep_text` keep their scalar value as written
+    (`name: 1e5` is the name '1e5', not the number 100000.0)."""
+    try:
+        data, node = _load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ConfigError(source, "", f"invalid YAML: {where}{exc.problem or exc}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(source, "", f"invalid YAML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(source, "", "invalid YAML: nested too deeply") from None
+    if keep_text and isinstance(data, dict) and isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            if isinstance(value_node, yaml.ScalarNode) and key_node.value in keep_text and \
+                    value_node.tag != "tag:yaml.org,2002:null" and not isinstance(data.get(key_node.value), str):
+                data[key_node.value] = value_node.value
+    return data
+
+
+def read_yaml(path: str | Path, keep_text: tuple[str, ...] = ()) -> Any:
+    """A YAML file's contents, refusing missing, huge, binary or malformed files with one line."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if size > MAX_CONFIG_BYTES:
+            raise ConfigError(path, "", f"file is {size} bytes; configs are at most {MAX_CONFIG_BYTES}")
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(path, "", "file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(path, "", "is a folder, expected a YAML file") from None
+    except UnicodeDecodeError:
+        raise ConfigError(path, "", "is not UTF-8 text") from None
+    except OSError as exc:
+        raise ConfigError(path, "", f"cannot be read ({exc.strerror})") from None
+    return parse_yaml(text, str(path), keep_text)
+
+
+def dump(cfg: dict) -> str:
+    return yaml.safe_dump(cfg, sort_keys=False, default_flow_style=None, allow_unicode=True)

@@ -1,0 +1,110 @@
+"""Pooling over size x size windows moved by `stride` (default: size, windows side by side), per channel:
+the maximum (MaxPool2d) or the mean (AvgPool2d). Rows or columns that no window reaches are dropped:
+out = (H - size) // stride + 1. Both loop over the size*size positions inside a window, never over pixels."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from digitlab.nn.base import Layer
+from digitlab.nn.functional import channels_first, channels_last, image_shape
+from digitlab.options import Integer
+
+
+class Pool2d(Layer):
+    """What max and average pooling share: options, output shape, the window offsets."""
+
+    options = {"size": Integer(1), "stride": Integer(1)}
+    transparent_to_init = True
+    name = "pool2d"
+
+    def __init__(self, size: int = 2, stride: int | None = None):
+        self.size = int(size)
+        self.stride = int(stride) if stride is not None else None
+
+    @property
+    def step(self) -> int:
+        return self.stride or self.size
+
+    def build(self, in_shape):
+        c, h, w = image_shape(self.name, in_shape)
+        if h < self.size or w < self.size:
+            raise ValueError(f"{self.name}'s {self.size}x{self.size} window does not fit its {h}x{w} input "
+                             f"(shape {in_shape})")
+        self.in_shape = tuple(in_shape)
+        self.out_hw = ((h - self.size) // self.step + 1, (w - self.size) // self.step + 1)
+        return (c,) + self.out_hw
+
+    def option_value(self, name):
+        return None if name == "stride" and self.stride == self.size else getattr(self, name)
+
+    def _offsets(self):
+        """(rows slice, cols slice) of each position inside the window, over all windows at once."""
+        (ho, wo), s = self.out_hw, self.step
+        for i in range(self.size):
+            for j in range(self.size):
+                yield slice(i, i + (ho - 1) * s + 1, s), slice(j, j + (wo - 1) * s + 1, s)
+
+
+class MaxPool2d(Pool2d):
+    """The maximum of each window."""
+
+    name = "maxpool2d"
+
+    def forward(self, x):
+        xl = channels_last(x)
+        out = None
+        for rows, cols in self._offsets():
+            if out is None:
+                out = xl[:, rows, cols].copy()
+            else:
+                np.maximum(out, xl[:, rows, cols], out=out)
+        self.x, self.out = (xl, out) if self.keeps_cache else (None, None)
+        return channels_first(out)
+
+    def backward(self, grad):
+        """y = x at the window's maximum, so dL/dx = dL/dy at that position of each window and 0 elsewhere
+        (summed where windows overlap). On a tie the first maximum in row-major order takes it, as in
+        PyTorch. grad (N, C, Ho, Wo) -> (N, C, H, W)."""
+        g = channels_last(grad)
+        c, h, w = self.in_shape
+        dx = np.zeros((len(grad), h, w, c), dtype=grad.dtype)
+        taken = np.zeros(self.out.shape, dtype=bool)
+        hit = np.empty(self.out.shape, dtype=bool)
+        for rows, cols in self._offsets():
+            np.equal(self.x[:, rows, cols], self.out, out=hit)
+            np.greater(hit, taken, out=hit)  # hit and not taken yet
+            taken |= hit
+            if self.step < self.size:  # overlapping windows add up
+                dx[:, rows, cols] += g * hit
+            else:
+                np.multiply(g, hit, out=dx[:, rows, cols])
+        self.x = self.out = None
+        return channels_first(dx)
+
+
+class AvgPool2d(Pool2d):
+    """The mean of each window."""
+
+    name = "avgpool2d"
+
+    def forward(self, x):
+        xl = channels_last(x)
+        out = None
+        for rows, cols in self._offsets():
+            if out is None:
+                out = xl[:, rows, cols].copy()
+            else:
+                out += xl[:, rows, cols]
+        out *= out.dtype.type(1 / self.size ** 2)
+        return channels_first(out)
+
+    def backward(self, grad):
+        """y = mean of its size*size window, so every position of a window receives dL/dy / size^2 (summed
+        where windows overlap, zero where no window reaches). grad (N, C, Ho, Wo) -> (N, C, H, W)."""
+        g = channels_last(grad) * grad.dtype.type(1 / self.size ** 2)
+        c, h, w = self.in_shape
+        dx = np.zeros((len(grad), h, w, c), dtype=grad.dtype)
+        for rows, cols in self._offsets():
+            dx[:, rows, cols] += g
+        return channels_first(dx)

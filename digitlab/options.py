@@ -1,0 +1,237 @@
+"""Declared options: the typed, ranged settings that a config gives a layer, an optimizer, a schedule, a dataset
+or the augmentation.
+
+A class declares its options once, as a table of rules next to its constructor:
+
+    class Linear(WeightLayer):
+        options = {"units": Integer(1), **WeightLayer.options}
+        def __init__(self, units: int, init=None, scale=None, bias=True): ...
+
+The rule says what a value may be; the constructor's signature says the default (and a parameter without one
+is required). The config validator derives everything else from these two: the keys it accepts, the
+did-you-mean hints, the defaults it fills in and its error messages. Nothing here knows about configs or files:
+a rule raises `Invalid` with the expectation, and the caller names the file and the key.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import math
+from typing import Any
+
+
+class Invalid(ValueError):
+    """A value a rule refuses. `key` is the part of the key path below the option itself (e.g. "1" for the
+    second of two betas), empty when the option's own value is wrong."""
+
+    def __init__(self, message: str, key: str = ""):
+        self.message, self.key = message, key
+        super().__init__(message)
+
+
+def show(value) -> str:
+    """A value as an error message shows it: its type and a shortened repr ('str 'ten'', 'list [0.9]')."""
+    if value is None:
+        return "nothing"
+    text = repr(value)
+    return f"{type(value).__name__} {text[:60] + '...' if len(text) > 60 else text}"
+
+
+def as_number(value) -> int | float | None:
+    """The number a config value stands for, or None. Every numeric key reads numbers this way: PyYAML reads
+    1e-3 and 1e2 (no dot) as strings, so a string that Python reads as a finite number counts as that number;
+    booleans never do."""
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return value
+
+
+def did_you_mean(value, choices) -> str:
+    close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def _interval(low, high, low_open=False, high_open=False) -> str:
+    if low is not None and high is not None:
+        return f" in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+    if low is not None:
+        return f" {'>' if low_open else '>='} {low}"
+    if high is not None:
+        return f" {'<' if high_open else '<='} {high}"
+    return ""
+
+
+class Rule:
+    """What one option's value may be. `check(value)` returns the value as the config keeps it, or raises
+    Invalid."""
+
+    def check(self, value):
+        raise NotImplementedError
+
+
+class Number(Rule):
+    """A real number, optionally bounded: Number(0, low_open=True) is > 0, Number(0, 1, high_open=True) is [0, 1)."""
+
+    def __init__(self, low=None, high=None, low_open: bool = False, high_open: bool = False):
+        self.low, self.high, self.low_open, self.high_open = low, high, low_open, high_open
+
+    @property
+    def expected(self) -> str:
+        return f"a number{_interval(self.low, self.high, self.low_open, self.high_open)}"
+
+    def check(self, value) -> float:
+        number = as_number(value)
+        if number is None:
+            raise Invalid(f"expected {self.expected}, got {show(value)}")
+        if (self.low is not None and (number < self.low or (self.low_open and number == self.low))) or \
+                (self.high is not None and (number > self.high or (self.high_open and number == self.high))):
+            raise Invalid(f"expected {self.expected}, got {value}")
+        return float(number)
+
+
+class Integer(Rule):
+    """A whole number, optionally bounded. A float or a string that is a whole number (100.0, '1e2') is one."""
+
+    def __init__(self, low=None, high=None):
+        self.low, self.high = low, high
+
+    @property
+    def expected(self) -> str:
+        return f"a whole number{_interval(self.low, self.high)}"
+
+    def check(self, value) -> int:
+        number = as_number(value)
+        if number is None or not float(number).is_integer():
+            raise Invalid(f"expected {self.expected}, got {show(value)}")
+        if (self.low is not None and number < self.low) or (self.high is not None and number > self.high):
+            raise Invalid(f"expected {self.expected}, got {value}")
+        return int(number)
+
+
+class Boolean(Rule):
+    expected = "true or false"
+
+    def check(self, value) -> bool:
+        if not isinstance(value, bool):
+            raise Invalid(f"expected true or false, got {show(value)}")
+        return value
+
+
+class Choice(Rule):
+    """One of a fixed set of names (a registry's keys, say)."""
+
+    def __init__(self, choices):
+        self.choices = list(choices)
+
+    @property
+    def expected(self) -> str:
+        return f"one of {', '.join(map(str, self.choices))}"
+
+    def check(self, value) -> str:
+        if not isinstance(value, str) or value not in self.choices:
+            raise Invalid(f"expected {self.expected}, got {show(value)}{did_you_mean(value, self.choices)}")
+        return value
+
+
+class Text(Rule):
+    expected = "a non-empty string"
+
+    def check(self, value) -> str:
+        if not isinstance(value, str) or not value.strip():
+            raise Invalid(f"expected a non-empty string, got {show(value)}")
+        return value
+
+
+class Numbers(Rule):
+    """A list of `length` values, each checked by `item` (Adam's betas: two numbers in [0, 1))."""
+
+    def __init__(self, item: Rule, length: int, example: str):
+        self.item, self.length, self.example = item, length, example
+
+    @property
+    def expected(self) -> str:
+        words = {2: "two", 3: "three"}.get(self.length, str(self.length))
+        return f"{words} numbers{self.item.expected.removeprefix('a number')}, e.g. {self.example}"
+
+    def check(self, value) -> list:
+        if not isinstance(value, (list, tuple)) or len(value) != self.length:
+            raise Invalid(f"expected {self.expected}, got {show(value)}")
+        out = []
+        for i, item in enumerate(value):
+            try:
+                out.append(self.item.check(item))
+            except Invalid as exc:
+                raise Invalid(exc.message, str(i)) from None
+        return out
+
+
+class Nested(Rule):
+    """false (off), true (on with the defaults) or a mapping of another class's options: data.augment.elastic
+    is `true` or `{alpha: 34, sigma: 4}`. Off (null or false) gives `off`; on gives the full options with the
+    defaults filled in."""
+
+    def __init__(self, cls, off=None):
+        self.cls, self.off = cls, off
+
+    @property
+    def expected(self) -> str:
+        return f"a mapping with keys {', '.join(self.cls.options)}, or true or false"
+
+    def check(self, value):
+        if value is None or value is False:
+            return self.off
+        if value is True:
+            value = {}
+        if not isinstance(value, dict):
+            raise Invalid(f"expected {self.expected}, got {show(value)}")
+        return resolve(self.cls, value, fill_defaults=True)
+
+
+# -- a class's declared options --------------------------------------------------------------------------------
+def defaults(cls) -> dict[str, Any]:
+    """The defaults of `cls`'s declared options, from its constructor's signature (required ones are absent)."""
+    params = inspect.signature(cls).parameters
+    return {name: params[name].default for name in cls.options
+            if name in params and params[name].default is not inspect.Parameter.empty}
+
+
+def required(cls) -> list[str]:
+    """The declared options that `cls`'s constructor has no default for."""
+    params = inspect.signature(cls).parameters
+    return [name for name in cls.options if name in params and params[name].default is inspect.Parameter.empty]
+
+
+def check_keys(given: dict, allowed, key: str = "") -> None:
+    """Invalid for the first key of `given` that is not in `allowed` (with a did-you-mean or the list)."""
+    allowed = list(allowed)
+    for k in given:
+        if k not in allowed:
+            hint = did_you_mean(k, allowed) or f"; expected one of: {', '.join(map(str, allowed))}"
+            raise Invalid(f"unknown key{hint}", f"{key}.{k}" if key else str(k))
+
+
+def resolve(cls, given: dict, fill_defaults: bool = False) -> dict:
+    """`given` checked against `cls.options`: unknown keys, missing required options and bad values raise
+    Invalid (its key names the option). With `fill_defaults`, every option the constructor has a default for
+    is filled in. An option whose default is None may be given as None (null): it means "not set"."""
+    check_keys(given, cls.options)
+    missing = [name for name in required(cls) if name not in given]
+    if missing:
+        raise Invalid(f"needs '{missing[0]}'")
+    optional = {name for name, value in defaults(cls).items() if value is None}
+    out = dict(defaults(cls)) if fill_defaults else {}
+    out.update(given)
+    for name, value in list(out.items()):
+        if value is None and name in optional:
+            continue
+        try:
+            out[name] = cls.options[name].check(value)
+        except Invalid as exc:
+            raise Invalid(exc.message, f"{name}.{exc.key}" if exc.key else name) from None
+    return out

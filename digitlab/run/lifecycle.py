@@ -1,0 +1,182 @@
+"""A run's life: start it in a new folder, train it epoch by epoch, stop it cleanly on Ctrl-C or SIGTERM,
+resume it from its checkpoint, and record how it ended (complete, diverged, interrupted or failed) in run.json.
+Whatever happens after the folder exists, the status never stays `running` behind a dead process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+from digitlab import checkpoint
+from digitlab.config import dump, load_config
+from digitlab.data import DataLoader, Sampler
+from digitlab.data.augment import make_augment
+from digitlab.environment import command_line, environment
+from digitlab.errors import CheckpointError, RunError, StorageError
+from digitlab.learner import Learner, LRScheduler, ProgressBar, ScoreSplits, TerminateOnNaN
+from digitlab.nn import SCHEDULES
+from digitlab.run.callbacks import EpochLogger, RunWriter
+from digitlab.run.console import Console
+from digitlab.run.files import save_model, save_splits
+from digitlab.run.outputs import AT_START, OUTPUTS, write_outputs
+from digitlab.run.setup import Setup, prepare
+from digitlab.run.view import RunView
+from digitlab.runs import FINISHED_FIELDS, RunFolder, utc_now
+
+
+@contextlib.contextmanager
+def stop_on_signals(learner: Learner):
+    """Ctrl-C or SIGTERM: stop after the current batch (the epoch is abandoned; the last checkpoint stands).
+    A second signal stops at once. Yields the list of signals received. Only the main thread can do this."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def handler(signum, frame):
+        if received:
+            raise KeyboardInterrupt
+        received.append(signum)
+        learner.stop_training = True
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield received
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def start(cfg: dict, runs_dir: str | Path = "runs", quiet: bool = False, progress: bool = True,
+          run_dir: str | Path | None = None, callbacks=()) -> RunFolder:
+    """Train a validated config into a new run folder and return it: runs_dir/<name>-<UTC time>, or exactly
+    `run_dir` when given (a sweep names its points' folders; it must not exist yet). The run's status in
+    run.json says how it ended: complete, diverged, interrupted or failed."""
+    console = Console(quiet)
+    setup = prepare(cfg)
+    run = RunFolder.create(runs_dir, cfg["name"]) if run_dir is None else RunFolder.create_at(run_dir)
+    with run.lock():
+        console.attach(run)
+        config_yaml = dump(cfg)
+        run.write("config.yaml", config_yaml)
+        run.update_status(status="running", started=utc_now(), command=command_line(), seed=cfg["seed"],
+                          **environment())
+        save_splits(run, setup.data, cfg)
+        sizes = setup.data.sizes()
+        console.echo(f"{cfg['name']}: digits {cfg['data']['digits']}, {sizes['train']} train / {sizes['val']} val"
+                     f" / {sizes['test']} test images, {setup.model.num_parameters()} parameters -> {run.path}")
+        _fit(run, setup, console, config_yaml, start_epoch=1, progress=progress, callbacks=callbacks)
+    return run
+
+
+def resume(run_dir: str | Path, quiet: bool = False, progress: bool = True) -> RunFolder:
+    """Continue a stopped run from its last checkpoint. For the same seed, the result equals a run that never
+    stopped: same weights, same metrics.csv apart from the seconds column."""
+    run = RunFolder.open(run_dir)
+    with run.lock():
+        status = run.status()
+        if status == "complete":
+            raise RunError(f"{run.path}: is complete already; nothing to resume")
+        config_yaml = (run / "config.yaml").read_text(encoding="utf-8")
+        cfg = load_config(run / "config.yaml")
+        state = checkpoint.load(run / checkpoint.NAME)
+        if state.config_yaml != config_yaml:
+            raise CheckpointError(f"{run / 'config.yaml'}: changed since the checkpoint was written; "
+                                  f"refusing to resume")
+        setup = prepare(cfg)
+        try:
+            setup.model.load_state_dict(state.model)
+            setup.optimizer.load_state_dict(state.optimizer)
+            setup.rng.bit_generator.state = state.rng_state
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CheckpointError(f"{run / checkpoint.NAME}: does not match the run's architecture ({exc})") from None
+        run.write("metrics.csv", state.metrics_csv)  # drops a row written after the checkpoint, if any
+        console = Console(quiet)
+        console.attach(run)
+        info = run.info()
+        resumes = info.get("resumes", []) + [{"at": utc_now(), "command": command_line(), "from_epoch": state.epoch}]
+        run.update_status(drop=FINISHED_FIELDS, status="running", resumes=resumes, **environment())
+        console.echo(f"{cfg['name']}: resuming {run.path} after epoch {state.epoch} of {cfg['epochs']}")
+        _fit(run, setup, console, config_yaml, start_epoch=state.epoch + 1, progress=progress)
+    return run
+
+
+def _learner(run: RunFolder, setup: Setup, console: Console, config_yaml: str, start_epoch: int, progress: bool,
+             callbacks) -> Learner:
+    """The Learner of a prepared setup, with the callbacks that report and record each epoch. Callback order
+    matters at an epoch's end: metrics first (ScoreSplits), then those that print and write them."""
+    cfg, data = setup.cfg, setup.data
+    splits = {"train": (setup.inputs(data.train), data.train.y)}
+    if data.val is not None:
+        splits["val"] = (setup.inputs(data.val), data.val.y)
+    splits["test"] = (setup.inputs(data.test), data.test.y)
+    x_train = splits["train"][0]
+    targets = setup.loss_fn.targets(data.train.y, setup.model.out_shape[0])
+    transform = make_augment(cfg["data"]["augment"], setup.rng, data.image_shape)  # training batches only
+    loader = DataLoader((x_train, targets), Sampler(len(x_train), cfg["batch_size"], shuffle=True, rng=setup.rng),
+                        transform)
+    if transform is not None and start_epoch == 1:
+        write_outputs(run, RunView(run, cfg=cfg, data=data), names=AT_START)
+    hooks = [*callbacks[:1], ScoreSplits(splits), ProgressBar(cfg["epochs"], progress and not console.quiet),
+             EpochLogger(console, cfg["epochs"]), RunWriter(run, setup, config_yaml), *callbacks[1:]]
+    schedule = cfg["optimizer"].get("schedule")
+    if schedule:
+        opts = {k: v for k, v in schedule.items() if k != "name"}
+        hooks.insert(0, LRScheduler(SCHEDULES[schedule["name"]](cfg["optimizer"]["lr"], cfg["epochs"], **opts)))
+    return Learner(setup.model, setup.loss_fn, setup.optimizer, loader, hooks)
+
+
+def _fit(run: RunFolder, setup: Setup, console: Console, config_yaml: str, start_epoch: int,
+         progress: bool = True, callbacks=()) -> None:
+    """Train epochs start_epoch.. of a prepared setup into `run`, write its final files, and record how it ended.
+    Whatever fails after the folder exists leaves the status `failed` (or `interrupted`), never `running`."""
+    cfg = setup.cfg
+    signals: list[int] = []
+    nan_guard = TerminateOnNaN()
+    summary = None
+    try:
+        learner = _learner(run, setup, console, config_yaml, start_epoch, progress, [nan_guard, *callbacks])
+        # Overflow on the way to a NaN loss is reported once, as divergence, not as numpy warnings.
+        with stop_on_signals(learner) as signals, np.errstate(over="ignore", invalid="ignore"):
+            learner.fit(cfg["epochs"], start_epoch=start_epoch)
+        if not signals and not nan_guard.diverged:
+            summary = finish(run, setup)
+    except KeyboardInterrupt:
+        signals = signals or [signal.SIGINT]
+    except StorageError as exc:
+        with contextlib.suppress(Exception):
+            run.update_status(status="failed", ended=utc_now(), error="a write failed")
+        raise exc.because("the run stopped, its last checkpoint is intact") from None
+    except BaseException as exc:
+        with contextlib.suppress(Exception):
+            run.update_status(status="failed", ended=utc_now(), error=f"{type(exc).__name__}: {exc}")
+            run.append_log(traceback.format_exc().rstrip("\n"))
+        raise
+    done = len(run.read_metrics())
+    if signals:
+        run.update_status(status="interrupted", ended=utc_now(), epoch=done, signal=signals[0])
+        console.echo(f"interrupted after epoch {done} of {cfg['epochs']}; resume with: "
+                     f"digitlab train --resume {run.path}")
+        return
+    if nan_guard.diverged:
+        d = nan_guard.diverged
+        run.update_status(status="diverged", ended=utc_now(), diverged=d, hint="lower optimizer.lr")
+        console.echo(f"diverged: the loss became {d['loss']} at epoch {d['epoch']}, batch {d['batch']}; "
+                     f"try a lower optimizer.lr (now {cfg['optimizer']['lr']})")
+        return
+    run.update_status(status="complete", ended=utc_now())
+    console.echo(f"test accuracy {summary['test_accuracy']:.4f}")
+
+
+def finish(run: RunFolder, setup: Setup) -> dict:
+    """model.npz, then every end-of-run output (summary.json last), from the weights training ended with."""
+    save_model(run, setup.model, setup.cfg)
+    view = RunView(run, cfg=setup.cfg, data=setup.data, model=setup.model, loss_fn=setup.loss_fn)
+    write_outputs(run, view, names=set(OUTPUTS) - AT_START)
+    return run.read_json("summary.json")

@@ -1,0 +1,124 @@
+"""The end-of-run outputs, as a registry: each is a function of a RunView (what a run folder holds) that gives
+the file's contents, or None when it does not apply to the run (no 2-unit layer, no convolution...).
+
+`write_outputs` writes them all when a run ends, and again for any saved run folder, so an output added later
+can be made for old runs too. Adding one is a function here with `@output("name.ext")`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from digitlab import plots
+from digitlab.data.augment import make_augment
+from digitlab.metrics import confusion_matrix, precision_recall
+from digitlab.nn import Conv2d
+from digitlab.run.view import RunView
+from digitlab.runs import RunFolder
+from digitlab.storage import png_bytes
+
+OUTPUTS: dict[str, Callable[[RunView], bytes | str | dict | None]] = {}
+AT_START: set[str] = set()  # outputs made when training starts (from the config and data alone)
+
+
+def output(name: str, at_start: bool = False):
+    def register(fn):
+        OUTPUTS[name] = fn
+        if at_start:
+            AT_START.add(name)
+        return fn
+    return register
+
+
+def write_outputs(run: RunFolder, view: RunView, names=None) -> list[str]:
+    """Write the outputs named (default: all, summary.json last, so that its presence means the rest are
+    there) into `run`; returns the names written."""
+    written = []
+    for name in [n for n in OUTPUTS if n != "summary.json"] + ["summary.json"]:
+        if names is not None and name not in names:
+            continue
+        content = OUTPUTS[name](view)
+        if content is None:
+            continue
+        if isinstance(content, dict):
+            run.write_json(name, content)
+        else:
+            run.write(name, content)
+        written.append(name)
+    return written
+
+
+def _confusion(view: RunView):
+    return confusion_matrix(view.data.test.y, view.test["predictions"], len(view.classes))
+
+
+@output("confusion.csv")
+def confusion_csv(view: RunView) -> str:
+    header = "true\\predicted," + ",".join(str(c) for c in view.classes)
+    lines = [header] + [f"{c}," + ",".join(str(int(v)) for v in row) for c, row in zip(view.classes, _confusion(view))]
+    return "\n".join(lines) + "\n"
+
+
+@output("confusion.png")
+def confusion_png(view: RunView) -> bytes:
+    return png_bytes(plots.confusion(_confusion(view), view.classes))
+
+
+@output("curves.png")
+def curves_png(view: RunView) -> bytes:
+    return png_bytes(plots.curves(view.rows, title=view.cfg["name"]))
+
+
+@output("failures.png")
+def failures_png(view: RunView) -> bytes:
+    return png_bytes(plots.failures(view.data.test.x, view.data.test.y, view.test["predictions"], view.classes))
+
+
+@output("embedding.png")
+def embedding_png(view: RunView) -> bytes | None:
+    figure = plots.embedding(view.model, view.inputs("test"), view.data.test.y, view.classes)
+    return png_bytes(figure) if figure is not None else None
+
+
+@output("filters.png")
+def filters_png(view: RunView) -> bytes | None:
+    conv = next((layer for layer in view.model.layers if isinstance(layer, Conv2d)), None)
+    return png_bytes(plots.filters(conv.weight.data)) if conv is not None else None
+
+
+@output("augment.png", at_start=True)
+def augment_png(view: RunView) -> bytes | None:
+    """32 training images before and after augmentation, drawn from a Generator of their own (seeded as the
+    run), so the figure never changes what training draws."""
+    import numpy as np
+    transform = make_augment(view.cfg["data"].get("augment"), np.random.default_rng(view.cfg["seed"]),
+                             view.data.image_shape)
+    if transform is None:
+        return None
+    before = view.data.train.x[:32]
+    return png_bytes(plots.augmentation(before, transform(before)))
+
+
+@output("summary.json")
+def summary_json(view: RunView) -> dict:
+    """Final test metrics of the saved model; train and validation metrics of the epoch that made it (from
+    metrics.csv); sizes, classes, per-class precision and recall, the best epoch by validation accuracy."""
+    rows, classes, test = view.rows, view.classes, view.test
+    last = rows[-1] if rows else {}
+    precision, recall = precision_recall(_confusion(view))
+    summary = {
+        "name": view.cfg["name"], "test_accuracy": test["accuracy"], "test_loss": test["loss"],
+        "train_accuracy": last.get("train_accuracy"), "train_loss": last.get("train_loss"),
+        "epochs": len(rows), "seconds": round(sum(r["seconds"] or 0 for r in rows), 3),
+        "params": view.model.num_parameters(),
+        "dataset_sizes": view.data.sizes(), "classes": classes,
+        "precision": {str(c): round(float(p), 6) for c, p in zip(classes, precision)},
+        "recall": {str(c): round(float(r), 6) for c, r in zip(classes, recall)},
+    }
+    if view.data.val is not None:
+        summary["val_accuracy"], summary["val_loss"] = last.get("val_accuracy"), last.get("val_loss")
+        scored = [r for r in rows if r.get("val_accuracy") is not None]
+        if scored:
+            best = max(scored, key=lambda r: r["val_accuracy"])
+            summary["best_epoch"], summary["best_val_accuracy"] = best["epoch"], best["val_accuracy"]
+    return summary

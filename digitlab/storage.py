@@ -1,0 +1,99 @@
+"""Writing files so that nothing is ever half-written: a temporary file in the same folder, flushed, fsynced and
+renamed over the old one, so a reader sees the old file or the new one and never a part of either.
+
+Every OS error on the way (disk full, permission denied, a folder removed or a path under a file) becomes one
+StorageError naming the path and the reason; the command that meets it adds what it means for the user.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+
+from digitlab.errors import StorageError, os_reason
+
+
+def atomic_write(path: str | os.PathLike, data: bytes | str) -> Path:
+    """Replace `path` with `data` all at once."""
+    path = Path(path)
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise StorageError(path, os_reason(exc)) from None
+        raise
+    fsync_dir(path.parent)
+    return path
+
+
+def append_line(path: str | os.PathLike, text: str) -> None:
+    """Append whole lines in one write and fsync (a file that only grows: metrics.csv, log.txt)."""
+    try:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as exc:
+        raise StorageError(path, os_reason(exc)) from None
+
+
+def make_folder(path: str | os.PathLike, exist_ok: bool = True) -> Path:
+    """mkdir -p, with a StorageError instead of an OSError (FileExistsError passes through when not exist_ok)."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=exist_ok)
+    except FileExistsError:
+        if not exist_ok:
+            raise
+        raise StorageError(path, "a file of that name is in the way") from None
+    except OSError as exc:
+        raise StorageError(path, os_reason(exc)) from None
+    return path
+
+
+def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def png_bytes(figure) -> bytes:
+    """A matplotlib figure as PNG bytes; the figure is closed."""
+    import matplotlib.pyplot as plt
+    buffer = io.BytesIO()
+    try:
+        figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    finally:
+        plt.close(figure)
+    return buffer.getvalue()
+
+
+def save_png(path: str | os.PathLike, figure) -> Path:
+    """A matplotlib figure as a PNG at `path`, written atomically; the figure is closed."""
+    return atomic_write(path, png_bytes(figure))
+
+
+def fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -1,0 +1,66 @@
+"""The sweep folder's own files, rewritten atomically from what is on disk whenever a sweep invocation ends:
+sweep.yaml (the sweep file as run), points.csv (every point's state and metric) and compare.png; and the summary
+table printed at the end."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import yaml
+
+from digitlab.errors import UserError
+from digitlab.runs import utc_now
+from digitlab.storage import atomic_write
+from digitlab.sweep.spec import Sweep, _text
+from digitlab.sweep.state import Outcome
+
+
+def write_sweep_file(sweep: Sweep, sweep_dir: Path) -> None:
+    """sweep.yaml: the sweep file as run, its base made absolute so that the copy runs from anywhere."""
+    spec = dict(sweep.spec)
+    spec["name"] = sweep.name
+    spec["base"] = str(sweep.base.resolve())
+    header = f"# digitlab sweep {sweep.source}, last run {utc_now()}\n"
+    atomic_write(sweep_dir / "sweep.yaml", header + yaml.safe_dump(spec, sort_keys=False, default_flow_style=None))
+
+
+def write_points_csv(sweep: Sweep, sweep_dir: Path, outcomes: list[Outcome]) -> Path:
+    """points.csv: point, status, metric (the one `select` names), run folder, params, then the varied keys."""
+    keys = list(dict.fromkeys(k for o in outcomes for k in o.point.values))
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["point", "status", "metric", "run_folder", "params"] + keys)
+    for o in outcomes:
+        writer.writerow([o.point.id, o.state, "" if o.metric is None else o.metric,
+                         o.folder.name if o.folder else "", "" if o.params is None else o.params]
+                        + [_text(o.point.values[k]) if k in o.point.values else "" for k in keys])
+    atomic_write(sweep_dir / "points.csv", buffer.getvalue())
+    return sweep_dir / "points.csv"
+
+
+def write_compare_png(sweep: Sweep, sweep_dir: Path, outcomes: list[Outcome]) -> Path | None:
+    from digitlab import compare
+    runs = []
+    for o in outcomes:
+        if o.folder is not None:
+            try:
+                runs.append(compare.read_run(o.folder))
+            except UserError:
+                continue
+    return compare.plot(runs, sweep_dir / "compare.png", title=f"{sweep.name}: test accuracy (solid), train "
+                                                               f"(dashed)") if runs else None
+
+
+def summary_rows(result) -> tuple[list[str], list[list[str]]]:
+    """The final table: every point with its status, metric and parameters, the best marked."""
+    headers = ["point", "status", result.sweep.select, "params", "values", "run folder"]
+    cells = []
+    for o in result.outcomes:
+        state = "running elsewhere" if o.state == "running" else "not run" if o.state == "pending" else o.state
+        mark = " *" if result.best is not None and o is result.best else ""
+        cells.append([o.point.id + mark, state, "-" if o.metric is None else f"{o.metric:.4f}",
+                      "-" if o.params is None else str(o.params), o.point.label,
+                      o.folder.name if o.folder else "-"])
+    return headers, cells

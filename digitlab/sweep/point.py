@@ -1,0 +1,57 @@
+"""Training one point in this process: claim it, resume it from its checkpoint when it crashed or was
+interrupted, otherwise train it afresh (an older folder set aside, never deleted), and release it. A point that
+fails is recorded as failed; the sweep goes on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from digitlab.config import dump
+from digitlab.environment import command_line
+from digitlab.errors import CheckpointError, UserError
+from digitlab.runs import RunFolder, utc_now
+from digitlab.sweep.spec import Point
+from digitlab.sweep.state import claim, folder_status, resumable, set_aside
+
+
+def record_failure(run_dir: Path, cfg: dict, error: str) -> None:
+    """A failed run folder for a point that failed before training made one (bad data path, ...), so the sweep
+    remembers it failed instead of taking it for never run."""
+    folder = RunFolder(run_dir) if run_dir.is_dir() else RunFolder.create_at(run_dir)
+    if not (folder / "config.yaml").exists():
+        folder.write("config.yaml", dump(cfg))
+    folder.update_status(status="failed", ended=utc_now(), error=error, command=command_line())
+
+
+def run_point(sweep_dir: str, point: Point, retry_failed: bool) -> dict:
+    """Claim, train and release one point in this process: an outcome dict (id, state, note, error)."""
+    sweep_dir = Path(sweep_dir)
+    lock, outcome = claim(sweep_dir, point, retry_failed)
+    if lock is None:
+        return outcome
+    try:
+        from digitlab.run import resume, start
+        folder, state = outcome.pop("folder"), outcome["state"]
+        run_dir, error = sweep_dir / point.folder, None
+        if resumable(folder, state):
+            try:
+                resume(folder, quiet=True, progress=False)
+                return {**outcome, "state": folder_status(folder), "note": "trained", "resumed": True}
+            except CheckpointError as exc:  # a missing or damaged checkpoint, a changed config: start over
+                error = f"could not resume ({exc}); trained from scratch"
+            except UserError as exc:  # a failed write, the run live elsewhere: keep the folder as it is
+                return {**outcome, "state": folder_status(folder), "note": "not resumed", "error": str(exc)}
+            except Exception as exc:  # the resumed training itself failed: recorded in its run.json
+                return {**outcome, "state": folder_status(folder), "note": "trained", "resumed": True,
+                        "error": f"{type(exc).__name__}: {exc}"}
+        if folder is not None:
+            outcome["moved"] = str(set_aside(sweep_dir, folder, state))
+        try:
+            start(point.cfg, run_dir=run_dir, quiet=True, progress=False)
+        except Exception as exc:  # the point failed; the sweep goes on
+            error = f"{type(exc).__name__}: {exc}"
+            if not (run_dir / "run.json").is_file():
+                record_failure(run_dir, point.cfg, error)
+        return {**outcome, "state": folder_status(run_dir), "note": "trained", "error": error}
+    finally:
+        lock.release()
