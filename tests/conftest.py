@@ -1,4 +1,5 @@
-"""Shared fixtures: a private cache for decoded MNIST, IDX writers, config files, and gradient checking.
+"""Shared fixtures: a private cache for decoded MNIST, IDX writers, config files, and gradient checking (central
+differences, and a layer's backward against them).
 
 The decoded-array cache goes to a per-session temporary folder, so running the tests never touches the user's
 ~/.cache/digitlab (a cold decode of the bundled MNIST costs about a second, once per session).
@@ -14,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+
+from digitlab.nn import Sequential
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -92,3 +95,40 @@ def numerical_gradient(f, x: np.ndarray, eps: float = 1e-6) -> np.ndarray:
 @pytest.fixture
 def numgrad():
     return numerical_gradient
+
+
+RTOL, ATOL = 1e-5, 1e-7
+
+
+def check_layer_gradients(layer, in_shape, n, seed=0, before_forward=lambda: None):
+    """Compare layer.backward and its parameter gradients with central differences; returns the layer."""
+    rng = np.random.default_rng(seed)
+    model = Sequential([layer], in_shape, dtype=np.float64)
+    model.reset_parameters(rng)
+    for p in model.parameters():  # non-zero biases too, so that a bias bug shows
+        p.data[...] = rng.normal(size=p.shape)
+        assert p.data.dtype == np.float64 and p.grad.dtype == np.float64
+    layer.needs_input_grad = True  # the model turns it off for a first layer; here we want dL/dx too
+    x = rng.normal(size=(n,) + tuple(in_shape))
+    before_forward()
+    y = layer.forward(x)
+    g = rng.normal(size=y.shape)
+    dx = layer.backward(g)
+    analytic = {name: p.grad.copy() for name, p in layer.params.items()} if hasattr(layer, "params") else {}
+
+    def loss():
+        before_forward()
+        return float(np.sum(g * layer.forward(x)))
+
+    assert dx.shape == x.shape
+    np.testing.assert_allclose(dx, numerical_gradient(loss, x), rtol=RTOL, atol=ATOL, err_msg="input gradient")
+    for name, p in layer.params.items() if hasattr(layer, "params") else ():
+        np.testing.assert_allclose(analytic[name], numerical_gradient(loss, p.data), rtol=RTOL, atol=ATOL,
+                                   err_msg=f"{name} gradient")
+    return layer
+
+
+@pytest.fixture
+def check_layer():
+    """check_layer(layer, in_shape, n, seed=0, before_forward=...): see check_layer_gradients."""
+    return check_layer_gradients

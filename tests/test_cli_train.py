@@ -216,6 +216,26 @@ def test_evaluate_reproduces_the_summary(runs):
 
 
 # -- determinism ---------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("which", ["a", "plain"])
+def test_outputs_are_made_again_from_the_saved_folder(runs, which, tmp_path):
+    """Every end-of-run output is a function of the folder: made again from a copy of it (config.yaml,
+    metrics.csv, splits.npz, model.npz), the text outputs are byte-identical and the figures are there."""
+    import shutil
+
+    from digitlab.run import OUTPUTS, RunView, write_outputs
+    copy = tmp_path / "copy"
+    shutil.copytree(runs[which], copy)
+    made = {name: (copy / name) for name in OUTPUTS if (copy / name).exists()}
+    for path in made.values():
+        path.unlink()
+    written = write_outputs(RunFolder.open(copy), RunView(RunFolder.open(copy)))
+    assert set(written) == set(made)
+    for name in ("summary.json", "confusion.csv"):
+        assert (copy / name).read_bytes() == (runs[which] / name).read_bytes(), name
+    for name in written:
+        assert (copy / name).stat().st_size > 0
+
+
 def without_seconds(path: Path) -> list[list[str]]:
     rows = read_csv(path)
     assert rows[0][-1] == "seconds"

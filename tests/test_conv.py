@@ -11,12 +11,11 @@ import numpy as np
 import pytest
 import yaml
 from click.testing import CliRunner
-from test_nn_gradients import check_layer
 
 from digitlab.cli import main
 from digitlab.config import load_config
 from digitlab.errors import ConfigError
-from digitlab.nn import Conv2d, CrossEntropyLoss, MaxPool2d, Sequential, build_model
+from digitlab.nn import AvgPool2d, Conv2d, CrossEntropyLoss, MaxPool2d, Sequential, build_model
 from digitlab.nn.normalization import BatchNorm
 from digitlab.run import evaluate_run
 
@@ -48,8 +47,8 @@ CONV_CASES = [  # (in_shape, options, out_shape)
 
 
 @pytest.mark.parametrize("in_shape, opts, out_shape", CONV_CASES)
-def test_conv2d_gradients(in_shape, opts, out_shape, numgrad):
-    layer = check_layer(Conv2d(**opts), in_shape, 2, numgrad)
+def test_conv2d_gradients(in_shape, opts, out_shape, check_layer):
+    layer = check_layer(Conv2d(**opts), in_shape, 2)
     assert layer.build(in_shape) == out_shape
 
 
@@ -84,8 +83,37 @@ def test_evaluation_in_slices_equals_one_batch(monkeypatch):
 
 @pytest.mark.parametrize("in_shape, size, stride", [((2, 6, 6), 2, None), ((3, 7, 5), 2, None),
                                                      ((2, 7, 7), 3, 2), ((1, 5, 6), 2, 1)])
-def test_maxpool2d_gradients(in_shape, size, stride, numgrad):
-    check_layer(MaxPool2d(size, stride), in_shape, 3, numgrad)
+def test_maxpool2d_gradients(in_shape, size, stride, check_layer):
+    check_layer(MaxPool2d(size, stride), in_shape, 3)
+
+
+@pytest.mark.parametrize("in_shape, size, stride", [((2, 6, 6), 2, None), ((3, 7, 5), 2, None),
+                                                     ((2, 7, 7), 3, 2), ((1, 5, 6), 2, 1)])
+def test_avgpool2d_gradients(in_shape, size, stride, check_layer):
+    check_layer(AvgPool2d(size, stride), in_shape, 3)
+
+
+def test_avgpool2d_forward_is_the_window_mean():
+    x = np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4)
+    layer = AvgPool2d(2)
+    Sequential([layer], (1, 4, 4))
+    np.testing.assert_allclose(layer.forward(x)[0, 0], [[2.5, 4.5], [10.5, 12.5]])
+    overlapping = AvgPool2d(3, 1)
+    Sequential([overlapping], (1, 4, 4))
+    np.testing.assert_allclose(overlapping.forward(x)[0, 0], [[5, 6], [9, 10]])
+
+
+def test_leaky_relu_and_avgpool2d_train_from_a_config(tmp_path, write_config):
+    cfg = write_config({"name": "seams", "data": {"digits": [3, 8], "limit": 300, "validation": 0.1},
+                        "model": [{"conv2d": {"filters": 4, "kernel": 3}}, "leaky_relu", {"avgpool2d": 2},
+                                  "flatten", {"linear": 16}, {"leaky_relu": {"slope": 0.05}}, {"linear": 2}],
+                        "optimizer": {"name": "adam", "lr": 0.01}, "epochs": 2, "batch_size": 50})
+    result = CliRunner().invoke(main, ["train", str(cfg), "--runs-dir", str(tmp_path / "runs"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    run = Path(result.output.strip().splitlines()[-1])
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["test_accuracy"] > 0.8  # 300 images of 3 and 8, two epochs
+    assert evaluate_run(run)["test_accuracy"] == summary["test_accuracy"]
 
 
 def test_maxpool2d_forward_and_ties():
@@ -99,8 +127,8 @@ def test_maxpool2d_forward_and_ties():
 
 
 @pytest.mark.parametrize("in_shape, n", [((5,), 6), ((3, 4, 5), 2), ((2, 3, 3), 1)])
-def test_batchnorm_gradients_in_training(in_shape, n, numgrad):
-    check_layer(BatchNorm(), in_shape, n, numgrad)
+def test_batchnorm_gradients_in_training(in_shape, n, check_layer):
+    check_layer(BatchNorm(), in_shape, n)
 
 
 def test_batchnorm_statistics_and_evaluation():
@@ -172,7 +200,9 @@ def test_default_init_is_he_through_batchnorm():
     assert model.layers[8].init == "he"   # linear -> batchnorm -> relu
     assert model.layers[11].init == "xavier"
     first = model.layers[0]
-    assert first.needs_input_grad is False and first.backward is not None
+    assert first.needs_input_grad is False
+    model.forward(np.zeros((2, 1, 12, 12), dtype=np.float32))
+    assert first.backward(np.ones((2,) + model.layer_shapes[0], dtype=np.float32)) is None  # no data gradient
 
 
 def test_state_dict_keeps_running_statistics():
@@ -287,3 +317,39 @@ def test_killed_cnn_with_batchnorm_and_augmentation_resumes_exactly(tmp_path):
     assert a.keys() == b.keys() and "1.running_var" in a
     for name in a:
         np.testing.assert_array_equal(a[name], b[name])
+
+
+def test_backward_after_an_evaluation_forward_is_an_error_not_stale_statistics():
+    rng = np.random.default_rng(0)
+    model = build_model(conv_specs(), (1, 12, 12))
+    model.reset_parameters(rng)
+    x = rng.random((4, 1, 12, 12), dtype=np.float32)
+    with model.evaluating():
+        out = model.forward(x)
+    assert model.training  # the mode it had is back
+    with pytest.raises(RuntimeError, match="training-mode forward"):
+        model.backward(np.ones_like(out))
+    model.forward(x)
+    model.backward(np.ones_like(model.forward(x)))  # a training forward makes backward possible again
+    with pytest.raises(RuntimeError):
+        model.backward(np.ones_like(out))  # ...once
+
+
+def test_input_gradient_in_evaluation_mode_matches_central_differences(numgrad):
+    """Saliency's gradient: dL/dx through conv, batch norm (running statistics), ReLU, max pooling, dropout (off)
+    and linear layers in evaluation mode, against central differences of the evaluation-mode output."""
+    rng = np.random.default_rng(1)
+    specs = conv_specs() + [("dropout", {"p": 0.5}), ("linear", {"units": 3})]
+    model = build_model(specs, (1, 12, 12), dtype=np.float64)
+    model.reset_parameters(rng)
+    model.forward(rng.random((8, 1, 12, 12)))  # one training batch: running statistics move off 0 and 1
+    x = rng.random((2, 1, 12, 12))
+    g = rng.normal(size=(2, 3))
+    grad = model.input_gradient(x, lambda out: g)
+    assert grad.shape == x.shape and model.training and model.layers[0].needs_input_grad is False
+
+    def loss():
+        with model.evaluating():
+            return float(np.sum(g * model.forward(x)))
+
+    np.testing.assert_allclose(grad, numgrad(loss, x), rtol=1e-5, atol=1e-8)

@@ -14,46 +14,18 @@ from digitlab.nn import (
     CrossEntropyLoss,
     Dropout,
     Flatten,
+    LeakyReLU,
     Linear,
     MSELoss,
     ReLU,
-    Sequential,
     Sigmoid,
     Softmax,
     Tanh,
     build_model,
 )
-from digitlab.nn.layers import Layer
+from digitlab.nn.base import Layer
 
 RTOL, ATOL = 1e-5, 1e-7
-
-
-def check_layer(layer, in_shape, n, numgrad, seed=0, before_forward=lambda: None):
-    """Compare layer.backward and its parameter gradients with central differences; returns the layer."""
-    rng = np.random.default_rng(seed)
-    model = Sequential([layer], in_shape, dtype=np.float64)
-    model.reset_parameters(rng)
-    for p in model.parameters():  # non-zero biases too, so that a bias bug shows
-        p.data[...] = rng.normal(size=p.shape)
-        assert p.data.dtype == np.float64 and p.grad.dtype == np.float64
-    layer.needs_input_grad = True  # the model turns it off for a first layer; here we want dL/dx too
-    x = rng.normal(size=(n,) + tuple(in_shape))
-    before_forward()
-    y = layer.forward(x)
-    g = rng.normal(size=y.shape)
-    dx = layer.backward(g)
-    analytic = {name: p.grad.copy() for name, p in layer.params.items()} if hasattr(layer, "params") else {}
-
-    def loss():
-        before_forward()
-        return float(np.sum(g * layer.forward(x)))
-
-    assert dx.shape == x.shape
-    np.testing.assert_allclose(dx, numgrad(loss, x), rtol=RTOL, atol=ATOL, err_msg="input gradient")
-    for name, p in layer.params.items() if hasattr(layer, "params") else ():
-        np.testing.assert_allclose(analytic[name], numgrad(loss, p.data), rtol=RTOL, atol=ATOL,
-                                   err_msg=f"{name} gradient")
-    return layer
 
 
 SHAPES = [(1, 1, 1), (4, 3, 2), (7, 5, 6)]  # (batch, in, out)
@@ -61,44 +33,63 @@ SHAPES = [(1, 1, 1), (4, 3, 2), (7, 5, 6)]  # (batch, in, out)
 
 @pytest.mark.parametrize("n, d_in, d_out", SHAPES)
 @pytest.mark.parametrize("bias", [True, False])
-def test_linear(n, d_in, d_out, bias, numgrad):
-    layer = check_layer(Linear(d_out, bias=bias), (d_in,), n, numgrad)
+def test_linear(n, d_in, d_out, bias, check_layer):
+    layer = check_layer(Linear(d_out, bias=bias), (d_in,), n)
     assert set(layer.params) == ({"weight", "bias"} if bias else {"weight"})
     assert layer.params["weight"].shape == (d_in, d_out)
 
 
 @pytest.mark.parametrize("cls", [ReLU, Sigmoid, Tanh, Softmax])
 @pytest.mark.parametrize("n, width", [(1, 1), (3, 4), (6, 9)])
-def test_activation(cls, n, width, numgrad):
-    check_layer(cls(), (width,), n, numgrad, seed=width)
+def test_activation(cls, n, width, check_layer):
+    check_layer(cls(), (width,), n, seed=width)
+
+
+@pytest.mark.parametrize("slope", [0.01, 0.2])
+@pytest.mark.parametrize("n, width", [(1, 1), (3, 4), (6, 9)])
+def test_leaky_relu(slope, n, width, check_layer):
+    layer = check_layer(LeakyReLU(slope), (width,), n, seed=width)
+    x = np.array([[-2.0, -0.5, 0.0, 3.0]], dtype=np.float32)
+    np.testing.assert_allclose(layer.forward(x), [[-2 * slope, -0.5 * slope, 0.0, 3.0]], rtol=1e-6)
+    assert layer.forward(x).dtype == np.float32
+
+
+def test_leaky_relu_in_a_config_trains_and_gets_he_init():
+    from digitlab.config import validate
+    from digitlab.run import prepare
+    cfg = validate({"data": {"digits": [3, 8], "limit": 200}, "model": [{"linear": 8}, {"leaky_relu": 0.1},
+                    {"linear": 2}], "epochs": 1}, "leaky.yaml")
+    assert cfg["model"][1] == {"leaky_relu": 0.1}
+    setup = prepare(cfg)
+    assert setup.model.layers[0].init == "he" and setup.model.layers[1].slope == 0.1
 
 
 @pytest.mark.parametrize("p", [0.2, 0.5])
 @pytest.mark.parametrize("n, width", [(4, 6), (10, 3)])
-def test_dropout_train_mode_with_a_fixed_mask(p, n, width, numgrad):
+def test_dropout_train_mode_with_a_fixed_mask(p, n, width, check_layer):
     layer = Dropout(p)
 
     def same_mask():  # the same random bits at every forward: a fixed mask
         layer.rng = np.random.default_rng(11)
 
-    check_layer(layer, (width,), n, numgrad, before_forward=same_mask)
+    check_layer(layer, (width,), n, before_forward=same_mask)
     assert layer.training
     assert (layer.mask == 0).any() and (layer.mask != 0).any(), "the check must see dropped and kept units"
 
 
 @pytest.mark.parametrize("in_shape", [(3,), (2, 3, 4), (1, 5, 5)])
-def test_flatten(in_shape, numgrad):
-    check_layer(Flatten(), in_shape, 3, numgrad)
+def test_flatten(in_shape, check_layer):
+    check_layer(Flatten(), in_shape, 3)
 
 
-def test_the_checker_catches_a_wrong_backward(numgrad):
+def test_the_checker_catches_a_wrong_backward(check_layer):
     """A ReLU whose backward forgets the mask must fail the check: the check can fail."""
     class LeakyBackward(ReLU):
         def backward(self, grad):
             return grad
 
     with pytest.raises(AssertionError):
-        check_layer(LeakyBackward(), (5,), 4, numgrad)
+        check_layer(LeakyBackward(), (5,), 4)
 
 
 # -- losses -----------------------------------------------------------------------------------------------------
