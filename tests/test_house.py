@@ -74,3 +74,32 @@ def test_every_shipped_config_is_valid(path):
 def test_all_config_folders_are_covered():
     folders = {p.parent.relative_to(ROOT) for p in SHIPPED}
     assert {Path("configs"), Path("configs/sweeps"), Path("configs/bench")} <= folders
+
+
+def readme_commands() -> list[str]:
+    """The digitlab commands in the README's indented code blocks, in order (comments dropped)."""
+    commands = []
+    for line in (ROOT / "README.md").read_text().splitlines():
+        if line.startswith("    digitlab "):
+            commands.append(line.strip().split("  #")[0].strip())
+    return commands
+
+
+def test_every_readme_command_runs(tmp_path):
+    """The README's tour, run as written in a fresh folder, train commands on a small slice (300 images, two
+    epochs) so that the README cannot drift from the code."""
+    import os
+    import shlex
+
+    commands = readme_commands()
+    assert len(commands) >= 6 and any(c.startswith("digitlab sweep") for c in commands)
+    os.symlink(ROOT / "configs", tmp_path / "configs")
+    digitlab = Path(sys.executable).with_name("digitlab")
+    for command in commands:
+        if command.startswith("digitlab train"):
+            command += " --set data.limit=300 --set epochs=2"
+        shell = command.replace("digitlab", shlex.quote(str(digitlab)), 1)
+        proc = subprocess.run(["bash", "-c", shell], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, (command, proc.stdout[-2000:], proc.stderr[-2000:])
+        assert "Traceback" not in proc.stderr, (command, proc.stderr)
+    assert (tmp_path / "tour.png").is_file() and (tmp_path / "runs" / "quick" / "points.csv").is_file()
