@@ -184,7 +184,7 @@ def bench(tasks, engines, epochs, threads, json_path, limit, no_peers):
                             peers=not no_peers, echo=lambda line: click.echo(line, err=True))
     click.echo(benchmark.format_machine(results))
     click.echo("")
-    click.echo(benchmark.format_table(results))
+    click.echo(benchmark.results_table(results))
     if json_path:
         benchmark.write_json(results, json_path)
         click.echo(f"figures written to {json_path}")

@@ -60,7 +60,7 @@ def test_missing_peer_is_a_note_not_an_error(monkeypatch):
     assert list(rows) == ["digitlab", "torch", "sklearn"]
     assert "torch is not installed" in rows["torch"]["skipped"]
     assert "sklearn is not installed" in rows["sklearn"]["skipped"]
-    assert "not installed" in bench.format_table(results)
+    assert "not installed" in bench.results_table(results)
 
 
 def test_tasks_are_shipped_configs_without_validation_schedule_or_augmentation():

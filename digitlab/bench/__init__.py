@@ -7,8 +7,8 @@ the same initial weights and is scored on the real test set after the timed epoc
 median of the epochs after the first.
 """
 
-from digitlab.bench.report import format_machine, format_table, write_json
+from digitlab.bench.report import format_machine, results_table, write_json
 from digitlab.bench.suite import run
 from digitlab.bench.tasks import TASKS
 
-__all__ = ["format_machine", "format_table", "write_json", "run", "TASKS"]
+__all__ = ["format_machine", "results_table", "write_json", "run", "TASKS"]

@@ -12,7 +12,7 @@ def fmt(value, digits: int = 2) -> str:
     return f"{value:.{digits}f}"
 
 
-def format_table(results: dict) -> str:
+def results_table(results: dict) -> str:
     """A Markdown table: one row per task and engine, then the targets with met / not met."""
     head = ["task", "engine", "s/epoch", "samples/s", "peak MB", "test acc", "digitlab/engine", "note"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(" --- " for _ in head) + "|"]

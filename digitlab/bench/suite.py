@@ -21,7 +21,7 @@ def run(tasks: list[str] | None = None, engines: list[str] | None = None, epochs
         threads: int | None = None, limit: int | None = None, seed: int = 0, peers: bool = True,
         echo=lambda line: None) -> dict:
     """Benchmark `tasks` (default: all available) on `engines` (default: all); returns the figures as a dict
-    (see `format_table`). `echo` receives a progress line after each measurement."""
+    (see `results_table`). `echo` receives a progress line after each measurement."""
     names = list(tasks) if tasks else list(TASKS)
     for name in names:
         if name not in TASKS:
