@@ -5,6 +5,7 @@ A UserError (bad config, data or run folder) prints one line and exits with code
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ from pathlib import Path
 import click
 
 from digitlab import __version__
-from digitlab.errors import UserError, one_line
+from digitlab.errors import StorageError, UserError, one_line
 
 
 class Group(click.Group):
@@ -53,8 +54,10 @@ def train(config, overrides, runs_dir, name, seed, resume_dir, threads, quiet):
 
     Exit code 0 when the run completes, 1 when it diverges or fails, 130/143 when Ctrl-C/SIGTERM stopped it
     (resume it with --resume), 2 for a bad config."""
+    from digitlab.threads import limits
+    if resume_dir is not None:
+        threads = _resume_threads(resume_dir, threads)
     if threads:  # before numpy loads: BLAS reads these once
-        from digitlab.threads import limits
         os.environ.update(limits(threads))
     from digitlab.config import load_config
     from digitlab.run import resume, start
@@ -75,6 +78,30 @@ def train(config, overrides, runs_dir, name, seed, resume_dir, threads, quiet):
         sys.exit(128 + int(info.get("signal", 2)))
     if info["status"] != "complete":
         sys.exit(1)
+
+
+def _resume_threads(run_dir: Path, threads: int | None) -> int | None:
+    """The BLAS threads a resumed run continues with: the ones it started with (they change the last bits of
+    every sum), unless --threads says otherwise, which is allowed with a warning. Read before numpy loads."""
+    try:
+        recorded = json.loads((run_dir / "run.json").read_text(encoding="utf-8")).get("blas_threads")
+    except (OSError, ValueError, AttributeError):
+        return threads  # the resume itself reports a missing or damaged run.json
+    recorded = str(recorded) if recorded is not None else None
+    if recorded is None:
+        return threads
+    if threads is None:
+        if recorded.isdigit():
+            return int(recorded)
+        if recorded == "default" and any(os.environ.get(v) for v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")):
+            click.echo("warning: the run started with the default BLAS threads and this shell sets "
+                       "OPENBLAS_NUM_THREADS/OMP_NUM_THREADS; its results will differ from an uninterrupted run in "
+                       "the last digits", err=True)
+        return None
+    if recorded != str(threads):
+        click.echo(f"warning: --threads {threads}: the run started with {recorded} BLAS thread(s); its results will "
+                   f"differ from an uninterrupted run in the last digits", err=True)
+    return threads
 
 
 @main.command()
@@ -105,17 +132,23 @@ def compare_runs(folders, sort, fmt, all_columns, plot_path, group_seeds):
     from digitlab import compare
 
     runs, warnings = compare.collect(folders)
-    for warning in warnings:
+    for warning in warnings + [run.damage for run in runs if run.damage]:
         click.echo(f"warning: {warning}", err=True)
     if not runs:
-        raise UserError("nothing to compare: none of the folders given is a run folder or a sweep folder with runs")
+        raise UserError("nothing to compare: none of the folders given is a run folder or a folder that holds runs")
     columns, rows = compare.table(runs, all_columns=all_columns, group_seeds=group_seeds, sort=sort)
     click.echo(compare.render(columns, rows, fmt))
     target = plot_path or compare.default_plot_path(folders)
-    if target is not None:
+    if target is None:
+        return
+    try:
         written = compare.plot(runs, target)
-        click.echo(f"plot: {written}" if written else "plot: no run has a finished epoch yet; nothing drawn",
-                   err=True)
+    except StorageError as exc:
+        if plot_path:  # the user's own path: an error; the sweep folder's compare.png: a note
+            raise exc.because("cannot write the plot (--plot)", exit_code=2) from None
+        click.echo(f"warning: {exc}; the plot was not written", err=True)
+        return
+    click.echo(f"plot: {written}" if written else "plot: no run has a finished epoch yet; nothing drawn", err=True)
 
 
 # --- digitlab sweep (issue 3) -----------------------------------------------------------------------------------
@@ -178,13 +211,22 @@ def bench(tasks, engines, epochs, threads, json_path, limit, no_peers):
     """Time digitlab's engine against a minimal numpy loop, the matmul limit, PyTorch and scikit-learn."""
     from digitlab import bench as benchmark
 
-    if json_path and not json_path.resolve().parent.is_dir():  # say so now, not after minutes of timing
-        raise UserError(f"{json_path}: --json needs an existing folder ({json_path.resolve().parent} is not one)")
+    if json_path:  # say so now, not after minutes of timing
+        from digitlab.storage import check_writable
+        if not json_path.resolve().parent.is_dir():
+            raise UserError(f"{json_path}: --json needs an existing folder ({json_path.resolve().parent} is not one)")
+        try:
+            check_writable(json_path.resolve().parent)
+        except StorageError as exc:
+            raise exc.because("cannot write the figures there (--json)", exit_code=2) from None
     results = benchmark.run(list(tasks), list(engines), epochs=epochs, threads=threads, limit=limit,
                             peers=not no_peers, echo=lambda line: click.echo(line, err=True))
     click.echo(benchmark.format_machine(results))
     click.echo("")
     click.echo(benchmark.results_table(results))
     if json_path:
-        benchmark.write_json(results, json_path)
+        try:
+            benchmark.write_json(results, json_path)
+        except StorageError as exc:
+            raise exc.because("the figures above were not saved (--json)", exit_code=2) from None
         click.echo(f"figures written to {json_path}")

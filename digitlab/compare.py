@@ -15,7 +15,7 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from digitlab.errors import ConfigError, RunError, UserError
+from digitlab.errors import ConfigError, DamagedRun, RunError, UserError
 from digitlab.runs import RunFolder
 from digitlab.storage import save_png
 from digitlab.tables import format_markdown, format_table
@@ -34,13 +34,15 @@ SWEEP_FILES = {"sweep.yaml", "points.csv", "compare.png", "replaced", ".locks"}
 
 @dataclass
 class Run:
-    """What compare knows about one run folder."""
+    """What compare knows about one run folder. `damage` names the first file that is not what digitlab writes
+    and why (the run's status is then `damaged`); what could be read is still shown."""
 
     path: Path
     status: str
     cfg: dict | None
     summary: dict
     metrics: list[dict]
+    damage: str | None = None
     values: dict = field(default_factory=dict)  # the row: column -> value
 
     @property
@@ -53,23 +55,38 @@ def is_sweep_folder(path: Path) -> bool:
     return (path / "sweep.yaml").is_file()
 
 
-def sweep_runs(folder: Path) -> list[Path]:
-    """The run folders directly inside a sweep folder, by name (set-aside runs in replaced/ are not included)."""
-    return sorted(p for p in folder.iterdir() if p.is_dir() and (p / "run.json").is_file())
+def is_run_folder(path: Path) -> bool:
+    return (path / "run.json").is_file() or (path / "config.yaml").is_file()
+
+
+def find_runs(folder: Path, depth: int = 3) -> list[Path]:
+    """The run folders inside `folder` (a runs folder, a sweep folder, a folder of sweeps), by name, at most
+    `depth` levels down; set-aside runs (replaced/) and hidden folders are left out."""
+    found = []
+    try:
+        children = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    except OSError:
+        return []
+    for child in children:
+        if is_run_folder(child):
+            found.append(child)
+        elif depth > 1 and child.name != "replaced":
+            found.extend(find_runs(child, depth - 1))
+    return found
 
 
 def collect(paths) -> tuple[list[Run], list[str]]:
-    """The runs of `paths` (run folders, and sweep folders expanded to their runs), each once, in the order
-    given, and one warning per path that is neither."""
+    """The runs of `paths` (run folders, and any folder that holds runs, such as a sweep folder or runs/,
+    expanded to them), each once, in the order given, and one warning per path that holds none."""
     runs, warnings, seen = [], [], set()
     for path in map(Path, paths):
-        if path.is_dir() and is_sweep_folder(path):
-            found = sweep_runs(path)
-            if not found:
-                warnings.append(f"{path}: sweep folder without runs yet, skipped")
-            candidates = found
-        elif path.name in SWEEP_FILES and is_sweep_folder(path.parent):
+        if path.name in SWEEP_FILES and is_sweep_folder(path.parent):
             continue  # runs/<sweep>/* lists the sweep's own files next to its runs
+        if path.is_dir() and not is_run_folder(path):
+            candidates = find_runs(path)
+            if not candidates:
+                kind = "sweep folder without runs yet" if is_sweep_folder(path) else "no run folders in it"
+                warnings.append(f"{path}: {kind}, skipped")
         else:
             candidates = [path]
         for candidate in candidates:
@@ -87,60 +104,58 @@ def collect(paths) -> tuple[list[Run], list[str]]:
 
 
 def read_run(path: Path) -> Run:
-    """One run folder, whatever its status; RunError when `path` is not a run folder."""
-    if not path.exists():
-        raise RunError(f"{path}: no such folder")
-    if not path.is_dir():
-        raise RunError(f"{path}: not a folder")
+    """One run folder, whatever its status, each file checked: a damaged file makes the run `damaged` (with the
+    file and the reason) instead of stopping the comparison. RunError when `path` is not a run folder."""
     folder = RunFolder.open(path)
-    status = run_status(folder)
-    cfg = _read_config(folder)
-    try:
-        summary = folder.read_json("summary.json") if (folder / "summary.json").is_file() else {}
-    except RunError:
-        summary = {}
-    try:
-        metrics = folder.read_metrics()
-    except (OSError, ValueError, RunError):
-        metrics = []
-    return Run(path, status, cfg, summary, metrics)
+    damage: list[str] = []
+
+    def read(what, default):
+        try:
+            return what()
+        except DamagedRun as exc:
+            damage.append(str(exc))
+        except (ConfigError, RunError) as exc:
+            damage.append(str(exc))
+        return default
+
+    status = read(folder.status, "damaged")
+    cfg = read(lambda: _read_config(folder), None)
+    summary = read(lambda: folder.read_summary(cfg["name"] if cfg else None), {}) \
+        if (folder / "summary.json").is_file() else {}
+    metrics = read(folder.read_metrics, [])
+    return Run(path, "damaged" if damage else status, cfg, summary, metrics, damage[0] if damage else None)
 
 
-def run_status(folder: RunFolder) -> str:
-    """run.json's status, `running` read as `crashed` when no process holds the run's lock (RunFolder.status)."""
-    try:
-        return folder.status()
-    except RunError:
-        return "unreadable"
-
-
-def _read_config(folder: RunFolder) -> dict | None:
-    from digitlab.config import read_yaml, validate
-    try:
-        raw = read_yaml(folder / "config.yaml")
-    except ConfigError:
-        return None
-    try:
-        return validate(raw, str(folder / "config.yaml"))
-    except ConfigError:  # written by another digitlab version: show what can be read
-        return raw if isinstance(raw, dict) else None
+def _read_config(folder: RunFolder) -> dict:
+    from digitlab.config import load_config
+    return load_config(folder / "config.yaml")
 
 
 # -- columns -------------------------------------------------------------------------------------------------------
 def architecture(cfg: dict) -> tuple[str, int] | None:
-    """('784-100-100-2-1', parameters) of a resolved config: the input size, then each weighted layer's outputs."""
+    """(notation, parameters) of a resolved config. A dense network reads as its widths, '784-100-100-2-1'; a
+    conv network starts from its image, '1x28x28-c32k3-mp2-c64k3-mp2-128-10' (c: filters and kernel, s: stride,
+    mp/ap: max or average pooling). Batch norm, activations and dropout are left out."""
     from digitlab.config import layer_specs
     from digitlab.data import open_source
-    from digitlab.nn import LOSSES, WeightLayer, build_layers
+    from digitlab.nn import LOSSES, AvgPool2d, Conv2d, Linear, MaxPool2d, build_layers
     from digitlab.nn.model import plan
     try:  # shapes only: nothing is allocated
         layers, in_shape, _ = build_layers(layer_specs(cfg), open_source(cfg["data"]).image_shape,
                                            LOSSES[cfg["loss"]].fuses)
-        shapes, params = plan(layers, in_shape)
-    except Exception:  # a config from another digitlab version: leave the column empty
+        _, params = plan(layers, in_shape)
+    except Exception:  # a config whose dataset is gone, or from another digitlab version: leave the column empty
         return None
-    sizes = [math.prod(in_shape)] + [math.prod(s) for layer, s in zip(layers, shapes) if isinstance(layer, WeightLayer)]
-    return "-".join(map(str, sizes)), sum(math.prod(s) for s in params.values())
+    parts = [str(math.prod(in_shape)) if len(in_shape) == 1 else "x".join(map(str, in_shape))]
+    for layer in layers:
+        if isinstance(layer, Linear):
+            parts.append(str(layer.units))
+        elif isinstance(layer, Conv2d):
+            parts.append(f"c{layer.filters}k{layer.kernel}" + (f"s{layer.stride}" if layer.stride != 1 else ""))
+        elif isinstance(layer, (MaxPool2d, AvgPool2d)):
+            kind = "mp" if isinstance(layer, MaxPool2d) else "ap"
+            parts.append(f"{kind}{layer.size}" + (f"s{layer.step}" if layer.step != layer.size else ""))
+    return "-".join(parts), sum(math.prod(s) for s in params.values())
 
 
 def config_values(cfg: dict | None, summary: dict) -> dict:
@@ -197,6 +212,8 @@ def table(runs: list[Run], all_columns: bool = False, group_seeds: bool = False,
     for run in runs:
         run.values = {"name": run.name, "status": run.status, **config_values(run.cfg, run.summary),
                       **metric_values(run), "path": str(run.path)}
+        if run.damage:
+            run.values["damage"] = run.damage
     shown = differing(runs) if not all_columns and len(runs) > 1 else list(CONFIG_COLUMNS)
     if group_seeds:
         rows = _group_seeds(runs)
@@ -270,8 +287,8 @@ def render(columns: list[str], rows: list[dict], fmt: str = "table") -> str:
         for row in rows:
             writer.writerow(["" if row.get(c) is None else _csv_cell(row.get(c)) for c in columns])
         return buffer.getvalue().rstrip("\n")
-    cells = [[_display(c, row) for c in columns] for row in rows]
-    headers = _headers(columns, rows)
+    headers = _headers(columns, rows)  # grouped rows show 'mean ± std' in one cell: no _std columns
+    cells = [[_display(c, row) for c in headers] for row in rows]
     if fmt == "markdown":
         return format_markdown(headers, cells)
     return format_table(headers, cells)
@@ -284,8 +301,6 @@ def _headers(columns: list[str], rows: list[dict]) -> list[str]:
 
 def _display(column: str, row: dict) -> str:
     value = row.get(column)
-    if column.endswith("_std"):
-        return ""
     std = row.get(f"{column}_std")
     text = _format(column, value)
     if std is not None and row.get("runs", 1) > 1 and value is not None:

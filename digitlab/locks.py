@@ -16,6 +16,8 @@ import os
 import socket
 from pathlib import Path
 
+from digitlab.errors import StorageError, os_reason
+
 LOCKS = ".locks"
 
 
@@ -33,8 +35,7 @@ class FileLock:
         self.holder = ""
 
     def acquire(self) -> bool:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = _open_for_locking(self.path)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -63,14 +64,20 @@ class FileLock:
 def waiting_lock(path: str | os.PathLike):
     """A blocking exclusive lock for a short critical section, e.g. reading the points' states and rewriting
     points.csv from them, so that the sweep that writes last has also looked last."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = _open_for_locking(Path(path))
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
         os.close(fd)
+
+
+def _open_for_locking(path: Path) -> int:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise StorageError(path, os_reason(exc)) from None
 
 
 def held_elsewhere(path: str | os.PathLike) -> str | None:

@@ -30,6 +30,9 @@ METRICS_COLUMNS = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_acc
 STATUSES = ("running", "complete", "failed", "interrupted", "diverged")
 FINISHED_FIELDS = ("ended", "signal", "error", "diverged", "hint")  # cleared when a run goes back to running
 STALE_AFTER = 600  # seconds without a heartbeat before a `running` run is taken as crashed
+SUMMARY_NUMBERS = ("test_accuracy", "test_loss", "train_accuracy", "train_loss", "val_accuracy", "val_loss",
+                   "best_val_accuracy", "seconds")
+SUMMARY_COUNTS = ("epochs", "params", "best_epoch")
 
 
 def utc_now() -> str:
@@ -112,6 +115,23 @@ class RunFolder:
         if not isinstance(data, dict):
             raise DamagedRun(path, f"expected a JSON object, got {type(data).__name__}")
         return data
+
+    def read_summary(self, name: str | None = None) -> dict:
+        """summary.json, checked: its metrics are numbers, its counts whole numbers, and it is this run's
+        (`name`, the config's name, when given)."""
+        path = self.path / "summary.json"
+        summary = self.read_json("summary.json")
+        for key in SUMMARY_NUMBERS:
+            value = summary.get(key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                raise DamagedRun(path, f"{key} is {value!r}, not a number")
+        for key in SUMMARY_COUNTS:
+            value = summary.get(key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                raise DamagedRun(path, f"{key} is {value!r}, not a whole number")
+        if name is not None and summary.get("name") != name:
+            raise DamagedRun(path, f"belongs to run {summary.get('name')!r}, not {name!r}")
+        return summary
 
     def save_figure(self, name: str, figure) -> Path:
         return save_png(self.path / name, figure)

@@ -64,6 +64,19 @@ def make_folder(path: str | os.PathLike, exist_ok: bool = True) -> Path:
     return path
 
 
+def check_writable(folder: str | os.PathLike) -> None:
+    """StorageError unless a file can be created in `folder` (made and removed at once): a command that writes
+    only after minutes of work says so first."""
+    folder = Path(folder)
+    probe = folder / f".digitlab-probe.{os.getpid()}"
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise StorageError(folder, os_reason(exc)) from None
+
+
 def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)

@@ -159,7 +159,7 @@ def test_folders_that_are_not_runs_are_warned_about_and_skipped(runs, tmp_path):
     assert result.exit_code == 0
     warnings = result.stderr.strip().splitlines()
     assert len(warnings) == 3 and all(w.startswith("warning: ") and w.endswith("skipped") for w in warnings)
-    assert "not a run folder" in warnings[0] and "no such folder" in warnings[2]
+    assert "no run folders in it" in warnings[0] and "not a folder" in warnings[1] and "no such folder" in warnings[2]
     assert len(result.stdout.strip().splitlines()) == 2
     # The files a shell glob finds next to a sweep's runs are not worth a warning.
     globbed = invoke(*sorted(sweep_dir.iterdir()))
@@ -181,4 +181,4 @@ def test_architecture_counts_weighted_layers_only():
     cfg = validate({"model": [{"linear": 100}, "batchnorm", "relu", {"linear": 10}]}, "a.yaml")
     assert architecture(cfg) == ("784-100-10", 784 * 100 + 100 + 2 * 100 + 100 * 10 + 10)
     cnn = validate({"model": [{"conv2d": 8}, "batchnorm", "relu", "flatten", {"linear": 10}]}, "b.yaml")
-    assert architecture(cnn)[0] == "784-5408-10"
+    assert architecture(cnn)[0] == "1x28x28-c8k3-10"  # a conv net reads as one, not as a wide MLP

@@ -144,7 +144,7 @@ def test_tampered_checkpoint_and_config_refuse_to_resume(finished_run, tmp_path)
     run2 = copy_run(finished_run, tmp_path / "run2")
     (run2 / "run.json").write_text(json.dumps({**info, "status": "interrupted"}))
     (run2 / "config.yaml").write_text((run2 / "config.yaml").read_text().replace("lr: 0.1", "lr: 0.2"))
-    assert "changed since the checkpoint" in one_line_error(invoke("train", "--resume", run2))
+    assert "was written for another config" in one_line_error(invoke("train", "--resume", run2))
     assert "not a run folder" in one_line_error(invoke("train", "--resume", tmp_path))
 
 

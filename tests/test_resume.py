@@ -224,3 +224,103 @@ def test_a_live_run_cannot_be_resumed_twice(tmp_path):
     train(load_config(write_tiny(tmp_path)), run_dir=tmp_path / "run", quiet=True, callbacks=[probe])
     assert probe.result.exit_code == 2 and "another process" in probe.result.output
     assert RunFolder(tmp_path / "run").status() == "complete"
+
+
+THREADED = {**CONFIG, "model": [{"linear": 300}, "relu", {"linear": 1}, "sigmoid"], "batch_size": 200,
+            "epochs": 4, "data": {"digits": [3, 8], "validation": 0.1, "limit": 3000}}
+
+
+def digitlab(*args, threads=None, timeout=300):
+    """digitlab ARGS in a fresh process; `threads` sets the BLAS thread variables as --threads does, and without
+    it every such variable is removed (the machine's default)."""
+    from digitlab.threads import LIMIT_VARIABLES, limits
+    env = {k: v for k, v in os.environ.items() if k not in LIMIT_VARIABLES}
+    env.update(limits(threads) if threads else {})
+    return subprocess.run([sys.executable, "-m", "digitlab", *map(str, args)], capture_output=True, text=True,
+                          env=env, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def threaded(tmp_path_factory):
+    """THREADED trained without a stop with --threads 1, and the same with the machine's default threads."""
+    import yaml
+    folder = tmp_path_factory.mktemp("threaded")
+    cfg = folder / "threaded.yaml"
+    cfg.write_text(yaml.safe_dump(THREADED))
+    one = digitlab("train", cfg, "--threads", "1", "--runs-dir", folder / "runs", "--quiet")
+    default = digitlab("train", cfg, "--runs-dir", folder / "runs", "--quiet")
+    assert one.returncode == default.returncode == 0, one.stderr + default.stderr
+    return cfg, Path(one.stdout.strip()), Path(default.stdout.strip())
+
+
+@pytest.mark.parametrize("where,epoch", [("after-epoch", 1), ("mid-epoch", 2), ("before-checkpoint", 3)])
+def test_a_bare_resume_continues_with_the_threads_the_run_started_with(threaded, tmp_path, where, epoch):
+    """Started with one BLAS thread and killed, a run resumed with a bare `--resume RUN` (from a shell that sets
+    no thread variables) ends exactly as the uninterrupted one-thread run."""
+    from digitlab.threads import LIMIT_VARIABLES, limits
+    cfg, straight, _ = threaded
+    run = tmp_path / "run"
+    env = {**{k: v for k, v in os.environ.items() if k not in LIMIT_VARIABLES}, **limits(1)}
+    child = subprocess.run([sys.executable, "-c", KILLER, str(cfg), str(run), where, str(epoch)], env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert child.returncode == -signal.SIGKILL, child.stderr
+    started = json.loads((run / "run.json").read_text())
+    assert started["blas_threads"] == "1"
+    resumed = digitlab("train", "--resume", run)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "warning" not in resumed.stderr
+    assert metrics_without_seconds(run) == metrics_without_seconds(straight)
+    a, b = weights(run), weights(straight)
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name])
+    info = json.loads((run / "run.json").read_text())
+    assert info["command"] == started["command"] and info["blas_threads"] == "1"
+    assert [r["blas_threads"] for r in info["resumes"]] == ["1"]
+    assert info["resumes"][0]["command"].endswith(f"--resume {run}")
+
+
+def test_a_different_thread_count_on_resume_is_allowed_with_a_warning(threaded, tmp_path):
+    cfg, straight, default = threaded
+    run = tmp_path / "run"
+    from digitlab.threads import limits
+    env = {**os.environ, **limits(1)}
+    child = subprocess.run([sys.executable, "-c", KILLER, str(cfg), str(run), "after-epoch", "2"], env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert child.returncode == -signal.SIGKILL
+    resumed = digitlab("train", "--resume", run, "--threads", "2")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "warning: --threads 2: the run started with 1 BLAS thread(s)" in resumed.stderr
+    assert json.loads((run / "run.json").read_text())["resumes"][0]["blas_threads"] == "2"
+
+
+def test_an_interrupted_then_resumed_run_keeps_its_story_in_run_json(tmp_path, monkeypatch):
+    """run.json keeps the command that started the run, lists each resume (when, how, from which epoch), and
+    drops the fields of a finished state (ended, signal) as soon as the run is running again."""
+    cfg = write_tiny(tmp_path, epochs=40, data={"digits": [3, 8], "limit": 3000})
+    proc = subprocess.Popen([sys.executable, "-m", "digitlab", "train", str(cfg), "--runs-dir", str(tmp_path / "runs"),
+                             "--seed", "3"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        rows = list((tmp_path / "runs").glob("*/metrics.csv"))
+        if rows and len(rows[0].read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    run = Path(out.strip().splitlines()[-1])
+    stopped = json.loads((run / "run.json").read_text())
+    assert stopped["status"] == "interrupted" and {"ended", "signal"} <= set(stopped)
+    import digitlab.run.lifecycle as lifecycle
+    original, seen = lifecycle._learner, []
+
+    def learner_that_looks(*args, **kwargs):  # run.json as the resumed training starts
+        seen.append(json.loads((run / "run.json").read_text()))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(lifecycle, "_learner", learner_that_looks)
+    lifecycle.resume(run, quiet=True, progress=False)
+    assert seen[0]["status"] == "running" and not {"ended", "signal", "error"} & set(seen[0])
+    info = json.loads((run / "run.json").read_text())
+    assert info["command"] == stopped["command"] and "--seed 3" in info["command"]
+    assert info["resumes"][0]["from_epoch"] == stopped["epoch"]
+    assert info["status"] == "complete" and "signal" not in info

@@ -18,7 +18,7 @@ __all__ = ["apply_override", "set_key", "dump", "parse_yaml", "read_yaml", "iden
 
 def load_config(path: str | Path, overrides: tuple[str, ...] = ()) -> dict:
     """Read, override, validate: the resolved config of a YAML file."""
-    raw = read_yaml(path, keep_text=("name",))
+    raw = read_yaml(path)
     if isinstance(raw, dict):
         for assignment in overrides:
             apply_override(raw, assignment)

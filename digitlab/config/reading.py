@@ -55,8 +55,9 @@ def parse_yaml(text: str, source: str, keep_text: tuple[str, ...] = ()) -> Any:
     return data
 
 
-def read_yaml(path: str | Path, keep_text: tuple[str, ...] = ()) -> Any:
-    """A YAML file's contents, refusing missing, huge, binary or malformed files with one line."""
+def read_yaml(path: str | Path, keep_text: tuple[str, ...] = ("name",)) -> Any:
+    """A YAML file's contents, refusing missing, huge, binary or malformed files with one line. Top-level keys in
+    `keep_text` (the run or sweep name) are text as written."""
     path = Path(path)
     try:
         size = path.stat().st_size

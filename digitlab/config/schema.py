@@ -22,25 +22,29 @@ from digitlab.data import DataOptions, check_data, open_source
 from digitlab.errors import ConfigError, DataError
 from digitlab.nn import LAYERS, LOSSES, OPTIMIZERS, SCHEDULES, ShapeError, build_layers
 from digitlab.nn.model import plan
-from digitlab.options import Choice, Integer, Invalid, Rule, Text, check_keys, did_you_mean, resolve, show
+from digitlab.options import Boolean, Choice, Integer, Invalid, Rule, Text, check_keys, did_you_mean, resolve, show
 
 
 class Experiment:
     """The top level of a config. `name` names the run folder (default: the config file's stem); one `seed`
-    drives the splits, the initial weights, the shuffles and dropout; `model` is the list of layers."""
+    drives the splits, the initial weights, the shuffles and dropout; `model` is the list of layers;
+    `test_every_epoch: false` scores the test set once, at the end, instead of after every epoch (so that
+    nobody is tempted to pick a model by its test score)."""
 
     options = {"name": Text(), "seed": Integer(0, 2**32 - 1), "data": None, "model": None,
                "loss": Choice(LOSSES), "optimizer": None, "epochs": Integer(1, 100_000),
-               "batch_size": Integer(1, 1_000_000)}
+               "batch_size": Integer(1, 1_000_000), "test_every_epoch": Boolean()}
 
     def __init__(self, name: str | None = None, seed: int = 0, data: dict | None = None, model: list | None = None,
-                 loss: str = "cross_entropy", optimizer: dict | str = "sgd", epochs: int = 10, batch_size: int = 32):
+                 loss: str = "cross_entropy", optimizer: dict | str = "sgd", epochs: int = 10, batch_size: int = 32,
+                 test_every_epoch: bool = True):
         pass  # the options are the point: see validate
 
 
 # Keys added after digitlab 0.1, with the value that behaves as 0.1 did: a config that holds them at these values
 # identifies the same experiment as one written before they existed (see identity()).
-LATER_DEFAULTS: dict[tuple[str, ...], Any] = {("data", "dataset"): "mnist", ("data", "test"): None}
+LATER_DEFAULTS: dict[tuple[str, ...], Any] = {("data", "dataset"): "mnist", ("data", "test"): None,
+                                              ("test_every_epoch",): True}
 
 
 def validate(raw: Any, source: str = "config") -> dict:
@@ -55,12 +59,12 @@ def validate(raw: Any, source: str = "config") -> dict:
     except Invalid as exc:
         fail(exc.key, exc.message)
     cfg: dict = {"name": None, "seed": 0, "data": None, "model": None, "loss": "cross_entropy",
-                 "optimizer": None, "epochs": 10, "batch_size": 32}
+                 "optimizer": None, "epochs": 10, "batch_size": 32, "test_every_epoch": True}
     cfg.update(copy.deepcopy(raw))
 
     name = cfg["name"] if cfg["name"] is not None else Path(source).stem
     cfg["name"] = safe_name(_checked(Text(), name, "name", fail))
-    for key in ("seed", "epochs", "batch_size", "loss"):
+    for key in ("seed", "epochs", "batch_size", "loss", "test_every_epoch"):
         cfg[key] = _checked(Experiment.options[key], cfg[key], key, fail)
     cfg["data"] = _check_data(cfg["data"], fail)
     cfg["optimizer"] = _check_optimizer(cfg["optimizer"], fail)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -21,6 +22,14 @@ class Console:
         for line in self.pending:
             run.append_log(line)
         self.pending.clear()
+
+    def warn(self, line: str) -> None:
+        """A warning: on stderr (even when quiet) and in log.txt."""
+        print(f"warning: {line}", file=sys.stderr, flush=True)
+        if self.run is None:
+            self.pending.append(f"warning: {line}")
+        else:
+            self.run.append_log(f"warning: {line}")
 
     def echo(self, line: str) -> None:
         if not self.quiet:

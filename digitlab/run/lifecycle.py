@@ -71,6 +71,9 @@ def start(cfg: dict, runs_dir: str | Path = "runs", quiet: bool = False, progres
         sizes = setup.data.sizes()
         console.echo(f"{cfg['name']}: digits {cfg['data']['digits']}, {sizes['train']} train / {sizes['val']} val"
                      f" / {sizes['test']} test images, {setup.model.num_parameters()} parameters -> {run.path}")
+        if cfg["batch_size"] > sizes["train"]:
+            console.warn(f"batch_size {cfg['batch_size']} is larger than the {sizes['train']} training images: "
+                         f"every epoch is one batch of {sizes['train']}")
         _fit(run, setup, console, config_yaml, start_epoch=1, progress=progress, callbacks=callbacks)
     return run
 
@@ -87,8 +90,8 @@ def resume(run_dir: str | Path, quiet: bool = False, progress: bool = True) -> R
         cfg = load_config(run / "config.yaml")
         state = checkpoint.load(run / checkpoint.NAME)
         if state.config_yaml != config_yaml:
-            raise CheckpointError(f"{run / 'config.yaml'}: changed since the checkpoint was written; "
-                                  f"refusing to resume")
+            raise CheckpointError(f"{run / checkpoint.NAME}: was written for another config (config.yaml changed "
+                                  f"since, or the checkpoint comes from another run); refusing to resume")
         setup = prepare(cfg)
         try:
             setup.model.load_state_dict(state.model)
@@ -100,8 +103,10 @@ def resume(run_dir: str | Path, quiet: bool = False, progress: bool = True) -> R
         console = Console(quiet)
         console.attach(run)
         info = run.info()
-        resumes = info.get("resumes", []) + [{"at": utc_now(), "command": command_line(), "from_epoch": state.epoch}]
-        run.update_status(drop=FINISHED_FIELDS, status="running", resumes=resumes, **environment())
+        # run.json keeps how the run started; each resume records when, how, from which epoch and where
+        resume_record = {"at": utc_now(), "command": command_line(), "from_epoch": state.epoch, **environment()}
+        resumes = info.get("resumes", []) + [resume_record]
+        run.update_status(drop=FINISHED_FIELDS, status="running", resumes=resumes)
         console.echo(f"{cfg['name']}: resuming {run.path} after epoch {state.epoch} of {cfg['epochs']}")
         _fit(run, setup, console, config_yaml, start_epoch=state.epoch + 1, progress=progress)
     return run
@@ -115,7 +120,8 @@ def _learner(run: RunFolder, setup: Setup, console: Console, config_yaml: str, s
     splits = {"train": (setup.inputs(data.train), data.train.y)}
     if data.val is not None:
         splits["val"] = (setup.inputs(data.val), data.val.y)
-    splits["test"] = (setup.inputs(data.test), data.test.y)
+    if cfg["test_every_epoch"]:
+        splits["test"] = (setup.inputs(data.test), data.test.y)
     x_train = splits["train"][0]
     targets = setup.loss_fn.targets(data.train.y, setup.model.out_shape[0])
     transform = make_augment(cfg["data"]["augment"], setup.rng, data.image_shape)  # training batches only

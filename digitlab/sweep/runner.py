@@ -9,9 +9,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from digitlab.errors import RunError
+from digitlab.errors import RunError, StorageError
 from digitlab.locks import LOCKS, waiting_lock
 from digitlab.runs import RunFolder
+from digitlab.storage import check_writable, make_folder
 from digitlab.sweep.files import write_compare_png, write_points_csv, write_sweep_file
 from digitlab.sweep.point import run_point
 from digitlab.sweep.spec import Point, Sweep
@@ -56,8 +57,9 @@ def run_sweep(sweep: Sweep, runs_dir: str | os.PathLike = "runs", workers: int |
     counts = _count(state for state, _, _ in states.values())
     extra = f" ({sweep.duplicates} duplicate configs merged)" if sweep.duplicates else ""
     echo(f"sweep {sweep.name}: {len(sweep.points)} points{extra} -> {sweep_dir}")
-    echo(f"  {counts}; {len(to_run)} to run" + ("" if retry_failed or not any(
-        s in FAILED for s, _, _ in states.values()) else " (--retry-failed also reruns failed and diverged points)"))
+    hint = "" if retry_failed or not any(s in FAILED for s, _, _ in states.values()) else \
+        " (--retry-failed also reruns failed, diverged and damaged points)"
+    echo(f"  {counts}; {len(to_run)} to run{hint}")
     if dry_run:
         for p in sweep.points:
             state, folder, holder = states[p.id]
@@ -69,7 +71,11 @@ def run_sweep(sweep: Sweep, runs_dir: str | os.PathLike = "runs", workers: int |
         result.outcomes = _final_outcomes(sweep, sweep_dir, states=states)
         return result
 
-    sweep_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        make_folder(sweep_dir)
+        check_writable(sweep_dir)
+    except StorageError as exc:
+        raise exc.because("cannot make or write the sweep's folder (--runs-dir)", exit_code=2) from None
     write_sweep_file(sweep, sweep_dir)
     try:
         if not to_run:
@@ -124,7 +130,7 @@ def _count(states) -> str:
     counts: dict[str, int] = {}
     for state in states:
         counts[state] = counts.get(state, 0) + 1
-    order = ["complete", "pending", "running", "crashed", "interrupted", "failed", "diverged"]
+    order = ["complete", "pending", "running", "crashed", "interrupted", "failed", "diverged", "damaged"]
     names = {"pending": "not run yet", "running": "running elsewhere"}
     return ", ".join(f"{counts[s]} {names.get(s, s)}" for s in sorted(counts, key=lambda s: (
         order.index(s) if s in order else len(order), s)))

@@ -10,12 +10,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from digitlab import checkpoint
-from digitlab.errors import RunError
+from digitlab.errors import DamagedRun, RunError, StorageError, os_reason
 from digitlab.locks import FileLock, held_elsewhere, lock_path
 from digitlab.runs import RunFolder
+from digitlab.storage import make_folder
 from digitlab.sweep.spec import Point
 
-FAILED = ("failed", "diverged")      # rerun only with retry_failed
+FAILED = ("failed", "diverged", "damaged")  # rerun only with retry_failed
 RERUN = ("crashed", "interrupted")   # rerun always
 REPLACED = "replaced"
 
@@ -53,9 +54,16 @@ def find_folder(sweep_dir: Path, point: Point) -> Path | None:
 
 def folder_status(folder: Path, locked_here: bool = False) -> str:
     """A point folder's status. `running` with nobody holding the point's lock is `crashed` (the kernel drops a
-    lock when its holder dies); a folder without a readable run.json is `crashed` too."""
+    lock when its holder dies); a folder without run.json is `crashed` too. A run.json, metrics.csv or (for a
+    complete point) summary.json that is not what digitlab writes makes it `damaged`."""
+    run = RunFolder(folder)
     try:
-        status = RunFolder(folder).status()
+        status = run.status()
+        run.read_metrics()
+        if status == "complete":
+            run.read_summary()
+    except DamagedRun:
+        return "damaged"
     except RunError:
         return "crashed"
     if status == "running" and (locked_here or held_elsewhere(lock_path(folder.parent, folder.name.rsplit(
@@ -85,7 +93,7 @@ def read_result(folder: Path | None, select: str) -> tuple[float | None, int | N
     if folder is None or not (folder / "summary.json").is_file():
         return None, None
     try:
-        summary = RunFolder(folder).read_json("summary.json")
+        summary = RunFolder(folder).read_summary()
     except RunError:
         return None, None
     return summary.get(select), summary.get("params")
@@ -94,12 +102,14 @@ def read_result(folder: Path | None, select: str) -> tuple[float | None, int | N
 def set_aside(sweep_dir: Path, folder: Path, state: str) -> Path:
     """Move a crashed, interrupted or failed point's folder to replaced/<folder>.<state>-<n>: kept for a post
     mortem, out of the way of the rerun, never overwritten."""
-    attic = sweep_dir / REPLACED
-    attic.mkdir(exist_ok=True)
+    attic = make_folder(sweep_dir / REPLACED)
     for n in itertools.count(1):
         target = attic / f"{folder.name}.{state}-{n}"
         if not target.exists():
-            os.rename(folder, target)
+            try:
+                os.rename(folder, target)
+            except OSError as exc:
+                raise StorageError(target, os_reason(exc), f"cannot set {folder.name} aside") from None
             return target
     raise AssertionError("unreachable")
 

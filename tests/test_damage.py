@@ -1,0 +1,197 @@
+"""Any file of a run folder may be damaged or foreign: truncated, garbled, edited by hand, or copied in from another
+run. Every command that reads run folders (compare, evaluate, train --resume, sweep) either works, lists the run as
+`damaged` with the file and the reason, or refuses with one line; never a traceback, never a silently wrong
+result."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from digitlab.cli import main
+
+TINY = {"name": "tiny", "seed": 0, "data": {"digits": [3, 8], "validation": 0.1, "limit": 300},
+        "model": [{"linear": 8}, "relu", {"linear": 2}, {"linear": 1}, "sigmoid"], "loss": "bce",
+        "optimizer": {"name": "sgd", "lr": 0.1, "momentum": 0.9}, "epochs": 2, "batch_size": 50}
+OTHER = {**TINY, "name": "other", "model": [{"linear": 12}, "relu", {"linear": 1}, "sigmoid"]}
+FILES = ["config.yaml", "run.json", "metrics.csv", "summary.json", "model.npz", "checkpoint.npz", "splits.npz"]
+
+
+def cli(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def assert_clean(result, codes=(0, 1, 2)):
+    """Exit 0, 1 or 2; at most one `error:` line; never a traceback."""
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert result.exit_code in codes, result.output
+    assert "Traceback" not in result.output
+    assert sum(line.startswith("error:") for line in result.output.splitlines()) <= 1, result.output
+    return result
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """Two finished runs of different networks: one to damage, one to copy files from."""
+    root = tmp_path_factory.mktemp("damage")
+    out = {}
+    for cfg in (TINY, OTHER):
+        path = root / f"{cfg['name']}.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        result = cli("train", path, "--runs-dir", root / "runs", "--quiet")
+        assert result.exit_code == 0, result.output
+        out[cfg["name"]] = Path(result.output.strip().splitlines()[-1])
+    return out
+
+
+def copy_run(finished, tmp_path) -> Path:
+    run = tmp_path / "run"
+    shutil.copytree(finished["tiny"], run)
+    return run
+
+
+def cells(text: str, drop: bool, row: int, col: int) -> str:
+    """metrics.csv (or any CSV) with one cell dropped from, or added to, one row."""
+    rows = list(csv.reader(io.StringIO(text)))
+    line = rows[row % len(rows)]
+    if drop and line:
+        del line[col % len(line)]
+    else:
+        line.insert(col % (len(line) + 1), "3.5")
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows(rows)
+    return buffer.getvalue()
+
+
+def damage(run: Path, other: Path, name: str, kind: str, data) -> None:
+    path = run / name
+    raw = path.read_bytes()
+    if kind == "truncate":
+        path.write_bytes(raw[:data.draw(st.integers(0, max(len(raw) - 1, 0)))])
+    elif kind == "flip":
+        buf = bytearray(raw)
+        for _ in range(data.draw(st.integers(1, 8))):
+            i = data.draw(st.integers(0, len(buf) - 1))
+            buf[i] ^= data.draw(st.integers(1, 255))
+        path.write_bytes(bytes(buf))
+    elif kind == "cells" and name.endswith(".csv"):
+        path.write_text(cells(raw.decode(), data.draw(st.booleans()), data.draw(st.integers(0, 10)),
+                              data.draw(st.integers(0, 10))))
+    elif kind == "cells" and name.endswith((".json", ".yaml")):  # a line dropped, or one added
+        lines = raw.decode().splitlines()
+        at = data.draw(st.integers(0, len(lines)))
+        if data.draw(st.booleans()) and lines:
+            del lines[min(at, len(lines) - 1)]
+        else:
+            lines.insert(at, data.draw(st.sampled_from(["  extra: 1", "- 3", "}", "epochs: -1", '"x": [1,'])))
+        path.write_text("\n".join(lines) + "\n")
+    elif kind == "cells":  # a binary file: bytes cut out of the middle
+        at = data.draw(st.integers(0, len(raw) - 1))
+        path.write_bytes(raw[:at] + raw[at + data.draw(st.integers(1, 64)):])
+    elif kind == "swap":
+        shutil.copyfile(other / name, path)
+    elif kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "delete":
+        path.unlink()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_every_reading_command_survives_any_damaged_file(finished, tmp_path_factory, data):
+    name = data.draw(st.sampled_from(FILES), label="file")
+    kind = data.draw(st.sampled_from(["truncate", "flip", "cells", "swap", "empty", "delete"]), label="damage")
+    run = copy_run(finished, tmp_path_factory.mktemp("case"))
+    damage(run, finished["other"], name, kind, data)
+    for args in (["compare", run], ["compare", run, "--format", "json"], ["evaluate", run],
+                 ["train", "--resume", run, "--quiet"]):
+        assert_clean(cli(*args))
+
+
+@pytest.mark.parametrize("name", ["model.npz", "checkpoint.npz", "splits.npz", "summary.json"])
+def test_a_file_copied_from_another_run_is_refused_or_flagged(finished, tmp_path, name):
+    run = copy_run(finished, tmp_path)
+    shutil.copyfile(finished["other"] / name, run / name)
+    if name == "summary.json":
+        result = assert_clean(cli("compare", run), codes=(0,))
+        assert "damaged" in result.output and "belongs to run 'other'" in result.output
+        return
+    evaluate = assert_clean(cli("evaluate", run), codes=(0, 2))
+    if name == "model.npz":
+        assert evaluate.exit_code == 2 and "belongs to another run" in evaluate.output
+    if name == "splits.npz":  # same dataset and digits, other rows: the run's own splits are not these
+        assert evaluate.exit_code == 0 or "splits.npz" in evaluate.output
+    (run / "run.json").write_text(json.dumps({**json.loads((run / "run.json").read_text()), "status": "interrupted"}))
+    resume = assert_clean(cli("train", "--resume", run, "--quiet"), codes=(0, 2))
+    if name == "checkpoint.npz":
+        assert resume.exit_code == 2 and "checkpoint.npz" in resume.output
+
+
+@pytest.mark.parametrize("change", ["short", "long"])
+def test_compare_lists_a_run_with_a_bad_metrics_row_as_damaged(finished, tmp_path, change):
+    run = copy_run(finished, tmp_path)
+    lines = (run / "metrics.csv").read_text().splitlines()
+    lines[1] = lines[1].rsplit(",", 1)[0] if change == "short" else lines[1] + ",9"
+    (run / "metrics.csv").write_text("\n".join(lines) + "\n")
+    result = assert_clean(cli("compare", run, finished["other"]), codes=(0,))
+    row = next(line for line in result.output.splitlines() if line.startswith("run "))
+    assert " damaged " in row
+    assert f"warning: {run / 'metrics.csv'}: damaged (line 2 has" in result.output
+    rows = json.loads(cli("compare", run, "--format", "json").stdout)
+    assert rows[0]["status"] == "damaged" and "metrics.csv" in rows[0]["damage"]
+
+
+def test_evaluate_refuses_a_model_of_another_network(finished, tmp_path):
+    run = copy_run(finished, tmp_path)
+    shutil.copyfile(finished["other"] / "model.npz", run / "model.npz")
+    result = assert_clean(cli("evaluate", run), codes=(2,))
+    assert result.output.startswith(f"error: {run / 'model.npz'}: damaged (belongs to another run")
+
+
+def test_a_sweep_goes_past_a_damaged_point_and_reports_it(tmp_path):
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump({**TINY, "epochs": 1}))
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text(yaml.safe_dump({"name": "s", "base": "base.yaml", "grid": {"optimizer.lr": [0.1, 0.05]}}))
+    assert cli("sweep", sweep, "--runs-dir", tmp_path / "runs").exit_code == 0
+    points = sorted(p for p in (tmp_path / "runs" / "s").iterdir() if (p / "run.json").is_file())
+    (points[0] / "metrics.csv").write_text("epoch,train_loss\n1,2,3,4\n")
+    (points[1] / "summary.json").write_text("{not json")
+    again = assert_clean(cli("sweep", sweep, "--runs-dir", tmp_path / "runs"), codes=(1,))
+    assert again.output.count("damaged") >= 2 and "did not complete" in again.output
+    assert "nothing to run" in again.output  # damaged points wait for --retry-failed, like failed ones
+    with open(tmp_path / "runs" / "s" / "points.csv") as f:
+        assert sorted(r["status"] for r in csv.DictReader(f)) == ["damaged", "damaged"]
+    retry = assert_clean(cli("sweep", sweep, "--runs-dir", tmp_path / "runs", "--retry-failed"), codes=(0,))
+    assert retry.output.count(": complete") == 2
+    assert len(list((tmp_path / "runs" / "s" / "replaced").iterdir())) == 2
+
+
+def test_a_damaged_config_or_run_json_is_one_line_for_evaluate_and_resume(finished, tmp_path):
+    run = copy_run(finished, tmp_path)
+    (run / "run.json").write_text("[1, 2]")
+    for args in (["train", "--resume", run], ["compare", run]):
+        result = assert_clean(cli(*args))
+        assert "run.json: damaged (expected a JSON object, got list)" in result.output
+    (run / "config.yaml").write_text("model: [{linear: -3}]\n")
+    result = assert_clean(cli("evaluate", run), codes=(2,))
+    assert "config.yaml: model.0.linear: expected a whole number >= 1, got -3" in result.output
+
+
+def test_weights_that_are_not_finite_are_refused(finished, tmp_path):
+    run = copy_run(finished, tmp_path)
+    with np.load(run / "model.npz", allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    arrays["0.weight"][0, 0] = np.nan
+    np.savez(run / "model.npz", **arrays)
+    result = assert_clean(cli("evaluate", run), codes=(2,))
+    assert "not finite" in result.output

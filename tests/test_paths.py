@@ -1,0 +1,199 @@
+"""Any path may be impossible to create or write: a runs folder under a regular file, a folder the user may not
+write (tested as the unprivileged user `nobody`, since root ignores permissions), and a full disk (a small tmpfs
+in a private mount namespace). Each is one line naming the path and the reason, in the command's own words, with
+exit code 2 when the path was the user's argument and 1 when the machine failed a run that was going well."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from digitlab.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+DIGITLAB = Path(sys.executable).with_name("digitlab")
+TINY = {"name": "tiny", "seed": 0, "data": {"digits": [3, 8], "limit": 200},
+        "model": [{"linear": 8}, "relu", {"linear": 1}, "sigmoid"], "loss": "bce",
+        "optimizer": {"name": "sgd", "lr": 0.1}, "epochs": 2, "batch_size": 50}
+
+
+def one_line(output: str) -> str:
+    lines = [line for line in output.strip().splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "Traceback" not in output, output
+    return lines[0]
+
+
+@pytest.fixture
+def shared(tmp_path_factory):
+    """A folder that every user may enter and write (pytest's own temporary folders are root's alone)."""
+    folder = Path(tempfile.mkdtemp(prefix="digitlab-paths-", dir="/tmp"))
+    folder.chmod(0o777)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def config(shared) -> Path:
+    path = shared / "tiny.yaml"
+    path.write_text(yaml.safe_dump(TINY))
+    path.chmod(0o644)
+    return path
+
+
+def as_nobody(shared: Path, *args) -> subprocess.CompletedProcess:
+    """digitlab ARGS as the user nobody (setpriv), with a cache and home of its own."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv to run a command as the unprivileged user nobody")
+    home = shared / "home"
+    home.mkdir(exist_ok=True)
+    home.chmod(0o777)
+    env = {**os.environ, "HOME": str(home), "DIGITLAB_CACHE": str(home / "cache")}
+    probe = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c",
+                            "import digitlab"], capture_output=True, text=True, env=env)
+    if probe.returncode != 0:
+        pytest.skip(f"the user nobody cannot run this Python: {probe.stderr.strip()[-200:]}")
+    return subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", str(DIGITLAB),
+                           *map(str, args)], capture_output=True, text=True, env=env, cwd=shared, timeout=300)
+
+
+# -- a path under a regular file -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("command", ["train", "sweep"])
+def test_runs_dir_under_a_regular_file(tmp_path, command):
+    (tmp_path / "file").write_text("not a folder")
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(TINY))
+    target = config
+    if command == "sweep":
+        target = tmp_path / "s.yaml"
+        target.write_text(yaml.safe_dump({"base": "tiny.yaml", "grid": {"optimizer.lr": [0.1]},
+                                          "select": "test_accuracy"}))
+    result = CliRunner().invoke(main, [command, str(target), "--runs-dir", str(tmp_path / "file" / "runs")])
+    assert result.exit_code == 2, result.output
+    message = one_line(result.output)
+    assert str(tmp_path / "file") in message and "Not a directory" in message and "--runs-dir" in message
+
+
+def test_compare_plot_under_a_regular_file_is_the_users_path(tmp_path):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(TINY))
+    run = CliRunner().invoke(main, ["train", str(config), "--runs-dir", str(tmp_path / "runs"), "--quiet"])
+    (tmp_path / "file").write_text("x")
+    result = CliRunner().invoke(main, ["compare", run.output.strip(), "--plot", str(tmp_path / "file" / "p.png")])
+    assert result.exit_code == 2
+    message = one_line(result.output)
+    assert "cannot write the plot (--plot)" in message and "checkpoint" not in message
+
+
+# -- permissions, as nobody ----------------------------------------------------------------------------------------
+def test_train_and_sweep_into_a_runs_dir_nobody_may_write(shared, config):
+    locked = shared / "locked"
+    locked.mkdir(mode=0o755)  # root's, not writable by nobody
+    result = as_nobody(shared, "train", config, "--runs-dir", locked)
+    assert result.returncode == 2, result.stderr
+    message = one_line(result.stderr)
+    assert str(locked) in message and "Permission denied" in message and "--runs-dir" in message
+    sweep = shared / "s.yaml"
+    sweep.write_text(yaml.safe_dump({"base": "tiny.yaml", "grid": {"optimizer.lr": [0.1]}, "select": "test_accuracy"}))
+    sweep.chmod(0o644)
+    result = as_nobody(shared, "sweep", sweep, "--runs-dir", locked)
+    assert result.returncode == 2 and "Permission denied" in one_line(result.stderr)
+    assert list(locked.iterdir()) == []
+
+
+def test_compare_plot_and_bench_json_into_a_folder_nobody_may_write(shared, config):
+    train = CliRunner().invoke(main, ["train", str(config), "--runs-dir", str(shared / "runs"), "--quiet"])
+    run = Path(train.output.strip())
+    subprocess.run(["chmod", "-R", "a+rX", str(shared / "runs")], check=True)
+    locked = shared / "locked"
+    locked.mkdir(mode=0o755)
+    result = as_nobody(shared, "compare", run, "--plot", locked / "p.png")
+    assert result.returncode == 2 and "tiny" in result.stdout  # the table is printed; the plot is refused
+    assert "cannot write the plot (--plot)" in one_line(result.stderr)
+    result = as_nobody(shared, "bench", "--task", "3v8", "--epochs", "1", "--limit", "100", "--no-peers",
+                       "--json", locked / "b.json")
+    assert result.returncode == 2 and "--json" in one_line(result.stderr) and "Permission denied" in result.stderr
+    assert "s/epoch" not in result.stderr  # refused before any timing
+
+
+def test_a_run_folder_made_read_only_mid_run_fails_with_one_line(shared, config):
+    """nobody trains; after epoch 1 its run folder becomes read-only (root takes it over): the run stops with one
+    line naming the file, exit code 1, and its last checkpoint is intact."""
+    runs = shared / "runs"
+    runs.mkdir()
+    runs.chmod(0o777)
+    slow = shared / "slow.yaml"
+    slow.write_text(yaml.safe_dump({**TINY, "epochs": 200, "data": {"digits": [3, 8], "limit": 3000}}))
+    slow.chmod(0o644)
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv to run a command as the unprivileged user nobody")
+    home = shared / "home"
+    home.mkdir()
+    home.chmod(0o777)
+    env = {**os.environ, "HOME": str(home), "DIGITLAB_CACHE": str(home / "cache")}
+    proc = subprocess.Popen(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", str(DIGITLAB), "train",
+                             str(slow), "--runs-dir", str(runs)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+    import time
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        metrics = list(runs.glob("*/metrics.csv"))
+        if metrics and len(metrics[0].read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.05)
+    run = metrics[0].parent
+    subprocess.run(["chown", "-R", "root:root", str(run)], check=True)
+    run.chmod(0o755)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, err
+    message = one_line(err)
+    assert str(run) in message and "Permission denied" in message and "checkpoint is intact" in message
+    from digitlab import checkpoint
+    assert checkpoint.load(run / checkpoint.NAME).epoch >= 1
+
+
+# -- a full disk ---------------------------------------------------------------------------------------------------
+def in_small_tmpfs(folder: Path, size: str, command: str) -> subprocess.CompletedProcess:
+    """A shell command with a tmpfs of `size` mounted on `folder`, in a mount namespace of its own."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("needs root and unshare to mount a small tmpfs")
+    probe = subprocess.run(["unshare", "-m", "sh", "-c", f"mount -t tmpfs -o size=16k none {folder}"],
+                           capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {probe.stderr.strip()}")
+    return subprocess.run(["unshare", "-m", "sh", "-c", f"mount -t tmpfs -o size={size} none {folder} && {command}"],
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_a_full_disk_ends_the_run_with_one_line_and_status_failed(tmp_path):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(TINY))
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    # 120 kB: config, run.json, splits and the first checkpoints fit; the figures at the end do not
+    result = in_small_tmpfs(disk, "120k", f"{DIGITLAB} train {config} --runs-dir {disk}/runs; echo exit=$?; "
+                                          f"cat {disk}/runs/*/run.json")
+    assert "exit=1" in result.stdout, (result.stdout, result.stderr)
+    message = one_line(result.stderr)
+    assert "No space left on device" in message and str(disk) in message
+    info = json.loads(result.stdout.split("exit=1", 1)[1])
+    assert info["status"] == "failed"
+
+
+def test_compare_plot_onto_a_full_disk(tmp_path):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(TINY))
+    run = CliRunner().invoke(main, ["train", str(config), "--runs-dir", str(tmp_path / "runs"), "--quiet"])
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    result = in_small_tmpfs(disk, "4k", f"{DIGITLAB} compare {run.output.strip()} --plot {disk}/p.png")
+    assert result.returncode == 2, result.stderr
+    assert "No space left on device" in one_line(result.stderr)
