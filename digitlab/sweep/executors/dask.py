@@ -10,8 +10,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from digitlab.errors import RunError, UserError
-from digitlab.storage import atomic_write
+from digitlab.errors import RunError, StorageError, UserError, os_reason
+from digitlab.storage import atomic_write, make_folder
 from digitlab.sweep.point import record_failure
 from digitlab.sweep.spec import Point, Sweep
 from digitlab.sweep.state import claim, folder_status, set_aside
@@ -119,17 +119,20 @@ def write_remote_run(sweep_dir: Path, point: Point, result: dict) -> Path:
     the run folder appears whole or not at all."""
     final = sweep_dir / point.folder
     incoming = sweep_dir / f".incoming-{point.id}-{os.getpid()}-{time.time_ns()}"
-    incoming.mkdir()
+    make_folder(incoming, exist_ok=False)
     try:
         for name, data in result["files"].items():
             target = incoming / name
             if ".." in Path(name).parts or Path(name).is_absolute():
                 raise RunError(f"{point.id}: a worker sent a file outside its run folder: {name!r}")
-            target.parent.mkdir(parents=True, exist_ok=True)
+            make_folder(target.parent)
             atomic_write(target, data)
         if not (incoming / "run.json").is_file():
             record_failure(incoming, point.cfg, result.get("error") or "the worker sent no run.json")
-        os.rename(incoming, final)
+        try:
+            os.rename(incoming, final)
+        except OSError as exc:
+            raise StorageError(final, os_reason(exc)) from None
     except BaseException:
         shutil.rmtree(incoming, ignore_errors=True)
         raise
