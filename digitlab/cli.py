@@ -49,7 +49,9 @@ def main():
 @click.option("--threads", type=click.IntRange(1), help="Threads for matrix products and the optimizer (default: "
               "every core). On a machine busy with other work, 1 is often several times faster.")
 @click.option("--quiet", is_flag=True, help="Print only the run folder's path.")
-def train(config, overrides, runs_dir, name, seed, resume_dir, threads, quiet):
+@click.option("--dry-run", is_flag=True, help="Print the model summary, the splits and the memory needed; train "
+                                              "nothing and write nothing.")
+def train(config, overrides, runs_dir, name, seed, resume_dir, threads, quiet, dry_run):
     """Train CONFIG (a YAML file) into a new folder under --runs-dir; the last line printed is its path.
 
     Exit code 0 when the run completes, 1 when it diverges or fails, 130/143 when Ctrl-C/SIGTERM stopped it
@@ -71,7 +73,12 @@ def train(config, overrides, runs_dir, name, seed, resume_dir, threads, quiet):
             raise click.UsageError("give a CONFIG file, or --resume RUN_DIR")
         extra = tuple(overrides) + ((f"name={name}",) if name is not None else ()) + \
             ((f"seed={seed}",) if seed is not None else ())
-        run = start(load_config(config, extra), runs_dir, quiet=quiet)
+        cfg = load_config(config, extra)
+        if dry_run:
+            from digitlab.run.setup import describe, prepare
+            click.echo(describe(prepare(cfg)))
+            return
+        run = start(cfg, runs_dir, quiet=quiet)
     click.echo(str(run.path))
     info = run.read_json("run.json")
     if info["status"] == "interrupted":

@@ -25,20 +25,31 @@ SPLIT_STYLE = {"train": dict(color="tab:blue", ls="--"), "val": dict(color="tab:
                "test": dict(color="tab:orange", ls="-")}
 
 
-def curves(rows: list[dict], title: str = "") -> plt.Figure:
-    """Loss and accuracy per epoch: train dashed, validation dash-dot, test solid."""
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+def curves(rows: list[dict], title: str = "", chance: float | None = None) -> plt.Figure:
+    """Loss, accuracy and error rate per epoch: train dashed, validation dash-dot, test solid. The error rate
+    (1 - accuracy) is on a log scale, where the late epochs' gains stay visible, beside `chance` (the error of
+    always guessing the commonest class) as a grey dotted line."""
+    fig, (ax_loss, ax_acc, ax_err) = plt.subplots(1, 3, figsize=(14, 4))
     epochs = [r["epoch"] for r in rows]
     for split, style in SPLIT_STYLE.items():
-        for ax, metric in ((ax_loss, "loss"), (ax_acc, "accuracy")):
+        for ax, metric in ((ax_loss, "loss"), (ax_acc, "accuracy"), (ax_err, "accuracy")):
             values = [r.get(f"{split}_{metric}") for r in rows]
-            if any(v is not None for v in values):
-                ax.plot(epochs, [np.nan if v is None else v for v in values], marker="o", ms=3, label=split, **style)
+            if not any(v is not None for v in values):
+                continue
+            values = [np.nan if v is None else v for v in values]
+            if ax is ax_err:
+                values = [max(1 - v, 1e-4) if v == v else np.nan for v in values]
+            ax.plot(epochs, values, marker="o", ms=3, label=split, **style)
+    if chance is not None:
+        ax_err.axhline(1 - chance, color="grey", ls=":", lw=1.2, label=f"chance ({1 - chance:.3f})")
     ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
-    ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
-    for ax in (ax_loss, ax_acc):
-        ax.grid(alpha=0.3)
-        ax.legend()
+    ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy" + (f" (chance {chance:.3f})" if chance else ""))
+    ax_err.set(xlabel="epoch", ylabel="error rate (1 - accuracy)", title="error rate, log scale", yscale="log")
+    for ax in (ax_loss, ax_acc, ax_err):
+        ax.grid(alpha=0.3, which="both" if ax is ax_err else "major")
+        ax.legend(fontsize=8)
+        if len(epochs) < 12:
+            ax.set_xticks(epochs)
     if title:
         fig.suptitle(title)
     fig.tight_layout()

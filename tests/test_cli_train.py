@@ -339,3 +339,22 @@ def test_train_and_evaluate_on_idx_files_in_data_path(tmp_path, fake_idx_folder)
     result = CliRunner().invoke(main, ["train", str(config), "--runs-dir", str(tmp_path / "runs")])
     assert result.exit_code == 2 and len(result.stderr.splitlines()) == 1
     assert f"{folder / 't10k-images-idx3-ubyte.gz'}: cannot be read or decompressed" in result.stderr
+
+
+def test_dry_run_prints_the_summary_splits_and_memory_and_writes_nothing(tmp_path):
+    config = write_yaml(tmp_path, SMALL_3V8)
+    result = CliRunner().invoke(main, ["train", str(config), "--runs-dir", str(tmp_path / "runs"), "--dry-run"])
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert 'Model: "tiny3v8"' in out and "Layer (type)" in out and "0 linear (Linear)" in out
+    assert "(None, 16)" in out and "12,560" in out  # 784 * 16 + 16
+    assert "Total params: 12,597" in out  # + 16 * 2 + 2 + 2 * 1 + 1
+    assert "splits: 450 train / 50 val / 1984 test images" in out and "memory: about" in out
+    assert not (tmp_path / "runs").exists()
+
+
+def test_the_run_starts_with_the_model_summary_and_ends_with_chance_in_the_summary(runs):
+    log = (runs["a"] / "log.txt").read_text()
+    assert "Layer (type)" in log and "Total params: 12,597" in log
+    chance = json.loads((runs["a"] / "summary.json").read_text())["chance"]
+    assert chance == {"majority": 1010 / 1984, "uniform": 0.5}  # 1010 threes, 974 eights in the test set

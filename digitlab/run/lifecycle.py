@@ -21,6 +21,7 @@ from digitlab.environment import command_line, environment
 from digitlab.errors import CheckpointError, RunError, StorageError
 from digitlab.learner import Learner, LRScheduler, ProgressBar, ScoreSplits, TerminateOnNaN
 from digitlab.nn import SCHEDULES
+from digitlab.nn.summary import format_summary
 from digitlab.run.callbacks import EpochLogger, RunWriter
 from digitlab.run.console import Console
 from digitlab.run.files import save_model, save_splits
@@ -71,6 +72,8 @@ def start(cfg: dict, runs_dir: str | Path = "runs", quiet: bool = False, progres
         sizes = setup.data.sizes()
         console.echo(f"{cfg['name']}: digits {cfg['data']['digits']}, {sizes['train']} train / {sizes['val']} val"
                      f" / {sizes['test']} test images, {setup.model.num_parameters()} parameters -> {run.path}")
+        for line in format_summary(setup.model, cfg["name"]).splitlines():
+            console.echo(line)
         if cfg["batch_size"] > sizes["train"]:
             console.warn(f"batch_size {cfg['batch_size']} is larger than the {sizes['train']} training images: "
                          f"every epoch is one batch of {sizes['train']}")

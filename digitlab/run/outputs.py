@@ -64,9 +64,16 @@ def confusion_png(view: RunView) -> bytes:
     return png_bytes(plots.confusion(_confusion(view), view.classes))
 
 
+def chance(view: RunView) -> dict:
+    """What guessing scores on the test split: always the most common class, and a uniform random class."""
+    import numpy as np
+    counts = np.bincount(view.data.test.y, minlength=len(view.classes))
+    return {"majority": float(counts.max() / max(counts.sum(), 1)), "uniform": 1 / len(view.classes)}
+
+
 @output("curves.png")
 def curves_png(view: RunView) -> bytes:
-    return png_bytes(plots.curves(view.rows, title=view.cfg["name"]))
+    return png_bytes(plots.curves(view.rows, title=view.cfg["name"], chance=chance(view)["majority"]))
 
 
 @output("failures.png")
@@ -111,7 +118,7 @@ def summary_json(view: RunView) -> dict:
         "train_accuracy": last.get("train_accuracy"), "train_loss": last.get("train_loss"),
         "epochs": len(rows), "seconds": round(sum(r["seconds"] or 0 for r in rows), 3),
         "params": view.model.num_parameters(),
-        "dataset_sizes": view.data.sizes(), "classes": classes,
+        "dataset_sizes": view.data.sizes(), "classes": classes, "chance": chance(view),
         "precision": {str(c): round(float(p), 6) for c, p in zip(classes, precision)},
         "recall": {str(c): round(float(r), 6) for c, r in zip(classes, recall)},
     }

@@ -8,8 +8,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from digitlab.config import layer_specs
-from digitlab.data import DigitData, load_data
+from digitlab.config.memory import available_memory, estimate_memory
+from digitlab.data import DigitData, load_data, open_source
 from digitlab.nn import LOSSES, OPTIMIZERS, Loss, Optimizer, Sequential, build_model
+from digitlab.nn.summary import format_summary
 
 
 @dataclass
@@ -47,3 +49,20 @@ def prepare(cfg: dict) -> Setup:
     model, loss_fn = make_model(cfg, data.image_shape)
     model.reset_parameters(rng)
     return Setup(cfg, data, model, loss_fn, make_optimizer(cfg, model), rng)
+
+
+def describe(setup: Setup) -> str:
+    """What a run of this setup will be: the model summary, the splits' sizes and class counts, and the memory
+    it needs (what `digitlab train --dry-run` prints)."""
+    cfg, data, model = setup.cfg, setup.data, setup.model
+    source = open_source(cfg["data"])
+    sizes = data.sizes()
+    lines = [format_summary(model, cfg["name"]), "",
+             f"data: {source.describe()}; digits {cfg['data']['digits']}",
+             f"splits: {sizes['train']} train / {sizes['val']} val / {sizes['test']} test images"]
+    need, _ = estimate_memory(cfg, source, model.layer_shapes,
+                              {k: p.shape for k, p in model.parameters().named.items()})
+    lines.append(f"memory: about {need / 2**20:,.0f} MB of the {available_memory() / 2**30:.1f} GiB available")
+    lines.append(f"training: {cfg['epochs']} epochs of {-(-sizes['train'] // cfg['batch_size'])} batches of "
+                 f"{cfg['batch_size']}, {cfg['optimizer']['name']} lr {cfg['optimizer']['lr']:g}, loss {cfg['loss']}")
+    return "\n".join(lines)
