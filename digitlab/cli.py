@@ -121,6 +121,43 @@ def evaluate(run_dir):
     click.echo(f"test_accuracy {result['test_accuracy']:.6f}  test_loss {result['test_loss']:.6f}")
 
 
+@main.command(name="data")
+@click.argument("config", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--dataset", help="A dataset by name (mnist, digits8x8), instead of a CONFIG's data section.")
+@click.option("--digits", metavar="LIST", help="Digits, e.g. 3,8 (default: all the dataset has).")
+@click.option("--validation", type=float, help="Fraction of the training pool held out for validation.")
+@click.option("--test", "test_fraction", type=float, help="Fraction held out for testing (datasets without an "
+                                                          "official test split).")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), help="Seed of the splits and the samples shown.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for the figures (default: runs/data-<dataset>).")
+def data_look(config, dataset, digits, validation, test_fraction, seed, out):
+    """A look at the data: split sizes and class counts, and figures of samples, counts, class means and pixels."""
+    from digitlab.config import load_config, validate_data
+    from digitlab.look import look
+
+    if config is not None:
+        if dataset or digits or validation is not None or test_fraction is not None:
+            raise click.UsageError("give a CONFIG, or --dataset/--digits/--validation/--test, not both")
+        cfg = load_config(config)
+        data, seed = cfg["data"], cfg["seed"] if seed is None else seed
+    else:
+        raw = {"dataset": dataset or "mnist"}
+        if digits:
+            raw["digits"] = [d.strip() for d in digits.split(",")]
+        if validation is not None:
+            raw["validation"] = validation
+        if test_fraction is not None:
+            raw["test"] = test_fraction
+        data, seed = validate_data(raw, "--dataset/--digits"), seed or 0
+    target = out or Path("runs") / f"data-{data.get('dataset') or 'mnist'}"
+    try:
+        written = look(data, seed, target, echo=click.echo)
+    except StorageError as exc:
+        raise exc.because("cannot write the figures (--out)", exit_code=2) from None
+    click.echo(f"\nfigures: {', '.join(p.name for p in written)} in {target}")
+
+
 # --- digitlab compare (issue 3) ---------------------------------------------------------------------------------
 @main.command(name="compare")
 @click.argument("folders", nargs=-1, required=True, type=click.Path(path_type=Path))

@@ -30,10 +30,10 @@ class Conv2d(WeightLayer):
                **WeightLayer.options}
 
     def __init__(self, filters: int, kernel: int = 3, stride: int = 1, padding: str = "valid",
-                 init: str | None = None, scale: float | None = None, bias: bool = True):
+                 init: str | None = None, scale: float | None = None, bias: bool = True, lr_scale: float = 1.0):
         if padding not in ("valid", "same"):
             raise ValueError(f"conv2d padding must be 'valid' or 'same', got {padding!r}")
-        super().__init__(filters, init, scale, bias)
+        super().__init__(filters, init, scale, bias, lr_scale)
         self.filters, self.kernel, self.stride, self.padding = int(filters), int(kernel), int(stride), padding
 
     def build(self, in_shape):

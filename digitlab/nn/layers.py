@@ -13,8 +13,9 @@ class Linear(WeightLayer):
 
     options = {"units": Integer(1), **WeightLayer.options}
 
-    def __init__(self, units: int, init: str | None = None, scale: float | None = None, bias: bool = True):
-        super().__init__(units, init, scale, bias)
+    def __init__(self, units: int, init: str | None = None, scale: float | None = None, bias: bool = True,
+                 lr_scale: float = 1.0):
+        super().__init__(units, init, scale, bias, lr_scale)
         self.units = int(units)
 
     def build(self, in_shape):

@@ -91,6 +91,17 @@ class Sequential:
     def parameters(self) -> Parameters:
         return self.params
 
+    def lr_scales(self) -> np.ndarray | None:
+        """Each parameter element's learning-rate multiplier (its layer's lr_scale), or None when all are 1."""
+        if all(layer.lr_scale == 1 for layer in self.layers):
+            return None
+        scales = np.ones(len(self.params), dtype=self.params.data.dtype)
+        offset = 0
+        for name, p in self.params.named.items():
+            scales[offset:offset + p.data.size] = self.layers[int(name.split(".")[0])].lr_scale
+            offset += p.data.size
+        return scales
+
     def num_parameters(self) -> int:
         return len(self.params)
 
@@ -112,6 +123,19 @@ class Sequential:
             yield self
         finally:
             self.train(was_training)
+
+    @property
+    def closed_form(self) -> bool:
+        """True for a model fitted in one pass (class means) rather than trained by gradient steps."""
+        return any(layer.closed_form for layer in self.layers)
+
+    def fit(self, x: np.ndarray, y: np.ndarray) -> None:
+        """Fit the closed-form layers in one pass, each on what the layers before it give for x (classes y)."""
+        with self.evaluating():
+            for layer in self.layers:
+                if layer.closed_form:
+                    layer.fit(x, y)
+                x = layer.forward(x)
 
     # -- the two passes -----------------------------------------------------------------------------------
     def forward(self, x: np.ndarray) -> np.ndarray:

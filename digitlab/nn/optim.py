@@ -34,6 +34,17 @@ class Optimizer:
         self.scratch = np.empty_like(self.p)
         self.steps = 0
         self.ranges = threads.spans(self.p.size)
+        self.lr_scale: np.ndarray | None = None  # per element, when some layers learn faster or slower
+
+    def scale_lr(self, scale: np.ndarray | None) -> None:
+        """A learning-rate multiplier per parameter element (a layer's `lr_scale`), or None for 1 everywhere."""
+        self.lr_scale = None if scale is None else np.asarray(scale, dtype=self.p.dtype)
+
+    def apply(self, p: np.ndarray, step: np.ndarray, lo: int, hi: int) -> None:
+        """p -= step, each element's step first multiplied by its layer's lr_scale."""
+        if self.lr_scale is not None:
+            step *= self.lr_scale[lo:hi]
+        p -= step
 
     def step(self) -> None:
         """One update of every parameter: `update` over each range of the flat buffer, in parallel."""
@@ -88,7 +99,7 @@ class SGD(Optimizer):
             else:
                 update = velocity
         np.multiply(update, float(self.lr), out=tmp)
-        p -= tmp
+        self.apply(p, tmp, lo, hi)
 
     def buffers(self):
         return {"velocity": self.velocity} if self.velocity is not None else {}
@@ -135,7 +146,7 @@ class Adam(Optimizer):
         tmp += self.eps
         np.divide(m, tmp, out=tmp)
         tmp *= step_size
-        p -= tmp
+        self.apply(p, tmp, lo, hi)
         if self.steps % self.FLUSH_EVERY == 0:
             small = self.small[lo:hi]
             np.less(np.abs(m, out=tmp), self.TINY, out=small)
@@ -145,3 +156,97 @@ class Adam(Optimizer):
 
     def buffers(self):
         return {"m": self.m, "v": self.v}
+
+
+class RMSprop(Optimizer):
+    """RMSprop (Hinton), as PyTorch computes it: g += wd p; v = alpha v + (1-alpha) g^2; with `centered`,
+    a = alpha a + (1-alpha) g and the denominator is sqrt(v - a^2) + eps, else sqrt(v) + eps; with momentum,
+    b = mu b + g / denominator and p -= lr b, else p -= lr g / denominator."""
+
+    options = {"lr": Number(0, low_open=True), "alpha": Number(0, 1, high_open=True), "eps": Number(0, low_open=True),
+               "momentum": Number(0, 1, high_open=True), "centered": Boolean(), "weight_decay": Number(0)}
+
+    def __init__(self, params: Parameters, lr: float = 0.01, alpha: float = 0.99, eps: float = 1e-8,
+                 momentum: float = 0.0, centered: bool = False, weight_decay: float = 0.0):
+        super().__init__(params, lr)
+        self.alpha, self.eps, self.momentum = float(alpha), float(eps), float(momentum)
+        self.centered, self.weight_decay = bool(centered), float(weight_decay)
+        self.v = np.zeros_like(self.p)
+        self.a = np.zeros_like(self.p) if self.centered else None
+        self.b = np.zeros_like(self.p) if self.momentum else None
+
+    def update(self, lo, hi):
+        p, g, v, tmp = (x[lo:hi] for x in (self.p, self.g, self.v, self.scratch))
+        if self.weight_decay:
+            np.multiply(p, self.weight_decay, out=tmp)
+            g += tmp
+        v *= self.alpha
+        np.multiply(g, g, out=tmp)
+        tmp *= 1.0 - self.alpha
+        v += tmp
+        if self.a is not None:
+            a = self.a[lo:hi]
+            a *= self.alpha
+            np.multiply(g, 1.0 - self.alpha, out=tmp)
+            a += tmp
+            np.multiply(a, a, out=tmp)
+            np.subtract(v, tmp, out=tmp)
+            np.sqrt(tmp, out=tmp)
+        else:
+            np.sqrt(v, out=tmp)
+        tmp += self.eps
+        np.divide(g, tmp, out=tmp)
+        if self.b is not None:
+            b = self.b[lo:hi]
+            b *= self.momentum
+            b += tmp
+            np.multiply(b, float(self.lr), out=tmp)
+        else:
+            tmp *= float(self.lr)
+        self.apply(p, tmp, lo, hi)
+
+    def buffers(self):
+        return {name: buf for name, buf in (("v", self.v), ("a", self.a), ("b", self.b)) if buf is not None}
+
+
+class Adadelta(Optimizer):
+    """Adadelta (Zeiler 2012), as PyTorch and Keras compute it: g += wd p; v = rho v + (1-rho) g^2;
+    d = sqrt(u + eps) / sqrt(v + eps) g; u = rho u + (1-rho) d^2; p -= lr d. The defaults are PyTorch's
+    (lr 1.0, rho 0.9, eps 1e-6); the Keras notebook's CNN used rho 0.95 and eps 1e-7 (configs/seeds/keras-cnn.yaml
+    sets them)."""
+
+    options = {"lr": Number(0, low_open=True), "rho": Number(0, 1, high_open=True), "eps": Number(0, low_open=True),
+               "weight_decay": Number(0)}
+
+    def __init__(self, params: Parameters, lr: float = 1.0, rho: float = 0.9, eps: float = 1e-6,
+                 weight_decay: float = 0.0):
+        super().__init__(params, lr)
+        self.rho, self.eps, self.weight_decay = float(rho), float(eps), float(weight_decay)
+        self.v = np.zeros_like(self.p)
+        self.u = np.zeros_like(self.p)
+        self.scratch2 = np.empty_like(self.p)
+
+    def update(self, lo, hi):
+        p, g, v, u, tmp, d = (x[lo:hi] for x in (self.p, self.g, self.v, self.u, self.scratch, self.scratch2))
+        if self.weight_decay:
+            np.multiply(p, self.weight_decay, out=tmp)
+            g += tmp
+        v *= self.rho
+        np.multiply(g, g, out=tmp)
+        tmp *= 1.0 - self.rho
+        v += tmp
+        np.add(u, self.eps, out=d)
+        np.sqrt(d, out=d)
+        np.add(v, self.eps, out=tmp)
+        np.sqrt(tmp, out=tmp)
+        np.divide(d, tmp, out=d)
+        d *= g
+        u *= self.rho
+        np.multiply(d, d, out=tmp)
+        tmp *= 1.0 - self.rho
+        u += tmp
+        d *= float(self.lr)
+        self.apply(p, d, lo, hi)
+
+    def buffers(self):
+        return {"v": self.v, "u": self.u}

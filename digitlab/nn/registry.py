@@ -14,9 +14,10 @@ from digitlab.nn.base import Layer
 from digitlab.nn.conv import Conv2d
 from digitlab.nn.layers import Dropout, Flatten, Linear
 from digitlab.nn.losses import BCELoss, CrossEntropyLoss, Loss, MSELoss
+from digitlab.nn.means import ClassMeans
 from digitlab.nn.model import Sequential
 from digitlab.nn.normalization import BatchNorm
-from digitlab.nn.optim import SGD, Adam, Optimizer
+from digitlab.nn.optim import SGD, Adadelta, Adam, Optimizer, RMSprop
 from digitlab.nn.pooling import AvgPool2d, MaxPool2d
 from digitlab.nn.schedules import CosineLR, Schedule, StepLR
 
@@ -27,10 +28,15 @@ LAYERS: dict[str, type[Layer]] = {
     "dropout": Dropout, "flatten": Flatten,
     "conv2d": Conv2d, "conv": Conv2d,
     "maxpool2d": MaxPool2d, "maxpool": MaxPool2d, "avgpool2d": AvgPool2d, "avgpool": AvgPool2d,
-    "batchnorm": BatchNorm,
+    "batchnorm": BatchNorm, "class_means": ClassMeans,
+}
+# Models a config can name instead of listing layers: classifiers fitted in one pass, for n classes.
+MODELS = {
+    "average_image": lambda n: [("flatten", {}), ("class_means", {"units": n, "metric": "dot"})],
+    "nearest_mean": lambda n: [("flatten", {}), ("class_means", {"units": n, "metric": "euclidean"})],
 }
 LOSSES: dict[str, type[Loss]] = {"mse": MSELoss, "bce": BCELoss, "cross_entropy": CrossEntropyLoss}
-OPTIMIZERS: dict[str, type[Optimizer]] = {"sgd": SGD, "adam": Adam}
+OPTIMIZERS: dict[str, type[Optimizer]] = {"sgd": SGD, "adam": Adam, "rmsprop": RMSprop, "adadelta": Adadelta}
 SCHEDULES: dict[str, type[Schedule]] = {"constant": Schedule, "step": StepLR, "cosine": CosineLR}
 
 

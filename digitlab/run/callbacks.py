@@ -63,5 +63,7 @@ class RunWriter(Callback):
             epoch=epoch, model=self.setup.model.state_dict(), optimizer=self.setup.optimizer.state_dict(),
             rng_state=self.setup.rng.bit_generator.state,
             metrics_csv=metrics.read_text(encoding="utf-8") if metrics.exists() else "",
-            config_yaml=self.config_yaml)
+            config_yaml=self.config_yaml,
+            callbacks={cb.name: cb.state_dict() for cb in self.learner.callbacks.callbacks
+                       if hasattr(cb, "state_dict")})
         self.run.save_npz(checkpoint.NAME, checkpoint.to_arrays(state))

@@ -19,7 +19,7 @@ from digitlab.data import DataLoader, Sampler
 from digitlab.data.augment import make_augment
 from digitlab.environment import command_line, environment
 from digitlab.errors import CheckpointError, RunError, StorageError
-from digitlab.learner import Learner, LRScheduler, ProgressBar, ScoreSplits, TerminateOnNaN
+from digitlab.learner import EarlyStopping, Learner, LRScheduler, OnePass, ProgressBar, ScoreSplits, TerminateOnNaN
 from digitlab.nn import SCHEDULES
 from digitlab.nn.summary import format_summary
 from digitlab.run.callbacks import EpochLogger, RunWriter
@@ -111,12 +111,13 @@ def resume(run_dir: str | Path, quiet: bool = False, progress: bool = True) -> R
         resumes = info.get("resumes", []) + [resume_record]
         run.update_status(drop=FINISHED_FIELDS, status="running", resumes=resumes)
         console.echo(f"{cfg['name']}: resuming {run.path} after epoch {state.epoch} of {cfg['epochs']}")
-        _fit(run, setup, console, config_yaml, start_epoch=state.epoch + 1, progress=progress)
+        _fit(run, setup, console, config_yaml, start_epoch=state.epoch + 1, progress=progress,
+             callback_states=state.callbacks)
     return run
 
 
 def _learner(run: RunFolder, setup: Setup, console: Console, config_yaml: str, start_epoch: int, progress: bool,
-             callbacks) -> Learner:
+             callbacks, callback_states: dict | None = None) -> Learner:
     """The Learner of a prepared setup, with the callbacks that report and record each epoch. Callback order
     matters at an epoch's end: metrics first (ScoreSplits), then those that print and write them."""
     cfg, data = setup.cfg, setup.data
@@ -126,14 +127,20 @@ def _learner(run: RunFolder, setup: Setup, console: Console, config_yaml: str, s
     if cfg["test_every_epoch"]:
         splits["test"] = (setup.inputs(data.test), data.test.y)
     x_train = splits["train"][0]
+    report = [ScoreSplits(splits), *([EarlyStopping(**cfg["early_stopping"])] if cfg.get("early_stopping") else []),
+              EpochLogger(console, cfg["epochs"]), RunWriter(run, setup, config_yaml)]
+    for cb in report:  # a resumed run's stateful callbacks carry on from the checkpoint
+        if hasattr(cb, "load_state_dict") and cb.name in (callback_states or {}):
+            cb.load_state_dict(callback_states[cb.name])
+    if setup.model.closed_form:  # fitted in one pass: no batches, no optimizer steps
+        return OnePass(setup.model, setup.loss_fn, x_train, data.train.y, [*callbacks, *report])
     targets = setup.loss_fn.targets(data.train.y, setup.model.out_shape[0])
     transform = make_augment(cfg["data"]["augment"], setup.rng, data.image_shape)  # training batches only
     loader = DataLoader((x_train, targets), Sampler(len(x_train), cfg["batch_size"], shuffle=True, rng=setup.rng),
                         transform)
     if transform is not None and start_epoch == 1:
         write_outputs(run, RunView(run, cfg=cfg, data=data), names=AT_START)
-    hooks = [*callbacks[:1], ScoreSplits(splits), ProgressBar(cfg["epochs"], progress and not console.quiet),
-             EpochLogger(console, cfg["epochs"]), RunWriter(run, setup, config_yaml), *callbacks[1:]]
+    hooks = [*callbacks[:1], ProgressBar(cfg["epochs"], progress and not console.quiet), *report, *callbacks[1:]]
     schedule = cfg["optimizer"].get("schedule")
     if schedule:
         opts = {k: v for k, v in schedule.items() if k != "name"}
@@ -142,7 +149,7 @@ def _learner(run: RunFolder, setup: Setup, console: Console, config_yaml: str, s
 
 
 def _fit(run: RunFolder, setup: Setup, console: Console, config_yaml: str, start_epoch: int,
-         progress: bool = True, callbacks=()) -> None:
+         progress: bool = True, callbacks=(), callback_states: dict | None = None) -> None:
     """Train epochs start_epoch.. of a prepared setup into `run`, write its final files, and record how it ended.
     Whatever fails after the folder exists leaves the status `failed` (or `interrupted`), never `running`."""
     cfg = setup.cfg
@@ -150,12 +157,17 @@ def _fit(run: RunFolder, setup: Setup, console: Console, config_yaml: str, start
     nan_guard = TerminateOnNaN()
     summary = None
     try:
-        learner = _learner(run, setup, console, config_yaml, start_epoch, progress, [nan_guard, *callbacks])
+        learner = _learner(run, setup, console, config_yaml, start_epoch, progress, [nan_guard, *callbacks],
+                           callback_states)
         # Overflow on the way to a NaN loss is reported once, as divergence, not as numpy warnings.
         with stop_on_signals(learner) as signals, np.errstate(over="ignore", invalid="ignore"):
             learner.fit(cfg["epochs"], start_epoch=start_epoch)
         if not signals and not nan_guard.diverged:
-            summary = finish(run, setup)
+            stopper = next((cb for cb in learner.callbacks.callbacks if isinstance(cb, EarlyStopping)), None)
+            if stopper is not None and stopper.stopped_epoch:
+                console.echo(f"early stop after epoch {stopper.stopped_epoch}: {stopper.monitor} did not improve for "
+                             f"{stopper.patience} epochs; best epoch {stopper.best_epoch}")
+            summary = finish(run, setup, stopper.weights_epoch if stopper is not None else None)
     except KeyboardInterrupt:
         signals = signals or [signal.SIGINT]
     except StorageError as exc:
@@ -183,9 +195,12 @@ def _fit(run: RunFolder, setup: Setup, console: Console, config_yaml: str, start
     console.echo(f"test accuracy {summary['test_accuracy']:.4f}")
 
 
-def finish(run: RunFolder, setup: Setup) -> dict:
-    """model.npz, then every end-of-run output (summary.json last), from the weights training ended with."""
-    save_model(run, setup.model, setup.cfg)
-    view = RunView(run, cfg=setup.cfg, data=setup.data, model=setup.model, loss_fn=setup.loss_fn)
+def finish(run: RunFolder, setup: Setup, weights_epoch: int | None = None) -> dict:
+    """model.npz, then every end-of-run output (summary.json last), from the weights training ended with: those
+    of the last epoch, or of `weights_epoch` when early stopping restored its best."""
+    epoch = weights_epoch or len(run.read_metrics())
+    save_model(run, setup.model, setup.cfg, epoch=epoch)
+    view = RunView(run, cfg=setup.cfg, data=setup.data, model=setup.model, model_meta={"epoch": epoch},
+                   loss_fn=setup.loss_fn)
     write_outputs(run, view, names=set(OUTPUTS) - AT_START)
     return run.read_json("summary.json")

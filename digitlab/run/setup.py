@@ -38,7 +38,9 @@ def make_model(cfg: dict, image_shape: tuple[int, ...]) -> tuple[Sequential, Los
 
 def make_optimizer(cfg: dict, model: Sequential) -> Optimizer:
     opts = {k: v for k, v in cfg["optimizer"].items() if k not in ("name", "schedule")}
-    return OPTIMIZERS[cfg["optimizer"]["name"]](model.parameters(), **opts)
+    optimizer = OPTIMIZERS[cfg["optimizer"]["name"]](model.parameters(), **opts)
+    optimizer.scale_lr(model.lr_scales())
+    return optimizer
 
 
 def prepare(cfg: dict) -> Setup:
