@@ -207,8 +207,13 @@ def compare_runs(folders, sort, fmt, all_columns, plot_path, group_seeds):
 @click.option("--retry-failed", is_flag=True, help="Also run again the points that failed or diverged.")
 @click.option("--runs-dir", default="runs", show_default=True, type=click.Path(file_okay=False, path_type=Path),
               help="The sweep's folder is <runs-dir>/<sweep name>.")
-def sweep_points(sweep_file, workers, dry_run, executor, address, retry_failed, runs_dir):
+@click.option("--threads", type=click.IntRange(1), help="BLAS threads for the points run here one after the other "
+              "(as train --threads; --workers gives each worker cores / workers).")
+def sweep_points(sweep_file, workers, dry_run, executor, address, retry_failed, runs_dir, threads):
     """Run every point of SWEEP_FILE that is not complete yet; safe to run again, and from cron."""
+    if threads:  # before numpy loads
+        from digitlab.threads import limits
+        os.environ.update(limits(threads))
     from digitlab.sweep import load_sweep, run_sweep, summary_rows
     from digitlab.tables import format_table
 

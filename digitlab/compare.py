@@ -136,13 +136,13 @@ def architecture(cfg: dict) -> tuple[str, int] | None:
     """(notation, parameters) of a resolved config. A dense network reads as its widths, '784-100-100-2-1'; a
     conv network starts from its image, '1x28x28-c32k3-mp2-c64k3-mp2-128-10' (c: filters and kernel, s: stride,
     mp/ap: max or average pooling). Batch norm, activations and dropout are left out."""
-    from digitlab.config import layer_specs
+    from digitlab.config import layer_specs, loss_name
     from digitlab.data import open_source
     from digitlab.nn import LOSSES, AvgPool2d, Conv2d, Linear, MaxPool2d, build_layers
     from digitlab.nn.model import plan
     try:  # shapes only: nothing is allocated
         layers, in_shape, _ = build_layers(layer_specs(cfg), open_source(cfg["data"]).image_shape,
-                                           LOSSES[cfg["loss"]].fuses)
+                                           LOSSES[loss_name(cfg)].fuses)
         _, params = plan(layers, in_shape)
     except Exception:  # a config whose dataset is gone, or from another digitlab version: leave the column empty
         return None
@@ -172,7 +172,7 @@ def config_values(cfg: dict | None, summary: dict) -> dict:
         "digits": "".join(map(str, data.get("digits") or [])) if data.get("digits") else None,
         "arch": arch[0] if arch else None,
         "params": summary.get("params") or (arch[1] if arch else None),
-        "loss": cfg.get("loss"),
+        "loss": cfg["loss"] if isinstance(cfg.get("loss"), str) else (cfg.get("loss") or {}).get("name"),
         "optimizer": opt.get("name"),
         "lr": opt.get("lr"),
         "momentum": opt.get("momentum"),

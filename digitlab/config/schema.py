@@ -26,6 +26,7 @@ from digitlab.nn.model import plan
 from digitlab.options import (
     Boolean,
     Choice,
+    CountOrAll,
     Integer,
     Invalid,
     Nested,
@@ -46,20 +47,22 @@ class Experiment:
     instead of after every epoch (so that nobody is tempted to pick a model by its test score)."""
 
     options = {"name": Text(), "seed": Integer(0, 2**32 - 1), "data": None, "model": None,
-               "loss": Choice(LOSSES), "optimizer": None, "epochs": Integer(1, 100_000),
+               "loss": None, "optimizer": None, "epochs": Integer(1, 100_000),
                "batch_size": Integer(1, 1_000_000), "early_stopping": Nested(EarlyStopping),
-               "test_every_epoch": Boolean()}
+               "train_eval": CountOrAll(), "test_every_epoch": Boolean()}
 
     def __init__(self, name: str | None = None, seed: int = 0, data: dict | None = None, model: list | None = None,
                  loss: str = "cross_entropy", optimizer: dict | str = "sgd", epochs: int = 10, batch_size: int = 32,
-                 early_stopping: dict | None = None, test_every_epoch: bool = True):
+                 early_stopping: dict | None = None, train_eval: int | str | None = None,
+                 test_every_epoch: bool = True):
         pass  # the options are the point: see validate
 
 
 # Keys added after digitlab 0.1, with the value that behaves as 0.1 did: a config that holds them at these values
 # identifies the same experiment as one written before they existed (see identity()).
 LATER_DEFAULTS: dict[tuple[str, ...], Any] = {("data", "dataset"): "mnist", ("data", "test"): None,
-                                              ("test_every_epoch",): True, ("early_stopping",): None}
+                                              ("test_every_epoch",): True, ("early_stopping",): None,
+                                              ("optimizer", "decay_all"): True, ("train_eval",): None}
 
 
 def validate(raw: Any, source: str = "config") -> dict:
@@ -74,13 +77,15 @@ def validate(raw: Any, source: str = "config") -> dict:
     except Invalid as exc:
         fail(exc.key, exc.message)
     cfg: dict = {"name": None, "seed": 0, "data": None, "model": None, "loss": "cross_entropy",
-                 "optimizer": None, "epochs": 10, "batch_size": 32, "early_stopping": None, "test_every_epoch": True}
+                 "optimizer": None, "epochs": 10, "batch_size": 32, "early_stopping": None, "train_eval": None,
+                 "test_every_epoch": True}
     cfg.update(copy.deepcopy(raw))
 
     name = cfg["name"] if cfg["name"] is not None else Path(source).stem
     cfg["name"] = safe_name(_checked(Text(), name, "name", fail))
-    for key in ("seed", "epochs", "batch_size", "loss", "early_stopping", "test_every_epoch"):
+    for key in ("seed", "epochs", "batch_size", "early_stopping", "train_eval", "test_every_epoch"):
         cfg[key] = _checked(Experiment.options[key], cfg[key], key, fail)
+    cfg["loss"] = _check_loss(cfg["loss"], fail)
     cfg["data"] = _check_data(cfg["data"], fail)
     cfg["optimizer"] = _check_optimizer(cfg["optimizer"], fail)
     model = cfg["model"]
@@ -112,12 +117,12 @@ def _check_closed_form(cfg: dict, raw: dict, specs: list[tuple[str, dict]], fail
     if not fitted:
         return
     what = cfg["model"] if isinstance(cfg["model"], str) else "class_means"
-    head = LOSSES[cfg["loss"]].fuses
+    head = LOSSES[loss_name(cfg)].fuses
     last = len(specs) - (2 if head is not None and LAYERS[specs[-1][0]] is head else 1)  # before a final softmax
     if fitted != [last]:
         fail("model", f"{what} is fitted in one pass: it must be the last layer, after layers without weights")
-    if cfg["loss"] != "cross_entropy":
-        fail("loss", f"{what} scores each class: use cross_entropy (softmax over the scores), got {cfg['loss']}")
+    if loss_name(cfg) != "cross_entropy":
+        fail("loss", f"{what} scores each class: use cross_entropy (softmax over the scores), got {loss_name(cfg)}")
     if "epochs" not in raw:
         cfg["epochs"] = 1
     if cfg["epochs"] != 1:
@@ -163,6 +168,20 @@ def _check_data(raw, fail) -> dict:
         fail(f"data.{exc.key}", exc.message)
     except DataError as exc:  # the dataset's files themselves: their own one-line error
         raise exc from None
+
+
+def loss_name(cfg: dict) -> str:
+    """The loss of a resolved config by name (`loss` is a name, or a mapping with a name and options)."""
+    return cfg["loss"] if isinstance(cfg["loss"], str) else cfg["loss"]["name"]
+
+
+def _check_loss(raw, fail) -> str | dict:
+    """loss: a name (cross_entropy), or a mapping with its options ({name: cross_entropy, label_smoothing: 0.1});
+    kept as written, with the defaults filled in when it is a mapping."""
+    if isinstance(raw, dict):
+        name = _checked(Choice(LOSSES), raw.get("name"), "loss.name", fail)
+        return {"name": name, **_resolved(LOSSES[name], {k: v for k, v in raw.items() if k != "name"}, "loss", fail)}
+    return _checked(Choice(LOSSES), raw, "loss", fail)
 
 
 def _check_optimizer(raw, fail) -> dict:
@@ -249,7 +268,7 @@ def _check_shapes(cfg: dict, specs: list[tuple[str, dict]], source: str, fail) -
     """Build the model once (no weights drawn) to check that the layers fit each other, the data, the digits
     and the loss, and that it fits in memory."""
     data = open_source(cfg["data"])
-    layers, in_shape, _ = build_layers(specs, data.image_shape, LOSSES[cfg["loss"]].fuses)
+    layers, in_shape, _ = build_layers(specs, data.image_shape, LOSSES[loss_name(cfg)].fuses)
     try:
         layer_shapes, param_shapes = plan(layers, in_shape)
     except ShapeError as exc:
@@ -263,7 +282,7 @@ def _check_shapes(cfg: dict, specs: list[tuple[str, dict]], source: str, fail) -
     if len(out_shape) != 1:
         fail("model", f"the last layer gives outputs of shape {out_shape}; add flatten and a linear layer")
     outputs = out_shape[0]
-    name = cfg["loss"]
+    name = loss_name(cfg)
     if name == "cross_entropy" and outputs != n_classes:
         fail("model", f"the last layer gives {outputs} output(s), but cross_entropy over digits {digits} "
                       f"needs {n_classes} (one per digit)")

@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from digitlab.nn.base import Layer, Parameter
+from digitlab.nn.base import Layer, Parameter, WeightLayer
 
 EVAL_ACTIVATION_BYTES = 2 << 20  # evaluation runs in slices whose widest activation is about this big (L2-sized)
 
@@ -90,6 +90,18 @@ class Sequential:
 
     def parameters(self) -> Parameters:
         return self.params
+
+    def decay_mask(self) -> np.ndarray:
+        """1 for the weights of linear and conv layers, 0 for biases and batch norm's parameters: where weight
+        decay applies when an optimizer has `decay_all: false`."""
+        mask = np.zeros(len(self.params), dtype=self.params.data.dtype)
+        offset = 0
+        for name, p in self.params.named.items():
+            index, kind = name.split(".", 1)
+            layer = self.layers[int(index)]
+            mask[offset:offset + p.data.size] = kind == "weight" and isinstance(layer, WeightLayer)
+            offset += p.data.size
+        return mask
 
     def lr_scales(self) -> np.ndarray | None:
         """Each parameter element's learning-rate multiplier (its layer's lr_scale), or None when all are 1."""

@@ -17,9 +17,9 @@ from digitlab.nn.losses import BCELoss, CrossEntropyLoss, Loss, MSELoss
 from digitlab.nn.means import ClassMeans
 from digitlab.nn.model import Sequential
 from digitlab.nn.normalization import BatchNorm
-from digitlab.nn.optim import SGD, Adadelta, Adam, Optimizer, RMSprop
+from digitlab.nn.optim import SGD, Adadelta, Adam, AdamW, Optimizer, RMSprop
 from digitlab.nn.pooling import AvgPool2d, MaxPool2d
-from digitlab.nn.schedules import CosineLR, Schedule, StepLR
+from digitlab.nn.schedules import CosineLR, OneCycleLR, Schedule, StepLR
 
 # Config names -> classes. Aliases map to the same class; the first name of a class is the one saved.
 LAYERS: dict[str, type[Layer]] = {
@@ -36,8 +36,10 @@ MODELS = {
     "nearest_mean": lambda n: [("flatten", {}), ("class_means", {"units": n, "metric": "euclidean"})],
 }
 LOSSES: dict[str, type[Loss]] = {"mse": MSELoss, "bce": BCELoss, "cross_entropy": CrossEntropyLoss}
-OPTIMIZERS: dict[str, type[Optimizer]] = {"sgd": SGD, "adam": Adam, "rmsprop": RMSprop, "adadelta": Adadelta}
-SCHEDULES: dict[str, type[Schedule]] = {"constant": Schedule, "step": StepLR, "cosine": CosineLR}
+OPTIMIZERS: dict[str, type[Optimizer]] = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSprop,
+                                          "adadelta": Adadelta}
+SCHEDULES: dict[str, type[Schedule]] = {"constant": Schedule, "step": StepLR, "cosine": CosineLR,
+                                         "one_cycle": OneCycleLR}
 
 
 def layer_name(cls: type[Layer]) -> str:

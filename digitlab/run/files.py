@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from digitlab import __version__
-from digitlab.config import config_hash, validate
+from digitlab.config import config_hash, loss_name, validate
 from digitlab.data import DigitData, from_indices, open_source
 from digitlab.errors import ConfigError, DamagedRun, DataError, RunError
 from digitlab.nn import Sequential, architecture
@@ -24,7 +24,7 @@ SPLITS = "splits.npz"
 
 
 def save_model(run: RunFolder, model: Sequential, cfg: dict, name: str = MODEL, **extra) -> None:
-    run.save_npz(name, model_arrays(model, loss=cfg["loss"], classes=cfg["data"]["digits"], digitlab=__version__,
+    run.save_npz(name, model_arrays(model, loss=loss_name(cfg), classes=cfg["data"]["digits"], digitlab=__version__,
                                     config_hash=config_hash(cfg), **extra))
 
 

@@ -26,7 +26,7 @@ from digitlab.run.callbacks import EpochLogger, RunWriter
 from digitlab.run.console import Console
 from digitlab.run.files import save_model, save_splits
 from digitlab.run.outputs import AT_START, OUTPUTS, write_outputs
-from digitlab.run.setup import Setup, prepare
+from digitlab.run.setup import Setup, prepare, train_eval_rows
 from digitlab.run.view import RunView
 from digitlab.runs import FINISHED_FIELDS, RunFolder, utc_now
 
@@ -74,6 +74,10 @@ def start(cfg: dict, runs_dir: str | Path = "runs", quiet: bool = False, progres
                      f" / {sizes['test']} test images, {setup.model.num_parameters()} parameters -> {run.path}")
         for line in format_summary(setup.model, cfg["name"]).splitlines():
             console.echo(line)
+        rows = train_eval_rows(cfg, sizes["train"], sizes["test"])
+        if rows is not None:
+            console.echo(f"train metrics on a fixed {len(rows):,} of the {sizes['train']:,} training images "
+                         f"(train_eval)")
         if cfg["batch_size"] > sizes["train"]:
             console.warn(f"batch_size {cfg['batch_size']} is larger than the {sizes['train']} training images: "
                          f"every epoch is one batch of {sizes['train']}")
@@ -121,12 +125,13 @@ def _learner(run: RunFolder, setup: Setup, console: Console, config_yaml: str, s
     """The Learner of a prepared setup, with the callbacks that report and record each epoch. Callback order
     matters at an epoch's end: metrics first (ScoreSplits), then those that print and write them."""
     cfg, data = setup.cfg, setup.data
-    splits = {"train": (setup.inputs(data.train), data.train.y)}
+    x_train = setup.inputs(data.train)
+    rows = train_eval_rows(cfg, len(data.train), len(data.test))
+    splits = {"train": (x_train, data.train.y) if rows is None else (x_train[rows], data.train.y[rows])}
     if data.val is not None:
         splits["val"] = (setup.inputs(data.val), data.val.y)
     if cfg["test_every_epoch"]:
         splits["test"] = (setup.inputs(data.test), data.test.y)
-    x_train = splits["train"][0]
     report = [ScoreSplits(splits), *([EarlyStopping(**cfg["early_stopping"])] if cfg.get("early_stopping") else []),
               EpochLogger(console, cfg["epochs"]), RunWriter(run, setup, config_yaml)]
     for cb in report:  # a resumed run's stateful callbacks carry on from the checkpoint

@@ -13,6 +13,7 @@ from digitlab import plots
 from digitlab.data.augment import make_augment
 from digitlab.metrics import confusion_matrix, precision_recall
 from digitlab.nn import ClassMeans, Conv2d
+from digitlab.run.setup import train_eval_rows
 from digitlab.run.view import RunView
 from digitlab.runs import RunFolder
 from digitlab.storage import png_bytes
@@ -62,6 +63,13 @@ def confusion_csv(view: RunView) -> str:
 @output("confusion.png")
 def confusion_png(view: RunView) -> bytes:
     return png_bytes(plots.confusion(_confusion(view), view.classes))
+
+
+def train_eval(view: RunView) -> dict:
+    """How many training images the train metrics were scored on, of how many."""
+    sizes = view.data.sizes()
+    rows = train_eval_rows(view.cfg, sizes["train"], sizes["test"])
+    return {"images": sizes["train"] if rows is None else len(rows), "of": sizes["train"]}
 
 
 def chance(view: RunView) -> dict:
@@ -132,6 +140,7 @@ def summary_json(view: RunView) -> dict:
         "epochs": len(rows), "seconds": round(sum(r["seconds"] or 0 for r in rows), 3),
         "params": model.num_parameters(), "weights_epoch": epoch,
         "dataset_sizes": view.data.sizes(), "classes": classes, "chance": chance(view),
+        "train_eval": train_eval(view),
         "precision": {str(c): round(float(p), 6) for c, p in zip(classes, precision)},
         "recall": {str(c): round(float(r), 6) for c, r in zip(classes, recall)},
     }
