@@ -11,6 +11,7 @@ from digitlab.options import Integer, Number
 class Linear(WeightLayer):
     """y = x W + b, with W stored (in, out) so the forward pass is one matmul on row-major batches."""
 
+    fresh_output = True
     options = {"units": Integer(1), **WeightLayer.options}
 
     def __init__(self, units: int, init: str | None = None, scale: float | None = None, bias: bool = True,

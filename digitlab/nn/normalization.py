@@ -16,6 +16,7 @@ from digitlab.options import Number
 
 
 class BatchNorm(Layer):
+    fresh_output = True
     options = {"momentum": Number(0, 1), "eps": Number(0, low_open=True), "lr_scale": Number(0, low_open=True)}
     transparent_to_init = True
 
