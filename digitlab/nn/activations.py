@@ -16,7 +16,7 @@ class ReLU(Layer):
     gradient it is handed, which nobody else holds."""
 
     preferred_init = "he"
-    monotone = True
+    elementwise = monotone = True
     inplace = False
 
     def forward(self, x):
@@ -33,7 +33,7 @@ class LeakyReLU(Layer):
 
     options = {"slope": Number(0, 1, high_open=True)}
     preferred_init = "he"
-    monotone = True
+    elementwise = monotone = True
 
     def __init__(self, slope: float = 0.01):
         self.slope = float(slope)
@@ -49,7 +49,7 @@ class LeakyReLU(Layer):
 class Sigmoid(Layer):
     """y = 1 / (1 + e^-x) (stable, via tanh); dL/dx = dL/dy * y (1 - y)."""
 
-    monotone = True
+    elementwise = monotone = True
 
     def forward(self, x):
         self.y = F.sigmoid(x)
@@ -62,7 +62,7 @@ class Sigmoid(Layer):
 class Tanh(Layer):
     """y = tanh(x); dL/dx = dL/dy * (1 - y^2)."""
 
-    monotone = True
+    elementwise = monotone = True
 
     def forward(self, x):
         self.y = np.tanh(x)

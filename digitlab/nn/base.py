@@ -38,6 +38,7 @@ class Layer:
     preferred_init: ClassVar[str | None] = None  # the initialiser a weight right before this layer should get
     transparent_to_init: ClassVar[bool] = False  # looked through when choosing that initialiser (batch norm, pooling)
     closed_form: ClassVar[bool] = False  # fitted in one pass by fit(x, y) instead of by gradient steps
+    elementwise: ClassVar[bool] = False  # works on any shape, value by value (activations, dropout)
     monotone: ClassVar[bool] = False  # elementwise and non-decreasing: max pooling commutes with it
     takes_max: ClassVar[bool] = False  # max pooling: a monotone activation before it may run after it
     fresh_output: ClassVar[bool] = False  # forward returns a new array that it keeps no reference to

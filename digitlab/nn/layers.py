@@ -51,6 +51,7 @@ class Dropout(Layer):
     so the expected output equals the input."""
 
     options = {"p": Number(0, 1, high_open=True)}
+    elementwise = True
 
     def __init__(self, p: float = 0.5):
         self.p = p

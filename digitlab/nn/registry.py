@@ -54,8 +54,10 @@ def default_init(layers: list[Layer], i: int) -> str:
     return (after.preferred_init if after is not None else None) or "xavier"
 
 
-def input_shape_for(first: type[Layer], image_shape: tuple[int, ...]) -> tuple[int, ...]:
-    """A model that starts with a dense layer sees flat images; any other sees (channels, rows, cols)."""
+def input_shape_for(classes: list[type[Layer]], image_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """A model whose first layer that cares about shape is a dense one (past dropout or activations on the
+    pixels) sees flat images; any other sees (channels, rows, cols)."""
+    first = next((cls for cls in classes if not cls.elementwise), None)
     return (math.prod(image_shape),) if first is Linear else tuple(image_shape)
 
 
@@ -72,7 +74,7 @@ def build_layers(layer_specs: list[tuple[str, dict]], image_shape: tuple[int, ..
     head = None
     if fuses is not None:
         head = layers.pop() if layers and isinstance(layers[-1], fuses) else fuses()
-    in_shape = input_shape_for(LAYERS[layer_specs[0][0]], image_shape) if layer_specs else tuple(image_shape)
+    in_shape = input_shape_for([LAYERS[name] for name, _ in layer_specs], image_shape)
     return layers, in_shape, head
 
 
