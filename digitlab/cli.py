@@ -89,11 +89,18 @@ def train(config, overrides, runs_dir, name, seed, resume_dir, threads, quiet, d
 
 def _resume_threads(run_dir: Path, threads: int | None) -> int | None:
     """The BLAS threads a resumed run continues with: the ones it started with (they change the last bits of
-    every sum), unless --threads says otherwise, which is allowed with a warning. Read before numpy loads."""
+    every sum), unless --threads says otherwise, which is allowed with a warning. The OpenBLAS kernels it
+    started with (OPENBLAS_CORETYPE) are asked for again too. Read before numpy loads."""
     try:
-        recorded = json.loads((run_dir / "run.json").read_text(encoding="utf-8")).get("blas_threads")
+        info = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+        recorded, core = info.get("blas_threads"), info.get("blas_core")
     except (OSError, ValueError, AttributeError):
         return threads  # the resume itself reports a missing or damaged run.json
+    if isinstance(core, str) and core != (os.environ.get("OPENBLAS_CORETYPE") or "auto"):
+        if core == "auto":
+            os.environ.pop("OPENBLAS_CORETYPE", None)
+        else:
+            os.environ["OPENBLAS_CORETYPE"] = core
     recorded = str(recorded) if recorded is not None else None
     if recorded is None:
         return threads

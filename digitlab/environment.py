@@ -30,12 +30,18 @@ def blas_threads() -> str:
     return os.environ.get("OPENBLAS_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS") or "default"
 
 
+def blas_core() -> str:
+    """The OpenBLAS kernels asked for (OPENBLAS_CORETYPE: Haswell, SkylakeX...), or "auto" for OpenBLAS's own
+    choice by CPU: they change the speed of every product and its last bits."""
+    return os.environ.get("OPENBLAS_CORETYPE") or "auto"
+
+
 def environment() -> dict:
     """What a run's numbers depend on besides its config."""
     import numpy as np
     return {"python": platform.python_version(), "numpy": np.__version__, "digitlab": __version__,
             "git_commit": git_commit(), "host": socket.gethostname(), "platform": platform.platform(),
-            "blas_threads": blas_threads()}
+            "blas_threads": blas_threads(), "blas_core": blas_core()}
 
 
 def cpu_model() -> str:
