@@ -172,7 +172,7 @@ def compare_runs(folders, sort, fmt, all_columns, plot_path, group_seeds):
               help="The sweep's folder is <runs-dir>/<sweep name>.")
 def sweep_points(sweep_file, workers, dry_run, executor, address, retry_failed, runs_dir):
     """Run every point of SWEEP_FILE that is not complete yet; safe to run again, and from cron."""
-    from digitlab.sweep import load_sweep, run_sweep, summary_rows
+    from digitlab.sweep import epochs_line, load_sweep, run_sweep, summary_rows
     from digitlab.tables import format_table
 
     if address and executor != "dask":
@@ -191,7 +191,8 @@ def sweep_points(sweep_file, workers, dry_run, executor, address, retry_failed, 
                    f"({best.params} parameters) -> {best.folder}")
     if result.elsewhere:
         click.echo(f"{len(result.elsewhere)} point(s) running elsewhere or not run; run the sweep again later")
-    click.echo(f"{len(result.trained)} point(s) run now; points.csv and compare.png in {result.folder}")
+    click.echo(f"{len(set(result.trained))} point(s) run now; points.csv and compare.png in {result.folder}")
+    click.echo(epochs_line(result))
     if result.interrupted:
         sys.exit(128 + result.interrupted)
     if result.failed:
