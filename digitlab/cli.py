@@ -121,6 +121,32 @@ def evaluate(run_dir):
     click.echo(f"test_accuracy {result['test_accuracy']:.6f}  test_loss {result['test_loss']:.6f}")
 
 
+# --- digitlab reproduce (issue 12) ------------------------------------------------------------------------------
+@main.command(name="reproduce")
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--runs-dir", default="runs", show_default=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder that receives the new run folder.")
+@click.option("--threads", type=click.IntRange(1), help="BLAS threads (default: those the run started with).")
+def reproduce_command(run_dir, runs_dir, threads):
+    """Train RUN_DIR's config.yaml again into a new folder and say whether metrics.csv matches (apart from
+    seconds), naming what differs in the environment when it does not. Exit code 0 when it matches, 1 when not."""
+    from digitlab.threads import limits
+    try:  # before numpy loads: BLAS reads these once
+        recorded = str(json.loads((run_dir / "run.json").read_text(encoding="utf-8")).get("blas_threads"))
+    except (OSError, ValueError, AttributeError):
+        recorded = ""  # the reproduction itself reports a missing or damaged run.json
+    threads = threads or (int(recorded) if recorded.isdigit() else None)
+    if threads:
+        os.environ.update(limits(threads))
+    from digitlab.reproduce import reproduce_run
+
+    result = reproduce_run(run_dir, runs_dir)
+    click.echo(f"trained {result.original} again: {result.copy}")
+    for line in result.lines():
+        click.echo(line)
+    sys.exit(0 if result.match else 1)
+
+
 # --- digitlab compare (issue 3) ---------------------------------------------------------------------------------
 @main.command(name="compare")
 @click.argument("folders", nargs=-1, required=True, type=click.Path(path_type=Path))
@@ -134,18 +160,26 @@ def evaluate(run_dir):
                    "compare.png).")
 @click.option("--group-seeds", is_flag=True, help="One row per config: mean and std over runs that differ only "
                                                   "by seed.")
-def compare_runs(folders, sort, fmt, all_columns, plot_path, group_seeds):
+@click.option("--where", "conditions", multiple=True, metavar="EXPR", help="Only runs whose column meets EXPR: "
+              "test_acc>0.99, lr<=0.01, digits=[3,8], status!=complete, optimizer=adam (repeat: all must hold).")
+def compare_runs(folders, sort, fmt, all_columns, plot_path, group_seeds, conditions):
     """Runs side by side. FOLDERS are run folders or sweep folders (a sweep folder stands for its runs)."""
-    from digitlab import compare
+    from digitlab import compare, where
 
+    conditions = where.parse_all(conditions)
     runs, warnings = compare.collect(folders)
     for warning in warnings + [run.damage for run in runs if run.damage]:
         click.echo(f"warning: {warning}", err=True)
     if not runs:
         raise UserError("nothing to compare: none of the folders given is a run folder or a folder that holds runs")
+    if conditions:
+        compare.describe(runs)
+        runs = [run for run in runs if all(c.matches(run.values) for c in conditions)]
+        if not runs:
+            raise UserError(f"nothing to compare: no run meets --where {' '.join(c.text for c in conditions)}")
     columns, rows = compare.table(runs, all_columns=all_columns, group_seeds=group_seeds, sort=sort)
     click.echo(compare.render(columns, rows, fmt))
-    target = plot_path or compare.default_plot_path(folders)
+    target = plot_path or (compare.default_plot_path(folders) if not conditions else None)
     if target is None:
         return
     try:
@@ -156,6 +190,35 @@ def compare_runs(folders, sort, fmt, all_columns, plot_path, group_seeds):
         click.echo(f"warning: {exc}; the plot was not written", err=True)
         return
     click.echo(f"plot: {written}" if written else "plot: no run has a finished epoch yet; nothing drawn", err=True)
+
+
+# --- digitlab runs (issue 12) -----------------------------------------------------------------------------------
+@main.command(name="runs")
+@click.argument("folders", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--where", "conditions", multiple=True, metavar="EXPR", help="Only runs whose column meets EXPR: "
+              "test_acc>0.99, lr<=0.01, digits=[3,8], status!=complete, optimizer=adam (repeat: all must hold); "
+              "any column of digitlab compare, and started, sweep, point.")
+@click.option("--status", "statuses", multiple=True, type=click.Choice(["running", "complete", "pruned",
+              "interrupted", "crashed", "failed", "diverged", "damaged"]), help="Only runs with this status "
+              "(repeat for several).")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "markdown"]), default="table",
+              show_default=True, help="Output format.")
+def list_runs(folders, conditions, statuses, fmt):
+    """Every run under FOLDERS (default: runs/), newest first: name, status, started, epochs done, test accuracy,
+    best validation accuracy, folder."""
+    from digitlab import catalog, compare, where
+
+    conditions = where.parse_all(conditions)
+    if not folders and not Path("runs").is_dir():
+        click.echo("no runs: there is no runs/ folder here", err=True)
+        return
+    columns, rows, warnings = catalog.list_runs(folders or [Path("runs")], conditions, statuses)
+    for warning in warnings + [row["damage"] for row in rows if row.get("damage")]:
+        click.echo(f"warning: {warning}", err=True)
+    if not rows:
+        click.echo("no runs" + (" meet the conditions" if conditions or statuses else " found"), err=True)
+        return
+    click.echo(compare.render(columns, rows, fmt))
 
 
 # --- digitlab sweep (issue 3) -----------------------------------------------------------------------------------
