@@ -85,12 +85,13 @@ def load_splits(run: RunFolder, cfg: dict) -> DigitData | None:
         raise DamagedRun(path, str(exc)) from None
 
 
-def save_git_diff(run: RunFolder, env: dict, console, limit: int = DIFF_LIMIT) -> None:
+def save_git_diff(run: RunFolder, env: dict, console, limit: int | None = None) -> None:
     """git.diff: the uncommitted changes when the run starts from a dirty tree (env["git_dirty"]), at most
     `limit` bytes; a capped diff ends with a line saying so, run.json's `git_diff` says how large it was, and
     the console warns, because a capped diff cannot rebuild the code."""
     if not env.get("git_dirty"):
         return
+    limit = limit or DIFF_LIMIT
     diff = (uncommitted_changes() or "").encode("utf-8", errors="replace")
     size, capped = len(diff), len(diff) > limit
     if capped:
