@@ -152,16 +152,20 @@ def test_a_dirty_tree_leaves_its_changes_in_git_diff_capped(tmp_path, monkeypatc
     assert (run / "git.diff").read_text() == "diff --git a/x b/x\n+change\n" * 100
     assert json.loads((run / "run.json").read_text())["git_diff"] == {"file": "git.diff", "bytes": 2700,
                                                                       "capped": False}
+    from digitlab.run.console import Console
+    from digitlab.runs import RunFolder
+    capped = RunFolder.create_at(tmp_path / "capped")
+    console = Console(quiet=True)
+    console.attach(capped)
     monkeypatch.setattr(files, "DIFF_LIMIT", 1000)
-    capped = start(validate({**TINY, "epochs": 1}), run_dir=tmp_path / "capped", quiet=True, progress=False)
+    files.save_git_diff(capped, dirty, console)
     text = (capped / "git.diff").read_text()
     assert len(text) < 1100 and text.endswith("# digitlab: capped at 1000 bytes; the changes were 2700 bytes\n")
     assert json.loads((capped / "run.json").read_text())["git_diff"]["capped"] is True
     assert "git.diff: the uncommitted changes are 2700 bytes" in (capped / "log.txt").read_text()
-    clean = {**dirty, "git_dirty": False}
-    monkeypatch.setattr(lifecycle, "environment", lambda: clean)
-    assert not (start(validate({**TINY, "epochs": 1}), run_dir=tmp_path / "clean", quiet=True,
-                      progress=False) / "git.diff").exists()
+    clean = RunFolder.create_at(tmp_path / "clean")
+    files.save_git_diff(clean, {**dirty, "git_dirty": False}, console)
+    assert not (clean / "git.diff").exists()
 
 
 def test_a_stopped_run_resumes_to_exactly_the_uninterrupted_one(tmp_path):

@@ -156,8 +156,11 @@ def test_worker_processes_and_dask_prune_the_same_points(reference, tmp_path):
 
 
 def test_the_median_rule_prunes_the_same_points_in_worker_processes(tmp_path):
-    median = {"method": "median", "metric": "val_accuracy", "min_epochs": 2, "min_points": 3}
-    path = write_sweep(tmp_path, name="median", prune=median)
+    median = {"method": "median", "metric": "val_accuracy", "min_epochs": 1, "min_points": 2}
+    path = write_sweep(tmp_path, name="median", prune=median, base={**TINY, "epochs": 4})
+    spec = yaml.safe_load(path.read_text())
+    spec["random"].update(n=6, seed=3)
+    path.write_text(yaml.safe_dump(spec))
     one = sweep(path, "--runs-dir", tmp_path / "one")
     pool = sweep(path, "--runs-dir", tmp_path / "pool", "--workers", "2")
     assert one.returncode == pool.returncode == 0, one.stdout + pool.stdout
@@ -216,3 +219,28 @@ def test_the_shipped_measurement_sweeps_hold_the_same_points():
     assert [p.id for p in pruned.points] == [p.id for p in full.points]
     varied = {k for p in pruned.points for k in p.values}
     assert {"optimizer.lr", "model.2.dropout,model.5.dropout", "model.0.linear,model.3.linear"} <= varied
+
+
+def test_a_cluster_worker_resumes_an_interrupted_point_from_its_shipped_checkpoint(tmp_path):
+    """What --executor dask does with a crashed or interrupted point, without a cluster: the client ships the
+    folder, the worker resumes it, the client puts the continued folder in place of the old one."""
+    from digitlab.run import start
+    from digitlab.run.callbacks import StopAfter
+    from digitlab.sweep.executors.dask import folder_files, train_remote, write_remote_run
+    from digitlab.sweep.point import origin
+
+    point = load_sweep(write_sweep(tmp_path, base={**TINY, "epochs": 3})).points[0]
+    sweep_dir = tmp_path / "runs" / "asha"
+    straight = start(point.cfg, run_dir=tmp_path / "straight", quiet=True, progress=False)
+    stopped = start(point.cfg, run_dir=sweep_dir / point.folder, quiet=True, progress=False,
+                    stop=StopAfter(1), record=origin(sweep_dir, point.id))
+    stopped.update_status(status="interrupted", signal=2)  # as Ctrl-C after epoch 1 leaves it
+    remote = train_remote(point.cfg, folder_files(stopped.path), None, origin(sweep_dir, point.id))
+    assert remote["error"] is None and remote["restarted"] is None
+    folder = write_remote_run(sweep_dir, point, remote, replacing=stopped.path)
+    info = json.loads((folder / "run.json").read_text())
+    assert folder == stopped.path and info["status"] == "complete" and info["point"] == point.id
+    assert [r["from_epoch"] for r in info["resumes"]] == [1]
+    strip = [line.rsplit(",", 1)[0] for line in (folder / "metrics.csv").read_text().splitlines()]
+    assert strip == [line.rsplit(",", 1)[0] for line in (straight / "metrics.csv").read_text().splitlines()]
+    assert sorted(p.name for p in sweep_dir.iterdir()) == [point.folder]  # no incoming or previous folder left
