@@ -254,6 +254,9 @@ def sweep_points(sweep_file, workers, dry_run, executor, address, retry_failed, 
                    f"({best.params} parameters) -> {best.folder}")
     if result.elsewhere:
         click.echo(f"{len(result.elsewhere)} point(s) running elsewhere or not run; run the sweep again later")
+    if result.waiting:
+        click.echo(f"{len(result.waiting)} point(s) wait at their rung for results still to come; run the sweep "
+                   f"again later")
     click.echo(f"{len(set(result.trained))} point(s) run now; points.csv and compare.png in {result.folder}")
     click.echo(epochs_line(result))
     if result.interrupted:

@@ -17,6 +17,7 @@ from digitlab.runs import RunFolder
 from digitlab.storage import check_writable, make_folder
 from digitlab.sweep.files import write_compare_png, write_points_csv, write_sweep_file
 from digitlab.sweep.point import run_point
+from digitlab.sweep.prune import WAIT
 from digitlab.sweep.schedule import Job, Schedule
 from digitlab.sweep.spec import Point, Sweep
 from digitlab.sweep.state import FAILED, RERUN, Outcome, best_of, epochs_done, find_folder, last_metric, read_result
@@ -33,6 +34,7 @@ class SweepResult:
     interrupted: int | None = None  # the signal that stopped the sweep
     lost: list[str] = field(default_factory=list)  # points a Dask worker did not bring back
     retry_failed: bool = False
+    waiting: list[str] = field(default_factory=list)  # pruned points waiting at their rung for a decision
     epochs: tuple[int, int] = (0, 0)  # epochs the points' folders hold, epochs the full grid would train
     seconds: float = 0.0  # wall time of this invocation
 
@@ -148,6 +150,7 @@ def _write_sweep_files(sweep: Sweep, sweep_dir: Path, result: SweepResult) -> No
         schedule = Schedule(sweep, sweep_dir, result.retry_failed).look(settle=False)
         result.outcomes = _final_outcomes(sweep, sweep_dir, schedule)
         result.epochs = schedule.epochs_spent()
+        result.waiting = [p.id for p in sweep.points if schedule.prunes and schedule.decisions[p.id].state == WAIT]
         result.best = best_of(result.outcomes, sweep.maximize)
         write_points_csv(sweep, sweep_dir, result.outcomes)
         write_compare_png(sweep, sweep_dir, result.outcomes)
