@@ -28,7 +28,7 @@ def run_in_processes(sweep_dir: Path, jobs: list[Job], retry_failed: bool, worke
     os.environ.update(limited)
     try:
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=_watch_parent) as pool:
+                                 initializer=_watch_parent, initargs=(os.getpid(),)) as pool:
             futures = {pool.submit(_pool_run_point, str(sweep_dir), job, retry_failed): job for job in jobs}
             try:
                 pending = set(futures)
@@ -61,11 +61,11 @@ def run_in_processes(sweep_dir: Path, jobs: list[Job], retry_failed: bool, worke
 _orphaned = threading.Event()
 
 
-def _watch_parent() -> None:
-    """In a pool worker: when the sweep process dies (SIGKILL, a crash), stop too instead of lingering. SIGTERM
-    to itself ends the training loop after its batch (the point becomes `interrupted`, its checkpoint intact, and
-    the next sweep continues it); a worker still there 30 s later exits anyway."""
-    parent = os.getppid()
+def _watch_parent(parent: int) -> None:
+    """In a pool worker: when the sweep process (`parent`, its pid passed in: a worker that finishes starting
+    after the sweep died must not take its new parent for the sweep) dies (SIGKILL, a crash), stop too instead of
+    lingering. SIGTERM to itself ends the training loop after its batch (the point becomes `interrupted`, its
+    checkpoint intact, and the next sweep continues it); a worker still there 30 s later exits anyway."""
 
     def watch():
         while os.getppid() == parent:
