@@ -75,6 +75,16 @@ def test_asha_ties_go_to_the_earlier_point_and_failures_rank_last():
     assert states(rule.plan(tracks)) == [RUN, ENDED, ENDED, PRUNED]
 
 
+def test_a_point_complete_before_its_last_epoch_keeps_its_last_value():
+    """Early stopping (a config's own) may complete a point after 2 of its 9 epochs: it is complete, and its last
+    value is its result at every rung it did not train to."""
+    rule = ASHA(min_epochs=1, reduction_factor=3)
+    tracks = [Track([0.7, 0.95], 9, finished=True), Track([0.6], 9), Track([0.4], 9)]
+    decisions = rule.plan(tracks)  # point 0 wins rung 1 and is in at rung 2 (epoch 3) with 0.95: nothing to run
+    assert states(decisions) == [COMPLETE, PRUNED, PRUNED]
+    assert decisions[1].why == "rung 1 (epoch 1): val_accuracy 0.6000 ranked 2 of 3, the top 1 goes on"
+
+
 def test_asha_minimises_losses():
     rule = ASHA(metric="val_loss", min_epochs=1, reduction_factor=2)
     decisions = rule.plan([Track([0.3], 4), Track([0.1], 4), Track([0.2], 4), Track([0.9], 4)])

@@ -80,7 +80,7 @@ class StopAfter:
         return f"StopAfter({self.epoch})"
 
 
-class EarlyStop(Callback):
+class StopCheck(Callback):
     """Asks a stop rule (see digitlab.run.lifecycle) after each epoch is recorded whether to end training there;
     `reason` says why it did. Never at the config's last epoch: a run that trained every epoch is complete."""
 

@@ -27,7 +27,7 @@ from digitlab.errors import CheckpointError, RunError, StorageError
 from digitlab.learner import Learner, LRScheduler, ProgressBar, ScoreSplits, TerminateOnNaN
 from digitlab.nn import SCHEDULES
 from digitlab.nn.summary import format_summary
-from digitlab.run.callbacks import EarlyStop, EpochLogger, RunWriter
+from digitlab.run.callbacks import EpochLogger, RunWriter, StopCheck
 from digitlab.run.console import Console
 from digitlab.run.files import save_git_diff, save_model, save_splits
 from digitlab.run.outputs import AT_START, OUTPUTS, write_outputs
@@ -156,14 +156,15 @@ def _fit(run: RunFolder, setup: Setup, console: Console, config_yaml: str, start
     cfg = setup.cfg
     signals: list[int] = []
     nan_guard = TerminateOnNaN()
-    early = EarlyStop(run, stop, cfg["epochs"])  # after RunWriter: the epoch it stops at is recorded
+    stop_check = StopCheck(run, stop, cfg["epochs"])  # after RunWriter: the epoch it stops at is recorded
     summary = None
     try:
-        learner = _learner(run, setup, console, config_yaml, start_epoch, progress, [nan_guard, *callbacks, early])
+        learner = _learner(run, setup, console, config_yaml, start_epoch, progress,
+                           [nan_guard, *callbacks, stop_check])
         # Overflow on the way to a NaN loss is reported once, as divergence, not as numpy warnings.
         with stop_on_signals(learner) as signals, np.errstate(over="ignore", invalid="ignore"):
             learner.fit(cfg["epochs"], start_epoch=start_epoch)
-        if not signals and not nan_guard.diverged and not early.reason:
+        if not signals and not nan_guard.diverged and not stop_check.reason:
             summary = finish(run, setup)
     except KeyboardInterrupt:
         signals = signals or [signal.SIGINT]
@@ -188,9 +189,9 @@ def _fit(run: RunFolder, setup: Setup, console: Console, config_yaml: str, start
         console.echo(f"diverged: the loss became {d['loss']} at epoch {d['epoch']}, batch {d['batch']}; "
                      f"try a lower optimizer.lr (now {cfg['optimizer']['lr']})")
         return
-    if early.reason:
-        run.update_status(status="pruned", ended=utc_now(), epoch=done, pruned=early.reason)
-        console.echo(f"pruned after epoch {done} of {cfg['epochs']}: {early.reason}")
+    if stop_check.reason:
+        run.update_status(status="pruned", ended=utc_now(), epoch=done, pruned=stop_check.reason)
+        console.echo(f"pruned after epoch {done} of {cfg['epochs']}: {stop_check.reason}")
         return
     run.update_status(status="complete", ended=utc_now())
     console.echo(f"test accuracy {summary['test_accuracy']:.4f}")

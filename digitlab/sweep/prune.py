@@ -39,17 +39,19 @@ COMPLETE, PRUNED, ENDED = "complete", "pruned", "ended"  # ended: failed, diverg
 
 @dataclass
 class Track:
-    """What a rule knows of one point: its metric after each epoch recorded so far, its config's epochs, and
-    whether it ended on its own (failed, diverged, damaged): it then counts as the worst at every rung it did not
-    reach."""
+    """What a rule knows of one point: its metric after each epoch recorded so far, its config's epochs, whether
+    it ended on its own (failed, diverged, damaged: it then counts as the worst at every rung it did not reach),
+    and whether its run says it is complete (early stopping may complete it before its last epoch: its last
+    value then stands for the epochs it did not train)."""
 
     values: list
     epochs: int
     ended: bool = False
+    finished: bool = False
 
     @property
     def complete(self) -> bool:
-        return not self.ended and len(self.values) >= self.epochs
+        return not self.ended and (self.finished or len(self.values) >= self.epochs)
 
 
 @dataclass
@@ -196,8 +198,8 @@ def _at(track: Track, epoch: int):
     """The point's result at a rung: its metric after min(epoch, its epochs), the worst when it ended before,
     None when it has not got there yet."""
     at = min(epoch, track.epochs)
-    if len(track.values) >= at:
-        value = track.values[at - 1]
+    if len(track.values) >= at or (track.complete and track.values):
+        value = track.values[min(at, len(track.values)) - 1]
         return value if isinstance(value, (int, float)) and math.isfinite(value) else -math.inf
     return -math.inf if track.ended else None
 

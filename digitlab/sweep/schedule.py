@@ -70,7 +70,7 @@ class Schedule:
         except RunError:
             rows = []
         ended = state in FAILED and not self.retry_failed
-        return Track([r.get(metric) for r in rows], point.cfg["epochs"], ended)
+        return Track([r.get(metric) for r in rows], point.cfg["epochs"], ended, finished=state == COMPLETE)
 
     def _settle(self) -> None:
         """A point killed or interrupted right after the epoch its rung stops it at is pruned, not crashed:
