@@ -85,8 +85,8 @@ class Schedule:
                 continue
             try:
                 run = RunFolder(folder)
-                run.update_status(status="pruned", ended=utc_now(), epoch=self.done_epochs[point.id],
-                                  pruned=decision.why)
+                run.update_status(drop=("signal", "error"), status="pruned", ended=utc_now(),
+                                  epoch=self.done_epochs[point.id], pruned=decision.why)
                 self.states[point.id] = ("pruned", folder, None)
             except RunError:
                 continue
