@@ -1,6 +1,11 @@
 """A run's life: start it in a new folder, train it epoch by epoch, stop it cleanly on Ctrl-C or SIGTERM,
-resume it from its checkpoint, and record how it ended (complete, diverged, interrupted or failed) in run.json.
-Whatever happens after the folder exists, the status never stays `running` behind a dead process.
+resume it from its checkpoint, and record how it ended (complete, diverged, interrupted, pruned or failed) in
+run.json. Whatever happens after the folder exists, the status never stays `running` behind a dead process.
+
+A caller may end training early with a `stop` rule (a sweep's pruning, `digitlab reproduce` of a pruned run):
+an object whose `check(rows)` is asked after each epoch is recorded (its metrics row and checkpoint written) and
+returns why to stop there, or None. The run then ends `pruned` with its config unchanged, so resuming it later
+continues the same lr schedule and ends exactly as a run that never paused.
 """
 
 from __future__ import annotations
@@ -22,9 +27,9 @@ from digitlab.errors import CheckpointError, RunError, StorageError
 from digitlab.learner import EarlyStopping, Learner, LRScheduler, OnePass, ProgressBar, ScoreSplits, TerminateOnNaN
 from digitlab.nn import SCHEDULES
 from digitlab.nn.summary import format_summary
-from digitlab.run.callbacks import EpochLogger, RunWriter
+from digitlab.run.callbacks import EpochLogger, RunWriter, StopCheck
 from digitlab.run.console import Console
-from digitlab.run.files import save_model, save_splits
+from digitlab.run.files import save_git_diff, save_model, save_splits
 from digitlab.run.outputs import AT_START, OUTPUTS, write_outputs
 from digitlab.run.setup import Setup, prepare, train_eval_rows
 from digitlab.run.view import RunView
@@ -54,20 +59,43 @@ def stop_on_signals(learner: Learner):
             signal.signal(sig, old)
 
 
+@contextlib.contextmanager
+def failures_recorded(run: RunFolder):
+    """Whatever fails inside leaves run.json saying `failed` (as far as it can still be written) instead of
+    `running`: a write that failed as one line naming the path, anything else with its traceback in log.txt."""
+    try:
+        yield
+    except StorageError as exc:
+        with contextlib.suppress(Exception):
+            run.update_status(status="failed", ended=utc_now(), error=f"a write failed: {exc.path}")
+        kept = "its last checkpoint is intact" if (run / checkpoint.NAME).exists() else "nothing was trained yet"
+        raise exc.because(f"the run stopped, {kept}") from None
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:
+        with contextlib.suppress(Exception):
+            run.update_status(status="failed", ended=utc_now(), error=f"{type(exc).__name__}: {exc}")
+            run.append_log(traceback.format_exc().rstrip("\n"))
+        raise
+
+
 def start(cfg: dict, runs_dir: str | Path = "runs", quiet: bool = False, progress: bool = True,
-          run_dir: str | Path | None = None, callbacks=()) -> RunFolder:
+          run_dir: str | Path | None = None, callbacks=(), stop=None, record: dict | None = None) -> RunFolder:
     """Train a validated config into a new run folder and return it: runs_dir/<name>-<UTC time>, or exactly
     `run_dir` when given (a sweep names its points' folders; it must not exist yet). The run's status in
-    run.json says how it ended: complete, diverged, interrupted or failed."""
+    run.json says how it ended: complete, diverged, interrupted, pruned (by `stop`) or failed. `record` adds
+    keys to run.json: a sweep's point says {"sweep": name, "point": id} (both null for a lone run)."""
     console = Console(quiet)
     setup = prepare(cfg)
     run = RunFolder.create(runs_dir, cfg["name"]) if run_dir is None else RunFolder.create_at(run_dir)
-    with run.lock():
+    with run.lock(), failures_recorded(run):
         console.attach(run)
         config_yaml = dump(cfg)
         run.write("config.yaml", config_yaml)
+        env = environment()
         run.update_status(status="running", started=utc_now(), command=command_line(), seed=cfg["seed"],
-                          **environment())
+                          **{"sweep": None, "point": None, **(record or {})}, **env)
+        save_git_diff(run, env, console)
         save_splits(run, setup.data, cfg)
         sizes = setup.data.sizes()
         console.echo(f"{cfg['name']}: digits {cfg['data']['digits']}, {sizes['train']} train / {sizes['val']} val"
@@ -81,11 +109,11 @@ def start(cfg: dict, runs_dir: str | Path = "runs", quiet: bool = False, progres
         if cfg["batch_size"] > sizes["train"]:
             console.warn(f"batch_size {cfg['batch_size']} is larger than the {sizes['train']} training images: "
                          f"every epoch is one batch of {sizes['train']}")
-        _fit(run, setup, console, config_yaml, start_epoch=1, progress=progress, callbacks=callbacks)
+        _fit(run, setup, console, config_yaml, start_epoch=1, progress=progress, callbacks=callbacks, stop=stop)
     return run
 
 
-def resume(run_dir: str | Path, quiet: bool = False, progress: bool = True) -> RunFolder:
+def resume(run_dir: str | Path, quiet: bool = False, progress: bool = True, stop=None) -> RunFolder:
     """Continue a stopped run from its last checkpoint. For the same seed, the result equals a run that never
     stopped: same weights, same metrics.csv apart from the seconds column."""
     run = RunFolder.open(run_dir)
@@ -115,7 +143,7 @@ def resume(run_dir: str | Path, quiet: bool = False, progress: bool = True) -> R
         resumes = info.get("resumes", []) + [resume_record]
         run.update_status(drop=FINISHED_FIELDS, status="running", resumes=resumes)
         console.echo(f"{cfg['name']}: resuming {run.path} after epoch {state.epoch} of {cfg['epochs']}")
-        _fit(run, setup, console, config_yaml, start_epoch=state.epoch + 1, progress=progress,
+        _fit(run, setup, console, config_yaml, start_epoch=state.epoch + 1, progress=progress, stop=stop,
              callback_states=state.callbacks)
     return run
 
@@ -154,36 +182,29 @@ def _learner(run: RunFolder, setup: Setup, console: Console, config_yaml: str, s
 
 
 def _fit(run: RunFolder, setup: Setup, console: Console, config_yaml: str, start_epoch: int,
-         progress: bool = True, callbacks=(), callback_states: dict | None = None) -> None:
+         progress: bool = True, callbacks=(), stop=None, callback_states: dict | None = None) -> None:
     """Train epochs start_epoch.. of a prepared setup into `run`, write its final files, and record how it ended.
     Whatever fails after the folder exists leaves the status `failed` (or `interrupted`), never `running`."""
     cfg = setup.cfg
     signals: list[int] = []
     nan_guard = TerminateOnNaN()
+    stop_check = StopCheck(run, stop, cfg["epochs"])  # after RunWriter: the epoch it stops at is recorded
     summary = None
-    try:
-        learner = _learner(run, setup, console, config_yaml, start_epoch, progress, [nan_guard, *callbacks],
-                           callback_states)
-        # Overflow on the way to a NaN loss is reported once, as divergence, not as numpy warnings.
-        with stop_on_signals(learner) as signals, np.errstate(over="ignore", invalid="ignore"):
-            learner.fit(cfg["epochs"], start_epoch=start_epoch)
-        if not signals and not nan_guard.diverged:
-            stopper = next((cb for cb in learner.callbacks.callbacks if isinstance(cb, EarlyStopping)), None)
-            if stopper is not None and stopper.stopped_epoch:
-                console.echo(f"early stop after epoch {stopper.stopped_epoch}: {stopper.monitor} did not improve for "
-                             f"{stopper.patience} epochs; best epoch {stopper.best_epoch}")
-            summary = finish(run, setup, stopper.weights_epoch if stopper is not None else None)
-    except KeyboardInterrupt:
-        signals = signals or [signal.SIGINT]
-    except StorageError as exc:
-        with contextlib.suppress(Exception):
-            run.update_status(status="failed", ended=utc_now(), error="a write failed")
-        raise exc.because("the run stopped, its last checkpoint is intact") from None
-    except BaseException as exc:
-        with contextlib.suppress(Exception):
-            run.update_status(status="failed", ended=utc_now(), error=f"{type(exc).__name__}: {exc}")
-            run.append_log(traceback.format_exc().rstrip("\n"))
-        raise
+    with failures_recorded(run):
+        try:
+            learner = _learner(run, setup, console, config_yaml, start_epoch, progress,
+                               [nan_guard, *callbacks, stop_check], callback_states)
+            # Overflow on the way to a NaN loss is reported once, as divergence, not as numpy warnings.
+            with stop_on_signals(learner) as signals, np.errstate(over="ignore", invalid="ignore"):
+                learner.fit(cfg["epochs"], start_epoch=start_epoch)
+            if not signals and not nan_guard.diverged and not stop_check.reason:
+                stopper = next((cb for cb in learner.callbacks.callbacks if isinstance(cb, EarlyStopping)), None)
+                if stopper is not None and stopper.stopped_epoch:
+                    console.echo(f"early stop after epoch {stopper.stopped_epoch}: {stopper.monitor} did not improve "
+                                 f"for {stopper.patience} epochs; best epoch {stopper.best_epoch}")
+                summary = finish(run, setup, stopper.weights_epoch if stopper is not None else None)
+        except KeyboardInterrupt:
+            signals = signals or [signal.SIGINT]
     done = len(run.read_metrics())
     if signals:
         run.update_status(status="interrupted", ended=utc_now(), epoch=done, signal=signals[0])
@@ -195,6 +216,10 @@ def _fit(run: RunFolder, setup: Setup, console: Console, config_yaml: str, start
         run.update_status(status="diverged", ended=utc_now(), diverged=d, hint="lower optimizer.lr")
         console.echo(f"diverged: the loss became {d['loss']} at epoch {d['epoch']}, batch {d['batch']}; "
                      f"try a lower optimizer.lr (now {cfg['optimizer']['lr']})")
+        return
+    if stop_check.reason:
+        run.update_status(status="pruned", ended=utc_now(), epoch=done, pruned=stop_check.reason)
+        console.echo(f"pruned after epoch {done} of {cfg['epochs']}: {stop_check.reason}")
         return
     run.update_status(status="complete", ended=utc_now())
     console.echo(f"test accuracy {summary['test_accuracy']:.4f}")
