@@ -26,6 +26,8 @@ from digitlab.run.callbacks import EpochLogger, RunWriter
 from digitlab.run.console import Console
 from digitlab.run.files import save_model, save_splits
 from digitlab.run.outputs import AT_START, OUTPUTS, write_outputs
+from digitlab.run.records import recorders
+from digitlab.run.report import write_report
 from digitlab.run.setup import Setup, prepare
 from digitlab.run.view import RunView
 from digitlab.runs import FINISHED_FIELDS, RunFolder, utc_now
@@ -118,7 +120,8 @@ def resume(run_dir: str | Path, quiet: bool = False, progress: bool = True) -> R
 def _learner(run: RunFolder, setup: Setup, console: Console, config_yaml: str, start_epoch: int, progress: bool,
              callbacks) -> Learner:
     """The Learner of a prepared setup, with the callbacks that report and record each epoch. Callback order
-    matters at an epoch's end: metrics first (ScoreSplits), then those that print and write them."""
+    matters at an epoch's end: metrics first (ScoreSplits), then those that print and write them; the records
+    of the inside (embedding, layer health) are written before the checkpoint that makes the epoch count."""
     cfg, data = setup.cfg, setup.data
     splits = {"train": (setup.inputs(data.train), data.train.y)}
     if data.val is not None:
@@ -133,7 +136,8 @@ def _learner(run: RunFolder, setup: Setup, console: Console, config_yaml: str, s
     if transform is not None and start_epoch == 1:
         write_outputs(run, RunView(run, cfg=cfg, data=data), names=AT_START)
     hooks = [*callbacks[:1], ScoreSplits(splits), ProgressBar(cfg["epochs"], progress and not console.quiet),
-             EpochLogger(console, cfg["epochs"]), RunWriter(run, setup, config_yaml), *callbacks[1:]]
+             EpochLogger(console, cfg["epochs"]), *recorders(run, setup, start_epoch, console),
+             RunWriter(run, setup, config_yaml), *callbacks[1:]]
     schedule = cfg["optimizer"].get("schedule")
     if schedule:
         opts = {k: v for k, v in schedule.items() if k != "name"}
@@ -148,14 +152,14 @@ def _fit(run: RunFolder, setup: Setup, console: Console, config_yaml: str, start
     cfg = setup.cfg
     signals: list[int] = []
     nan_guard = TerminateOnNaN()
-    summary = None
+    view = None
     try:
         learner = _learner(run, setup, console, config_yaml, start_epoch, progress, [nan_guard, *callbacks])
         # Overflow on the way to a NaN loss is reported once, as divergence, not as numpy warnings.
         with stop_on_signals(learner) as signals, np.errstate(over="ignore", invalid="ignore"):
             learner.fit(cfg["epochs"], start_epoch=start_epoch)
         if not signals and not nan_guard.diverged:
-            summary = finish(run, setup)
+            view = finish(run, setup)
     except KeyboardInterrupt:
         signals = signals or [signal.SIGINT]
     except StorageError as exc:
@@ -166,26 +170,37 @@ def _fit(run: RunFolder, setup: Setup, console: Console, config_yaml: str, start
         with contextlib.suppress(Exception):
             run.update_status(status="failed", ended=utc_now(), error=f"{type(exc).__name__}: {exc}")
             run.append_log(traceback.format_exc().rstrip("\n"))
+        _report(run, console, None)
         raise
     done = len(run.read_metrics())
     if signals:
         run.update_status(status="interrupted", ended=utc_now(), epoch=done, signal=signals[0])
         console.echo(f"interrupted after epoch {done} of {cfg['epochs']}; resume with: "
                      f"digitlab train --resume {run.path}")
-        return
-    if nan_guard.diverged:
+    elif nan_guard.diverged:
         d = nan_guard.diverged
         run.update_status(status="diverged", ended=utc_now(), diverged=d, hint="lower optimizer.lr")
         console.echo(f"diverged: the loss became {d['loss']} at epoch {d['epoch']}, batch {d['batch']}; "
                      f"try a lower optimizer.lr (now {cfg['optimizer']['lr']})")
-        return
-    run.update_status(status="complete", ended=utc_now())
-    console.echo(f"test accuracy {summary['test_accuracy']:.4f}")
+    else:
+        run.update_status(status="complete", ended=utc_now())
+        console.echo(f"test accuracy {run.read_json('summary.json')['test_accuracy']:.4f}")
+    _report(run, console, view)
 
 
-def finish(run: RunFolder, setup: Setup) -> dict:
-    """model.npz, then every end-of-run output (summary.json last), from the weights training ended with."""
+def finish(run: RunFolder, setup: Setup) -> RunView:
+    """model.npz, then every end-of-run output (summary.json last), from the weights training ended with.
+    Returns the view they were made from (the report uses its figures)."""
     save_model(run, setup.model, setup.cfg)
     view = RunView(run, cfg=setup.cfg, data=setup.data, model=setup.model, loss_fn=setup.loss_fn)
     write_outputs(run, view, names=set(OUTPUTS) - AT_START)
-    return run.read_json("summary.json")
+    return view
+
+
+def _report(run: RunFolder, console: Console, view: RunView | None) -> None:
+    """report.html, however the run ended: from the outputs just written (`view`, a complete run), or made from
+    what the folder has. A report that cannot be written is a warning; the run's own files stand."""
+    try:
+        write_report(run, view, remake=view is None)
+    except Exception as exc:  # noqa: BLE001 (the run is recorded already; the page is a view of it)
+        console.warn(f"{run / 'report.html'} was not written ({type(exc).__name__}: {exc})")
