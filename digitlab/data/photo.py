@@ -3,10 +3,10 @@ grey), made into an image the way the dataset's images were made, so that a mode
 
 MNIST's recipe (LeCun et al.): grey levels; the digit's bounding box scaled, keeping its aspect ratio, so that
 its longer side is 20 pixels (anti-aliased, hence the grey edges); placed in the 28x28 field with its centre of
-mass at the centre (pixel 14, 14, as measured on MNIST's test set). Here the background is read from the image's border (light paper is inverted), faint noise
-(paper texture, JPEG ringing) is dropped before the box is found, and the ink is scaled to the range 0..1. A
-dataset of another size (the 8x8 digits, whose bitmaps fill their box) gets the equivalent: the box scaled to
-fill the image, centred.
+mass at the centre (pixel 14.0, 14.0, as measured on MNIST's test set; here to a fraction of a pixel). The
+background is read from the image's border (light paper is inverted), faint noise (paper texture, JPEG ringing)
+is dropped before the box is found, and the ink is scaled to the range 0..1. A dataset of another size (the 8x8
+digits, whose bitmaps fill their box) gets the equivalent: the box scaled to fill the image, centred.
 """
 
 from __future__ import annotations
