@@ -2,10 +2,12 @@
 the folder like every other output: the test images in the network's 2-unit plane at several epochs
 (embedding_epochs.npz) and each layer's health per epoch (layer_health.csv).
 
-Both are measured in evaluation mode on a fixed small subset at the end of an epoch, never per batch, so
-training is unchanged (no random draw, no batch statistic) and barely slower. Each file is rewritten whole and
-atomically, before the epoch's checkpoint; a resumed run first drops what was recorded after its checkpoint,
-so it ends with the same files as a run that never stopped. Readers check what they read (DamagedRun).
+Both are measured in evaluation mode on a fixed small subset at the end of an epoch (every few epochs in long
+runs), never per batch, so training is unchanged (no random draw, no batch statistic) and barely slower. They
+are written before the epoch's checkpoint: the plane's file rewritten whole and atomically (it holds at most
+SNAPSHOTS epochs), the health rows appended an epoch at a time like metrics.csv. A resumed run first drops what
+was recorded after its checkpoint, so it ends with the same files as a run that never stopped. Readers check
+what they read (DamagedRun).
 """
 
 from __future__ import annotations
@@ -23,16 +25,18 @@ from digitlab.learner import Callback
 from digitlab.run.console import Console
 from digitlab.run.setup import Setup
 from digitlab.runs import RunFolder
+from digitlab.storage import append_line
 
 EMBEDDING = "embedding_epochs.npz"
 HEALTH = "layer_health.csv"
 EMBEDDING_POINTS = 2000  # test images in the plane
-SNAPSHOTS = 50  # at most this many epochs recorded (every epoch for shorter runs)
+SNAPSHOTS = 50  # the plane is recorded after at most this many epochs (every epoch for shorter runs)
+HEALTH_RECORDS = 200  # layer health likewise
 
 
-def snapshot_epochs(epochs: int) -> set[int]:
-    """Epoch 0 (the initial weights), every `step`-th epoch and the last."""
-    step = max(1, math.ceil(epochs / SNAPSHOTS))
+def snapshot_epochs(epochs: int, most: int = SNAPSHOTS) -> set[int]:
+    """Epoch 0 (the initial weights), every `step`-th epoch (at most `most` of them) and the last."""
+    step = max(1, math.ceil(epochs / most))
     return {0, epochs} | set(range(step, epochs + 1, step))
 
 
@@ -76,13 +80,14 @@ class EmbeddingRecorder(Callback):
 
 class HealthRecorder(Callback):
     """Each layer's health (digitlab.inside.health) on the first PROBE training images, at epoch 0 and after
-    every epoch; one warning on the console the first time most of a layer is dead or saturated."""
+    every epoch (every few for runs over HEALTH_RECORDS epochs), appended to layer_health.csv a whole epoch at a
+    time; one warning on the console the first time most of a layer is dead or saturated."""
 
     def __init__(self, run: RunFolder, setup: Setup, start_epoch: int, console: Console):
         self.run, self.setup, self.start_epoch, self.console = run, setup, start_epoch, console
         self.x = setup.inputs(setup.data.train)[:PROBE]
         self.y = setup.data.train.y[:PROBE]
-        self.rows: list[dict] = []
+        self.epochs = snapshot_epochs(setup.cfg["epochs"], HEALTH_RECORDS)
         self.warned = False
 
     def on_train_begin(self, logs):
@@ -90,31 +95,32 @@ class HealthRecorder(Callback):
             old = read_health(self.run)
         except RunError:
             old = []  # damaged: recorded again from here on
-        self.rows = [r for r in old if r["epoch"] < self.start_epoch]
-        if self.start_epoch == 1 and not any(r["epoch"] == 0 for r in self.rows):
+        kept = [r for r in old if r["epoch"] < self.start_epoch]
+        self.run.write(HEALTH, _csv([COLUMNS] + [_cells(r) for r in kept]))  # drops what came after the checkpoint
+        if self.start_epoch == 1 and not any(r["epoch"] == 0 for r in kept):
             self.measure(0)
-        self.save()
 
     def on_epoch_end(self, epoch, logs):
-        self.measure(epoch)
-        self.save()
+        if epoch in self.epochs:
+            self.measure(epoch)
 
     def measure(self, epoch: int) -> None:
         rows = [{"epoch": epoch, **row} for row in layer_health(self.setup.model, self.setup.loss_fn, self.x, self.y)]
-        self.rows.extend(rows)
+        append_line(self.run / HEALTH, _csv([_cells(r) for r in rows]))
         message = alarm(rows, fused_output=self.setup.model.output_activation is not None)
         if message and not self.warned:
             self.warned = True
             self.console.warn(f"{'at the start' if epoch == 0 else f'after epoch {epoch}'}: {message}")
 
-    def save(self) -> None:
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(COLUMNS)
-        for row in self.rows:
-            writer.writerow(["" if row[c] is None else f"{row[c]:.6g}" if isinstance(row[c], float) else row[c]
-                             for c in COLUMNS])
-        self.run.write(HEALTH, buffer.getvalue())
+
+def _cells(row: dict) -> list:
+    return ["" if row[c] is None else f"{row[c]:.6g}" if isinstance(row[c], float) else row[c] for c in COLUMNS]
+
+
+def _csv(lines: list[list]) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows(lines)
+    return buffer.getvalue()
 
 
 def recorders(run: RunFolder, setup: Setup, start_epoch: int, console: Console) -> list[Callback]:
