@@ -94,12 +94,12 @@ def test_saliency_is_the_gradient_of_the_predicted_score(numgrad, loss, outputs)
     x = np.random.default_rng(4).random((3, 1, 6, 6))
     grads, predicted = saliency(m, x)
     for i in range(3):
-        xi = x[i:i + 1].copy()
+        xi, said = x[i:i + 1].copy(), int(predicted[i])
 
-        def score():
+        def score(xi=xi, said=said):
             with m.evaluating():
                 out = m.forward(xi)
-            return out[0, predicted[i]] if outputs > 1 else (out[0, 0] if predicted[i] == 0 else -out[0, 0])
+            return out[0, said] if outputs > 1 else (out[0, 0] if said == 0 else -out[0, 0])
         np.testing.assert_allclose(grads[i:i + 1], numgrad(score, xi), rtol=1e-5, atol=1e-8)
 
 
