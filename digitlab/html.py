@@ -34,13 +34,23 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 table.sortable th { cursor: pointer; user-select: none; }
 table.sortable th::after { content: " \\2195"; color: var(--soft); font-size: 0.8em; }
 table.facts th { width: 11em; }
+table.facts td { overflow-wrap: anywhere; }
 figure { margin: 10px 0 18px; }
+.figs { display: flex; flex-wrap: wrap; gap: 0 20px; align-items: flex-start; }
+.figs figure { flex: 1 1 100%; min-width: 0; }
+.figs figure.narrow { flex: 0 1 460px; }
 figure img { max-width: 100%; height: auto; border: 1px solid var(--line); border-radius: 4px; }
 figcaption { color: var(--soft); font-size: 0.9em; margin-top: 2px; }
 pre { background: var(--bg); padding: 8px 10px; border-radius: 6px; overflow-x: auto; font-size: 0.85em;
       max-height: 32em; }
 details > summary { cursor: pointer; color: var(--soft); }
-@media (max-width: 600px) { body { font-size: 14px; } main { padding: 8px 8px 40px; } th, td { padding: 2px 5px; } }
+.hint { display: none; }
+@media (max-width: 700px) {
+  body { font-size: 14px; } main { padding: 8px 8px 40px; } th, td { padding: 2px 5px; }
+  .figs figure.wide { overflow-x: auto; }
+  .figs figure.wide img { max-width: none; width: 820px; }
+  .hint { display: inline; }
+}
 """
 
 # Click a header to sort by that column (numbers, from data-v, by value before text); click again to reverse.
@@ -70,13 +80,16 @@ def data_uri(content: bytes, kind: str = "png") -> str:
     return f"data:image/{kind};base64,{base64.b64encode(content).decode('ascii')}"
 
 
-def figure(content: bytes, alt: str, caption: str = "", link: str | None = None, kind: str = "png") -> str:
-    """An embedded image with its caption; `link` (a file beside the page) opens it at full size."""
-    img = f'<img src="{data_uri(content, kind)}" alt="{esc(alt)}" loading="lazy">'
+def figure(content: bytes, alt: str, caption: str = "", link: str | None = None, kind: str = "png",
+           narrow: bool = False) -> str:
+    """An embedded image with its caption; `link` (a file beside the page) opens it at full size. Inside a
+    <div class="figs">, narrow figures sit side by side where the screen is wide enough."""
+    img = f'<img src="{data_uri(content, kind)}" alt="{esc(alt)}">'
     if link:
         img = f'<a href="{esc(link)}">{img}</a>'
-    cap = f"<figcaption>{caption}</figcaption>" if caption else ""
-    return f"<figure>{img}{cap}</figure>"
+    hint = "" if narrow else f' <span class="hint">(scroll sideways{", or tap to open the image" if link else ""})</span>'
+    cap = f"<figcaption>{caption}{hint}</figcaption>" if caption else ""
+    return f'<figure class="{"narrow" if narrow else "wide"}">{img}{cap}</figure>'
 
 
 def cell(value, numeric: bool | None = None, shown: str | None = None, style: str = "") -> str:

@@ -121,9 +121,11 @@ def test_class_probabilities_of_one_output_and_of_unnormalised_outputs():
 
 
 def test_snapshot_epochs_are_every_epoch_or_every_few():
-    assert snapshot_epochs(4) == {0, 1, 2, 3, 4}
-    many = snapshot_epochs(301)
-    assert {0, 7, 294, 301} <= many and 8 not in many and len(many) <= 52
+    assert snapshot_epochs(4) == snapshot_epochs(4, 200) == {0, 1, 2, 3, 4}
+    assert snapshot_epochs(16) == set(range(17))
+    assert snapshot_epochs(30) == {0, 1, 2, 3, 4, 7, 10, 13, 16, 19, 22, 25, 28, 30}
+    many = snapshot_epochs(301, 200)
+    assert {0, 1, 2, 3, 4, 6, 300, 301} <= many and 5 not in many and len(many) <= 202
 
 
 def test_the_plane_and_layer_health_are_recorded_every_epoch(tmp_path):

@@ -30,14 +30,16 @@ from digitlab.storage import append_line
 EMBEDDING = "embedding_epochs.npz"
 HEALTH = "layer_health.csv"
 EMBEDDING_POINTS = 2000  # test images in the plane
-SNAPSHOTS = 50  # the plane is recorded after at most this many epochs (every epoch for shorter runs)
-HEALTH_RECORDS = 200  # layer health likewise
+SNAPSHOTS = 16  # the plane is recorded after at most about this many epochs (as many as the GIF shows)
+HEALTH_RECORDS = 200  # layer health after at most about this many (every epoch for shorter runs)
+EARLY = 4  # the first epochs, where most of the movement is, are always recorded
 
 
 def snapshot_epochs(epochs: int, most: int = SNAPSHOTS) -> set[int]:
-    """Epoch 0 (the initial weights), every `step`-th epoch (at most `most` of them) and the last."""
-    step = max(1, math.ceil(epochs / most))
-    return {0, epochs} | set(range(step, epochs + 1, step))
+    """Epoch 0 (the initial weights), the first EARLY epochs, then every `step`-th epoch so that there are at
+    most about `most`, and the last."""
+    step = max(1, math.ceil((epochs - EARLY) / max(most - EARLY, 1)))
+    return {0, epochs} | set(range(1, min(EARLY, epochs) + 1)) | set(range(EARLY + step, epochs + 1, step))
 
 
 class EmbeddingRecorder(Callback):

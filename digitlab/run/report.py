@@ -22,7 +22,7 @@ from digitlab.inside.health import alarm
 from digitlab.metrics import confusion_matrix, precision_recall
 from digitlab.nn.summary import summary_rows
 from digitlab.run.outputs import OUTPUTS
-from digitlab.run.records import read_health
+from digitlab.run.records import HEALTH, read_health
 from digitlab.run.setup import make_model
 from digitlab.run.view import RunView
 from digitlab.runs import RunFolder
@@ -49,6 +49,7 @@ FIGURES = {
     ],
     "augmentation": [("augment.png", "Training images before and after augmentation.")],
 }
+NARROW = {"weights.png", "filters.png", "embedding.png", "embedding_epochs.gif"}  # side by side on wide screens
 MADE = ["summary.json"] + [name for items in FIGURES.values() for name, _ in items]
 SIGNATURES = {".png": b"\x89PNG\r\n\x1a\n", ".gif": b"GIF8"}
 
@@ -152,6 +153,9 @@ def _header(cfg: dict, status: str, info: dict, run: RunFolder, page: Page) -> s
         text += f": {info.get('error', 'no reason recorded')}"
     elif status == "running":
         text = f"{text} (epoch {epochs_done or 0} of {cfg['epochs']} done)"
+    if status == "complete" and page.summary:
+        text = f"test accuracy {page.summary['test_accuracy']:.2%} after {page.summary['epochs']} epochs " \
+               f"({page.summary['seconds']:.1f} s of training)"
     kind = "complete" if status == "complete" else "warn" if status in ("running", "interrupted") else "bad"
     notes = "".join(f"<li>{html.esc(n)}</li>" for n in page.notes)
     nav = " ".join(f'<a href="#{a}">{t}</a>' for a, t in (
@@ -248,22 +252,22 @@ def _confusion_table(matrix: np.ndarray, classes: list) -> str:
 
 
 def _figures(section: str, title: str, page: Page, empty: str = "") -> str:
-    out = [f'<h2 id="{section}">{html.esc(title)}</h2>']
-    shown = 0
+    out = [f'<h2 id="{section}">{html.esc(title)}</h2>', '<div class="figs">']
     for name, caption in FIGURES[section]:
         content = page.figures.get(name)
-        if content is None:
-            continue
-        shown += 1
-        out.append(html.figure(content, alt=name, caption=html.esc(caption), link=name,
-                               kind="gif" if name.endswith(".gif") else "png"))
-    if not shown:
+        if content is not None:
+            out.append(html.figure(content, alt=name, caption=html.esc(caption), link=name, narrow=name in NARROW,
+                                   kind="gif" if name.endswith(".gif") else "png"))
+    if len(out) == 2:
         out.append(f'<p class="note">{html.esc(empty or "Not available for this run (see the notes at the top).")}</p>')
-    return "\n".join(out)
+    return "\n".join(out + ["</div>"])
 
 
 def _inside(view: RunView, page: Page) -> str:
     out = [_figures("inside", "Inside the network", page)]
+    if not (view.run / HEALTH).exists():
+        out.append('<p class="note">Layer health and the 2-D plane through training are recorded while a run trains; '
+                   "this run has no record of them (it is older than they are).</p>")
     rows = _try(lambda: read_health(view.run), page) or []
     for epoch in dict.fromkeys(r["epoch"] for r in rows):
         message = alarm([r for r in rows if r["epoch"] == epoch], fused_output=_fused(view))
