@@ -11,6 +11,7 @@ digits, whose bitmaps fill their box) gets the equivalent: the box scaled to fil
 
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 
@@ -53,8 +54,11 @@ def read_grey(path: str | Path) -> np.ndarray:
         raise
     except UnidentifiedImageError:
         raise DataError(f"{path}: not an image that can be read (PNG or JPEG expected)") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise DataError(f"{path}: too many pixels to read safely; scale it down first") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:  # Pillow's own limit, lower down
+        pixels = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"{int(pixels.group(1)) / 1e6:.0f} megapixels" if pixels else "too many pixels"
+        raise DataError(f"{path}: {size}; the largest image digitlab reads is {MAX_PIXELS / 1e6:.0f} megapixels: "
+                        f"scale it down first") from None
     except (OSError, ValueError, SyntaxError) as exc:
         raise DataError(f"{path}: damaged or truncated image ({exc})") from None
     return grey
