@@ -87,7 +87,8 @@ def figure(content: bytes, alt: str, caption: str = "", link: str | None = None,
     img = f'<img src="{data_uri(content, kind)}" alt="{esc(alt)}">'
     if link:
         img = f'<a href="{esc(link)}">{img}</a>'
-    hint = "" if narrow else f' <span class="hint">(scroll sideways{", or tap to open the image" if link else ""})</span>'
+    tap = ", or tap to open the image" if link else ""
+    hint = "" if narrow else f' <span class="hint">(scroll sideways{tap})</span>'
     cap = f"<figcaption>{caption}{hint}</figcaption>" if caption else ""
     return f'<figure class="{"narrow" if narrow else "wide"}">{img}{cap}</figure>'
 
