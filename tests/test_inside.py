@@ -145,13 +145,15 @@ def test_the_plane_and_layer_health_are_recorded_every_epoch(tmp_path):
 
 
 def read_embedding_of(run: Path):
+    from digitlab.config import load_config
     from digitlab.runs import RunFolder
-    return read_embedding(RunFolder.open(run))
+    return read_embedding(RunFolder.open(run), load_config(run / "config.yaml"))
 
 
 def read_health_of(run: Path):
+    from digitlab.config import load_config
     from digitlab.runs import RunFolder
-    return read_health(RunFolder.open(run))
+    return read_health(RunFolder.open(run), load_config(run / "config.yaml"))
 
 
 def test_recording_changes_nothing_about_training(tmp_path, monkeypatch):

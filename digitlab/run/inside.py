@@ -48,7 +48,7 @@ def weights_png(view: RunView) -> bytes | None:
 
 
 def _plane(view: RunView) -> dict | None:
-    record = read_embedding(view.run)
+    record = read_embedding(view.run, view.cfg)
     return record if record is not None and len(record["epochs"]) else None
 
 
@@ -96,5 +96,5 @@ def activations_png(view: RunView) -> bytes | None:
 
 @inside_output("layer_health.png")
 def layer_health_png(view: RunView) -> bytes | None:
-    rows = read_health(view.run)
+    rows = read_health(view.run, view.cfg)
     return figures.png(figures.layer_health(rows)) if rows else None

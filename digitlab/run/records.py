@@ -18,6 +18,7 @@ import math
 
 import numpy as np
 
+from digitlab.config import config_hash
 from digitlab.errors import DamagedRun, RunError
 from digitlab.inside.health import COLUMNS, PROBE, alarm, layer_health
 from digitlab.inside.plane import embedding_layer, project
@@ -29,6 +30,7 @@ from digitlab.storage import append_line
 
 EMBEDDING = "embedding_epochs.npz"
 HEALTH = "layer_health.csv"
+HEALTH_COLUMNS = COLUMNS + ["config"]  # the config's hash closes every row
 EMBEDDING_POINTS = 2000  # test images in the plane
 SNAPSHOTS = 16  # the plane is recorded after at most about this many epochs (as many as the GIF shows)
 HEALTH_RECORDS = 200  # layer health after at most about this many (every epoch for shorter runs)
@@ -47,7 +49,7 @@ class EmbeddingRecorder(Callback):
     does nothing for a network without a 2-unit layer."""
 
     def __init__(self, run: RunFolder, setup: Setup, start_epoch: int):
-        self.run, self.start_epoch = run, start_epoch
+        self.run, self.start_epoch, self.cfg = run, start_epoch, setup.cfg
         self.model, self.layer = setup.model, embedding_layer(setup.model)
         self.epochs = snapshot_epochs(setup.cfg["epochs"])
         test = setup.data.test
@@ -59,7 +61,7 @@ class EmbeddingRecorder(Callback):
         if self.layer is None:
             return
         try:
-            record = read_embedding(self.run)
+            record = read_embedding(self.run, self.cfg)
         except RunError:
             record = None  # damaged: recorded again from here on
         if record is not None and len(record["labels"]) == len(self.labels):
@@ -77,7 +79,8 @@ class EmbeddingRecorder(Callback):
         epochs = sorted(self.saved)
         self.run.save_npz(EMBEDDING, {
             "epochs": np.array(epochs, dtype=np.int64), "labels": self.labels, "layer": np.array(self.layer),
-            "points": np.stack([self.saved[e] for e in epochs]).astype(np.float32)})
+            "points": np.stack([self.saved[e] for e in epochs]).astype(np.float32),
+            "config_hash": np.array(config_hash(self.cfg))})
 
 
 class HealthRecorder(Callback):
@@ -90,15 +93,16 @@ class HealthRecorder(Callback):
         self.x = setup.inputs(setup.data.train)[:PROBE]
         self.y = setup.data.train.y[:PROBE]
         self.epochs = snapshot_epochs(setup.cfg["epochs"], HEALTH_RECORDS)
+        self.config = config_hash(setup.cfg)  # on every row: a file copied in from another run is told apart
         self.warned = False
 
     def on_train_begin(self, logs):
         try:
-            old = read_health(self.run)
+            old = read_health(self.run, self.setup.cfg)
         except RunError:
-            old = []  # damaged: recorded again from here on
+            old = []  # damaged or foreign: recorded again from here on
         kept = [r for r in old if r["epoch"] < self.start_epoch]
-        self.run.write(HEALTH, _csv([COLUMNS] + [_cells(r) for r in kept]))  # drops what came after the checkpoint
+        self.run.write(HEALTH, _csv([HEALTH_COLUMNS] + [_cells(r) for r in kept]))  # drops rows after the checkpoint
         if self.start_epoch == 1 and not any(r["epoch"] == 0 for r in kept):
             self.measure(0)
 
@@ -107,7 +111,8 @@ class HealthRecorder(Callback):
             self.measure(epoch)
 
     def measure(self, epoch: int) -> None:
-        rows = [{"epoch": epoch, **row} for row in layer_health(self.setup.model, self.setup.loss_fn, self.x, self.y)]
+        rows = [{"epoch": epoch, **row, "config": self.config}
+                for row in layer_health(self.setup.model, self.setup.loss_fn, self.x, self.y)]
         append_line(self.run / HEALTH, _csv([_cells(r) for r in rows]))
         message = alarm(rows, fused_output=self.setup.model.output_activation is not None)
         if message and not self.warned:
@@ -116,7 +121,8 @@ class HealthRecorder(Callback):
 
 
 def _cells(row: dict) -> list:
-    return ["" if row[c] is None else f"{row[c]:.6g}" if isinstance(row[c], float) else row[c] for c in COLUMNS]
+    return ["" if row[c] is None else f"{row[c]:.6g}" if isinstance(row[c], float) else row[c]
+            for c in HEALTH_COLUMNS]
 
 
 def _csv(lines: list[list]) -> str:
@@ -129,17 +135,21 @@ def recorders(run: RunFolder, setup: Setup, start_epoch: int, console: Console) 
     return [EmbeddingRecorder(run, setup, start_epoch), HealthRecorder(run, setup, start_epoch, console)]
 
 
-def read_embedding(run: RunFolder) -> dict | None:
-    """embedding_epochs.npz as {epochs (E,), points (E, N, 2), labels (N,), layer}, checked; None when the run
-    has none (no 2-unit layer, or older than the record)."""
+def read_embedding(run: RunFolder, cfg: dict) -> dict | None:
+    """embedding_epochs.npz as {epochs (E,), points (E, N, 2), labels (N,), layer}, checked (and checked to be
+    this config's); None when the run has none (no 2-unit layer, or older than the record)."""
     path = run / EMBEDDING
     if not path.exists():
         return None
     try:
         with np.load(path, allow_pickle=False) as npz:
-            record = {k: npz[k] for k in ("epochs", "points", "labels", "layer")}
+            record = {k: npz[k] for k in ("epochs", "points", "labels", "layer", "config_hash")}
+        made_for = str(record["config_hash"])
     except Exception as exc:  # zip, key and value errors alike mean a damaged file
         raise DamagedRun(path, f"{type(exc).__name__}: {exc}") from None
+    if made_for != config_hash(cfg):
+        raise DamagedRun(path, f"belongs to another run: recorded for config {made_for}, this run's config.yaml is "
+                               f"{config_hash(cfg)}")
     epochs, points, labels = record["epochs"], record["points"], record["labels"]
     if epochs.ndim != 1 or epochs.dtype.kind not in "iu" or labels.ndim != 1 or labels.dtype.kind not in "iu" or \
             points.shape != (len(epochs), len(labels), 2) or points.dtype.kind != "f" or \
@@ -148,8 +158,8 @@ def read_embedding(run: RunFolder) -> dict | None:
     return record
 
 
-def read_health(run: RunFolder) -> list[dict]:
-    """layer_health.csv's rows, checked ([] when the run has none)."""
+def read_health(run: RunFolder, cfg: dict) -> list[dict]:
+    """layer_health.csv's rows, checked, and checked to be this config's ([] when the run has none)."""
     path = run / HEALTH
     if not path.exists():
         return []
@@ -159,15 +169,15 @@ def read_health(run: RunFolder) -> list[dict]:
         raise DamagedRun(path, f"not CSV text: {exc}") from None
     except OSError as exc:
         raise RunError(f"{path}: cannot be read ({exc.strerror or exc})") from None
-    if not lines or lines[0] != COLUMNS:
-        raise DamagedRun(path, f"header is not {','.join(COLUMNS)!r}")
-    rows = []
+    if not lines or lines[0] != HEALTH_COLUMNS:
+        raise DamagedRun(path, f"header is not {','.join(HEALTH_COLUMNS)!r}")
+    mine, rows = config_hash(cfg), []
     for n, line in enumerate(lines[1:], start=2):
         if not line:
             continue
-        if len(line) != len(COLUMNS):
-            raise DamagedRun(path, f"line {n} has {len(line)} cells, the header {len(COLUMNS)}")
-        row = dict(zip(COLUMNS, line))
+        if len(line) != len(HEALTH_COLUMNS):
+            raise DamagedRun(path, f"line {n} has {len(line)} cells, the header {len(HEALTH_COLUMNS)}")
+        row = dict(zip(HEALTH_COLUMNS, line))
         try:
             row["epoch"] = int(row["epoch"])
             for key in COLUMNS[3:]:
@@ -176,5 +186,8 @@ def read_health(run: RunFolder) -> list[dict]:
             raise DamagedRun(path, f"line {n}: not a number where one belongs") from None
         if row["epoch"] < 0 or (rows and row["epoch"] < rows[-1]["epoch"]):
             raise DamagedRun(path, f"line {n}: epoch {row['epoch']} out of order")
+        if row["config"] != mine:
+            raise DamagedRun(path, f"belongs to another run: line {n} was recorded for config {row['config']}, this "
+                                   f"run's config.yaml is {mine}")
         rows.append(row)
     return rows

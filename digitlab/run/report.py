@@ -9,7 +9,6 @@ says so at the top and shows what it has; a damaged file is named in a note and 
 
 from __future__ import annotations
 
-import contextlib
 import time
 from dataclasses import dataclass, field
 
@@ -268,20 +267,15 @@ def _inside(view: RunView, page: Page) -> str:
     if not (view.run / HEALTH).exists():
         out.append('<p class="note">Layer health and the 2-D plane through training are recorded while a run trains; '
                    "this run has no record of them (it is older than they are).</p>")
-    rows = _try(lambda: read_health(view.run), page) or []
+    model = _try(lambda: make_model(view.cfg, view.image_shape)[0], page)
+    rows = (_try(lambda: read_health(view.run, view.cfg), page) or []) if model else []
     for epoch in dict.fromkeys(r["epoch"] for r in rows):
-        message = alarm([r for r in rows if r["epoch"] == epoch], fused_output=_fused(view))
+        message = alarm([r for r in rows if r["epoch"] == epoch], fused_output=model.output_activation is not None)
         if message:
             when = "at the start" if epoch == 0 else f"after epoch {epoch}"
             out.insert(1, f'<div class="banner warn"><b>layer health</b> ({when}): {html.esc(message)}</div>')
             break
     return "\n".join(out)
-
-
-def _fused(view: RunView) -> bool:
-    with contextlib.suppress(Exception):
-        return make_model(view.cfg, view.image_shape)[0].output_activation is not None
-    return True
 
 
 def _log(run: RunFolder) -> str:
