@@ -16,10 +16,11 @@ import numpy as np
 
 from digitlab import html
 from digitlab.config import dump
-from digitlab.errors import RunError, StorageError, UserError
+from digitlab.errors import StorageError, UserError
 from digitlab.inside.health import alarm
 from digitlab.metrics import confusion_matrix, precision_recall
 from digitlab.nn.summary import summary_rows
+from digitlab.run.files import MODEL
 from digitlab.run.outputs import OUTPUTS
 from digitlab.run.records import HEALTH, read_health
 from digitlab.run.setup import make_model
@@ -105,14 +106,10 @@ def _gather(view: RunView, name: str, page: Page, remake: bool) -> None:
             return
     try:
         content = OUTPUTS[name](view)
-    except RunError as exc:
-        if "model.npz: file not found" in str(exc):
-            page.note("no model.npz: the run has not finished, so the views of the trained network are missing")
-        else:
-            page.note(str(exc))
-        return
     except UserError as exc:
-        page.note(str(exc))
+        missing = not (view.run / MODEL).exists() and str(exc).startswith(str(view.run / MODEL))
+        page.note("no model.npz: the run has not finished, so the views of the trained network are missing"
+                  if missing else str(exc))
         return
     if content is None:
         return
