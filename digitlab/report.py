@@ -87,8 +87,9 @@ def write_comparison(folders, out: Path, title: str | None = None, select: str |
     figure = compare.overlay(runs)
     if figure is not None:
         from digitlab.storage import png_bytes
-        body += ["<h2>Curves</h2>", html.figure(png_bytes(figure), "accuracy per epoch of every run",
-                                                "Test accuracy (solid) and train accuracy (dashed) per epoch.")]
+        body += ["<h2>Curves</h2>", '<div class="figs">', html.figure(
+            png_bytes(figure), "accuracy per epoch of every run", "Test accuracy (solid) and train accuracy (dashed) "
+            "per epoch."), "</div>"]
     if select is not None:
         body.append(_parallel(runs, select))
     grouped_columns, grouped = compare.table(runs, group_seeds=True)
@@ -165,6 +166,6 @@ def _parallel(runs: list[compare.Run], select: str) -> str:
         rows.append(row)
     from digitlab.storage import png_bytes
     figure = parallel_coordinates(keys, rows, select, maximize=select not in LOWER_IS_BETTER)
-    return head + html.figure(png_bytes(figure), "parallel coordinates of the sweep",
-                              f"One axis per varied config key and {html.esc(select)} last; one line per point, "
-                              f"coloured by {html.esc(select)}.")
+    return head + '<div class="figs">' + html.figure(
+        png_bytes(figure), "parallel coordinates of the sweep", f"One axis per varied config key and "
+        f"{html.esc(select)} last; one line per point, coloured by {html.esc(select)}.") + "</div>"

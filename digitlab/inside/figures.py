@@ -218,66 +218,75 @@ def saliency(images: np.ndarray, gradients: np.ndarray, true: np.ndarray, predic
     return fig
 
 
-def activation_maps(image: np.ndarray, maps: list[tuple[str, np.ndarray]], label: str) -> plt.Figure:
-    """The probe digit, then each conv layer's channels as a grid of maps (each scaled to its own range: dark
-    is strong)."""
-    fig = plt.figure(figsize=(10, 1.2 + sum(2.4 * -(-len(m) // 16) / 2 + 0.4 for _, m in maps)))
-    heights = [1.6] + [max(1.0, 1.25 * -(-len(m) // 16)) for _, m in maps]
-    grid = fig.add_gridspec(len(heights), 1, height_ratios=heights, hspace=0.35)
-    ax = fig.add_subplot(grid[0])
-    ax.imshow(picture(image), cmap="gray_r", vmin=0, vmax=1)
-    ax.set_title(f"probe digit: {label}", fontsize=10)
-    ax.axis("off")
-    for row, (name, m) in enumerate(maps, start=1):
-        low = m.reshape(len(m), -1).min(axis=1)[:, None, None]
-        span = np.maximum(m.reshape(len(m), -1).max(axis=1)[:, None, None] - low, 1e-12)
-        ax = fig.add_subplot(grid[row])
-        ax.imshow(tiles((m - low) / span, min(16, len(m))), cmap="gray_r", vmin=0, vmax=1)
-        ax.set_title(f"{name}: {len(m)} channels of {m.shape[1]}x{m.shape[2]}", fontsize=9)
+def activation_maps(image: np.ndarray, maps: list[tuple[str, np.ndarray]], label: str,
+                    cols: int = 16) -> plt.Figure:
+    """The probe digit, then each conv layer's channels as a grid of maps, `cols` to a row (each map scaled to
+    its own range: dark is strong). Laid out in inches, so that a layer of 64 maps gets four rows, not a squeeze."""
+    width, side, title = 10.0, 9.4 / cols, 0.35
+    heights = [1.5] + [title + side * -(-len(m) // cols) for _, m in maps]
+    total = sum(heights) + 0.1
+    fig = plt.figure(figsize=(width, total))
+    top = total
+    for row, height in enumerate(heights):
+        top -= height
+        ax = fig.add_axes((0.03, top / total, 0.94, (height - title * (row > 0) - 0.05 * (row == 0)) / total))
+        if row == 0:
+            ax.imshow(picture(image), cmap="gray_r", vmin=0, vmax=1)
+            ax.set_title(f"probe digit: {label}", fontsize=10)
+        else:
+            name, m = maps[row - 1]
+            low = m.reshape(len(m), -1).min(axis=1)[:, None, None]
+            span = np.maximum(m.reshape(len(m), -1).max(axis=1)[:, None, None] - low, 1e-12)
+            ax.imshow(tiles((m - low) / span, min(cols, len(m))), cmap="gray_r", vmin=0, vmax=1,
+                      interpolation="nearest")
+            ax.set_title(f"{name}: {len(m)} channels of {m.shape[1]}x{m.shape[2]}", fontsize=9)
         ax.axis("off")
     return fig
+
+
+HEALTH_SHOWN = ("linear", "conv2d", "relu", "leaky_relu", "sigmoid", "tanh", "softmax")  # not batchnorm, pooling
 
 
 def layer_health(rows: list[dict]) -> plt.Figure:
     """Per layer and epoch: output mean with its spread (a band of one standard deviation), the spread of the
     loss's gradient at the layer's output (log scale: vanishing gradients fall), and the share of dead ReLU or
-    saturated sigmoid/tanh units."""
-    layers = list(dict.fromkeys(r["name"] for r in rows))
+    saturated sigmoid/tanh units. Weight layers and activations are drawn (batch norm and pooling are in
+    layer_health.csv), one colour per layer, one legend for the three panels."""
+    layers = [n for n in dict.fromkeys(r["name"] for r in rows) if n.split(" ", 1)[-1] in HEALTH_SHOWN]
     cmap = plt.get_cmap("tab10" if len(layers) <= 10 else "tab20")
-    fig, (ax_act, ax_grad, ax_bad) = plt.subplots(1, 3, figsize=(14, 4.2))
-    drawn_bad = False
+    fig, (ax_act, ax_grad, ax_bad) = plt.subplots(1, 3, figsize=(14, 4.6))
+    handles = []
     for n, name in enumerate(layers):
         mine = [r for r in rows if r["name"] == name]
         epochs = np.array([r["epoch"] for r in mine])
         colour = cmap(n % cmap.N)
         mean = np.array([r["act_mean"] for r in mine], dtype=float)
         std = np.array([r["act_std"] for r in mine], dtype=float)
-        ax_act.plot(epochs, mean, color=colour, marker="o", ms=3, label=name)
-        ax_act.fill_between(epochs, mean - std, mean + std, color=colour, alpha=0.12)
+        handles.append(ax_act.plot(epochs, mean, color=colour, marker="o", ms=3, label=name)[0])
+        ax_act.fill_between(epochs, mean - std, mean + std, color=colour, alpha=0.08)
         grads = [r["grad_std"] for r in mine]
         if any(g is not None for g in grads):
             ax_grad.plot(epochs, [np.nan if g is None or g <= 0 else g for g in grads], color=colour, marker="o",
-                         ms=3, label=name)
+                         ms=3)
         for key, style in (("dead", "-"), ("saturated", "--")):
             values = [r[key] for r in mine]
             if any(v is not None for v in values):
-                drawn_bad = True
                 ax_bad.plot(epochs, [np.nan if v is None else v for v in values], color=colour, ls=style, marker="o",
-                            ms=3, label=f"{name} ({key})")
+                            ms=3)
     ax_act.set(xlabel="epoch", ylabel="output", title="output mean ± std per layer")
     ax_grad.set(xlabel="epoch", ylabel="std of dL/d output", title="gradient spread at each layer (log)",
                 yscale="log")
     ax_bad.set(xlabel="epoch", ylabel="share of units", title="dead ReLU (solid), saturated (dashed)",
                ylim=(-0.03, 1.03))
     ax_bad.axhline(0.5, color="grey", ls=":", lw=1)
-    if not drawn_bad:
+    if not ax_bad.lines[:-1]:
         ax_bad.text(0.5, 0.5, "no ReLU, sigmoid or tanh layer", ha="center", va="center", transform=ax_bad.transAxes)
     for ax in (ax_act, ax_grad, ax_bad):
         ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 7), fontsize=8, frameon=False)
     fig.suptitle("layer health on a fixed probe batch of training images (epoch 0: the initial weights)",
                  fontsize=11)
-    fig.subplots_adjust(left=0.05, right=0.99, bottom=0.12, top=0.85, wspace=0.22)
+    rows_of_legend = -(-len(handles) // 7)
+    fig.subplots_adjust(left=0.05, right=0.99, bottom=0.13 + 0.045 * rows_of_legend, top=0.87, wspace=0.22)
     return fig

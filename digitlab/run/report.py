@@ -260,7 +260,9 @@ def _figures(section: str, title: str, page: Page, empty: str = "") -> str:
 
 
 def _inside(view: RunView, page: Page) -> str:
-    out = [_figures("inside", "Inside the network", page)]
+    figures = _figures("inside", "Inside the network", page)
+    head, rest = figures.split("\n", 1)
+    out = [head, rest]
     if not (view.run / HEALTH).exists():
         out.append('<p class="note">Layer health and the 2-D plane through training are recorded while a run trains; '
                    "this run has no record of them (it is older than they are).</p>")
