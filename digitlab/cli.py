@@ -245,9 +245,13 @@ def bench(tasks, engines, epochs, threads, json_path, limit, no_peers):
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
               help="Write one page comparing every run in FOLDERS here (the compare table, the curves overlaid, "
                    "a sweep's parallel coordinates and seed groups).")
-def report_pages(folders, out):
+@click.option("--threads", default=1, show_default=True, type=click.IntRange(1),
+              help="BLAS threads for scoring the test set (one is steadiest on a busy machine).")
+def report_pages(folders, out, threads):
     """Write report.html, a page to open in a browser, for each run folder (figures made again from the folder)
     and each sweep folder in FOLDERS; with --out, one page comparing all their runs."""
+    from digitlab.threads import limits
+    os.environ.update(limits(threads))  # before numpy loads: BLAS reads these once
     from digitlab.report import report
 
     if out is not None:
