@@ -38,7 +38,7 @@ table.facts td { overflow-wrap: anywhere; }
 figure { margin: 10px 0 18px; }
 .figs { display: flex; flex-wrap: wrap; gap: 0 20px; align-items: flex-start; }
 .figs figure { flex: 1 1 100%; min-width: 0; }
-.figs figure.narrow { flex: 0 1 460px; }
+.figs figure.narrow { flex: 0 1 360px; }
 figure img { max-width: 100%; height: auto; border: 1px solid var(--line); border-radius: 4px; }
 figcaption { color: var(--soft); font-size: 0.9em; margin-top: 2px; }
 pre { background: var(--bg); padding: 8px 10px; border-radius: 6px; overflow-x: auto; font-size: 0.85em;

@@ -102,16 +102,15 @@ def weights(w: np.ndarray, total: int, cols: int = 10) -> plt.Figure:
     cols = min(cols, len(w))
     rows = -(-len(w) // cols)
     side = 6.5 / cols
-    fig = plt.figure(figsize=(7.6, rows * side + 0.5))
-    ax = fig.add_axes((0.01, 0.01, 6.5 / 7.6, rows * side / (rows * side + 0.5)))
+    fig = plt.figure(figsize=(7.6, rows * side + 0.7))
+    ax = fig.add_axes((0.01, 0.01, 6.5 / 7.6, rows * side / (rows * side + 0.7)))
     image = ax.imshow(tiles(w, cols, symmetric=True), cmap="RdBu_r", vmin=-1, vmax=1, interpolation="nearest")
     ax.axis("off")
-    bar = fig.add_axes((6.65 / 7.6, 0.1, 0.025, 0.6 * rows * side / (rows * side + 0.5)))
+    bar = fig.add_axes((6.7 / 7.6, 0.1, 0.03, 0.6 * rows * side / (rows * side + 0.7)))
     fig.colorbar(image, cax=bar, ticks=[-1, 0, 1])
-    bar.tick_params(labelsize=7)
-    bar.set_title("w / max|w|", fontsize=7)
+    bar.tick_params(labelsize=11)
     shown = f"{len(w)} of {total} units" if total > len(w) else f"all {total} units"
-    fig.suptitle(f"first layer's weights, one image per hidden unit ({shown})", fontsize=10, y=0.995, va="top")
+    fig.suptitle(f"first layer's weights, a unit per image ({shown})", fontsize=15, y=0.995, va="top")
     return fig
 
 

@@ -40,8 +40,8 @@ FIGURES = {
         ("filters.png", "First convolution's kernels."),
         ("embedding.png", "The test set in the 2-unit layer's plane, over what the rest of the network "
                           "makes of each point of it."),
-        ("embedding_epochs.png", "The same plane through training, on fixed axes."),
         ("embedding_epochs.gif", "The plane through training, animated."),
+        ("embedding_epochs.png", "The same plane through training, on fixed axes."),
         ("saliency.png", "Saliency: where more ink would raise (red) or lower (blue) the predicted class's score."),
         ("activations.png", "Activation maps: each convolution's channels for one test digit."),
         ("layer_health.png", "Layer health per epoch on a fixed probe batch: output mean and spread, gradient "
