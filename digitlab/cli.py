@@ -250,8 +250,9 @@ def bench(tasks, engines, epochs, threads, json_path, limit, no_peers):
 def report_pages(folders, out, threads):
     """Write report.html, a page to open in a browser, for each run folder (figures made again from the folder)
     and each sweep folder in FOLDERS; with --out, one page comparing all their runs."""
-    from digitlab.threads import limits
-    os.environ.update(limits(threads))  # before numpy loads: BLAS reads these once
+    if "numpy" not in sys.modules:  # BLAS reads these once, when numpy loads; later they would only leak into
+        from digitlab.threads import limits  # the processes this one starts
+        os.environ.update(limits(threads))
     from digitlab.report import report
 
     if out is not None:

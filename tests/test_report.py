@@ -289,3 +289,11 @@ def test_parallel_coordinates_have_an_axis_per_varied_key_and_the_metric_last():
     assert "grey: no result" in ax.get_title()
     labels = {t.get_text() for t in ax.texts}
     assert {"0.1", "0.001", "1", "2"} <= labels  # lr on a log axis: its two values as ticks
+
+
+def test_report_in_a_process_that_has_loaded_numpy_leaves_its_environment_alone(runs):
+    """BLAS thread limits only act before numpy loads; set later, they would leak into every process started
+    afterwards (and change their sums' last bits)."""
+    before = dict(os.environ)
+    assert cli("report", runs["plane"], "--threads", "1").exit_code == 0
+    assert dict(os.environ) == before
