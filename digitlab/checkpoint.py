@@ -10,7 +10,7 @@ Loaded with allow_pickle=False; a missing or damaged file is a one-line Checkpoi
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +28,7 @@ class Checkpoint:
     rng_state: dict
     metrics_csv: str
     config_yaml: str
+    callbacks: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # stateful callbacks by name
 
 
 def to_arrays(ckpt: Checkpoint) -> dict[str, np.ndarray]:
@@ -37,6 +38,8 @@ def to_arrays(ckpt: Checkpoint) -> dict[str, np.ndarray]:
     arrays["rng_state"] = np.array(json.dumps(ckpt.rng_state))
     arrays["metrics_csv"] = np.array(ckpt.metrics_csv)
     arrays["config_yaml"] = np.array(ckpt.config_yaml)
+    for name, state in ckpt.callbacks.items():
+        arrays.update({f"callbacks/{name}/{k}": v for k, v in state.items()})
     return arrays
 
 
@@ -54,6 +57,16 @@ def load(path: str | Path) -> Checkpoint:
             rng_state=json.loads(str(arrays["rng_state"])),
             metrics_csv=str(arrays["metrics_csv"]),
             config_yaml=str(arrays["config_yaml"]),
+            callbacks=_callbacks(arrays),
         )
     except Exception as exc:  # zip, key, JSON and value errors all mean a damaged file
         raise CheckpointError(f"{path}: damaged or not a digitlab checkpoint ({type(exc).__name__}: {exc})") from None
+
+
+def _callbacks(arrays: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for key, value in arrays.items():
+        if key.startswith("callbacks/"):
+            _, name, rest = key.split("/", 2)
+            out.setdefault(name, {})[rest] = value
+    return out

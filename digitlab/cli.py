@@ -89,11 +89,18 @@ def train(config, overrides, runs_dir, name, seed, resume_dir, threads, quiet, d
 
 def _resume_threads(run_dir: Path, threads: int | None) -> int | None:
     """The BLAS threads a resumed run continues with: the ones it started with (they change the last bits of
-    every sum), unless --threads says otherwise, which is allowed with a warning. Read before numpy loads."""
+    every sum), unless --threads says otherwise, which is allowed with a warning. The OpenBLAS kernels it
+    started with (OPENBLAS_CORETYPE) are asked for again too. Read before numpy loads."""
     try:
-        recorded = json.loads((run_dir / "run.json").read_text(encoding="utf-8")).get("blas_threads")
+        info = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+        recorded, core = info.get("blas_threads"), info.get("blas_core")
     except (OSError, ValueError, AttributeError):
         return threads  # the resume itself reports a missing or damaged run.json
+    if isinstance(core, str) and core != (os.environ.get("OPENBLAS_CORETYPE") or "auto"):
+        if core == "auto":
+            os.environ.pop("OPENBLAS_CORETYPE", None)
+        else:
+            os.environ["OPENBLAS_CORETYPE"] = core
     recorded = str(recorded) if recorded is not None else None
     if recorded is None:
         return threads
@@ -121,6 +128,65 @@ def evaluate(run_dir):
     click.echo(f"test_accuracy {result['test_accuracy']:.6f}  test_loss {result['test_loss']:.6f}")
 
 
+@main.command(name="data")
+@click.argument("config", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--dataset", help="A dataset by name (mnist, digits8x8), instead of a CONFIG's data section.")
+@click.option("--digits", metavar="LIST", help="Digits, e.g. 3,8 (default: all the dataset has).")
+@click.option("--validation", type=float, help="Fraction of the training pool held out for validation.")
+@click.option("--test", "test_fraction", type=float, help="Fraction held out for testing (datasets without an "
+                                                          "official test split).")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), help="Seed of the splits and the samples shown.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for the figures (default: runs/data-<dataset>).")
+def data_look(config, dataset, digits, validation, test_fraction, seed, out):
+    """A look at the data: split sizes and class counts, and figures of samples, counts, class means and pixels."""
+    from digitlab.config import load_config, validate_data
+    from digitlab.look import look
+
+    if config is not None:
+        if dataset or digits or validation is not None or test_fraction is not None:
+            raise click.UsageError("give a CONFIG, or --dataset/--digits/--validation/--test, not both")
+        cfg = load_config(config)
+        data, seed = cfg["data"], cfg["seed"] if seed is None else seed
+    else:
+        raw = {"dataset": dataset or "mnist"}
+        if digits:
+            raw["digits"] = [d.strip() for d in digits.split(",")]
+        if validation is not None:
+            raw["validation"] = validation
+        if test_fraction is not None:
+            raw["test"] = test_fraction
+        data, seed = validate_data(raw, "--dataset/--digits"), seed or 0
+    target = out or Path("runs") / f"data-{data.get('dataset') or 'mnist'}"
+    try:
+        written = look(data, seed, target, echo=click.echo)
+    except StorageError as exc:
+        raise exc.because("cannot write the figures (--out)", exit_code=2) from None
+    click.echo(f"\nfigures: {', '.join(p.name for p in written)} in {target}")
+
+
+# --- digitlab reproduce (issue 12) ------------------------------------------------------------------------------
+@main.command(name="reproduce")
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--runs-dir", default="runs", show_default=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder that receives the new run folder.")
+@click.option("--threads", type=click.IntRange(1), help="BLAS threads (default: those the run started with).")
+def reproduce_command(run_dir, runs_dir, threads):
+    """Train RUN_DIR's config.yaml again into a new folder and say whether metrics.csv matches (apart from
+    seconds), naming what differs in the environment when it does not. Exit code 0 when it matches, 1 when not."""
+    from digitlab.threads import limits
+    threads = _resume_threads(run_dir, threads)  # the run's own BLAS threads and kernels, before numpy loads
+    if threads:
+        os.environ.update(limits(threads))
+    from digitlab.reproduce import reproduce_run
+
+    result = reproduce_run(run_dir, runs_dir)
+    click.echo(f"trained {result.original} again: {result.copy}")
+    for line in result.lines():
+        click.echo(line)
+    sys.exit(0 if result.match else 1)
+
+
 # --- digitlab compare (issue 3) ---------------------------------------------------------------------------------
 @main.command(name="compare")
 @click.argument("folders", nargs=-1, required=True, type=click.Path(path_type=Path))
@@ -134,18 +200,26 @@ def evaluate(run_dir):
                    "compare.png).")
 @click.option("--group-seeds", is_flag=True, help="One row per config: mean and std over runs that differ only "
                                                   "by seed.")
-def compare_runs(folders, sort, fmt, all_columns, plot_path, group_seeds):
+@click.option("--where", "conditions", multiple=True, metavar="EXPR", help="Only runs whose column meets EXPR: "
+              "test_acc>0.99, lr<=0.01, digits=[3,8], status!=complete, optimizer=adam (repeat: all must hold).")
+def compare_runs(folders, sort, fmt, all_columns, plot_path, group_seeds, conditions):
     """Runs side by side. FOLDERS are run folders or sweep folders (a sweep folder stands for its runs)."""
-    from digitlab import compare
+    from digitlab import compare, where
 
+    conditions = where.parse_all(conditions)
     runs, warnings = compare.collect(folders)
     for warning in warnings + [run.damage for run in runs if run.damage]:
         click.echo(f"warning: {warning}", err=True)
     if not runs:
         raise UserError("nothing to compare: none of the folders given is a run folder or a folder that holds runs")
+    if conditions:
+        compare.describe(runs)
+        runs = [run for run in runs if all(c.matches(run.values) for c in conditions)]
+        if not runs:
+            raise UserError(f"nothing to compare: no run meets --where {' '.join(c.text for c in conditions)}")
     columns, rows = compare.table(runs, all_columns=all_columns, group_seeds=group_seeds, sort=sort)
     click.echo(compare.render(columns, rows, fmt))
-    target = plot_path or compare.default_plot_path(folders)
+    target = plot_path or (compare.default_plot_path(folders) if not conditions else None)
     if target is None:
         return
     try:
@@ -156,6 +230,35 @@ def compare_runs(folders, sort, fmt, all_columns, plot_path, group_seeds):
         click.echo(f"warning: {exc}; the plot was not written", err=True)
         return
     click.echo(f"plot: {written}" if written else "plot: no run has a finished epoch yet; nothing drawn", err=True)
+
+
+# --- digitlab runs (issue 12) -----------------------------------------------------------------------------------
+@main.command(name="runs")
+@click.argument("folders", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--where", "conditions", multiple=True, metavar="EXPR", help="Only runs whose column meets EXPR: "
+              "test_acc>0.99, lr<=0.01, digits=[3,8], status!=complete, optimizer=adam (repeat: all must hold); "
+              "any column of digitlab compare, and started, sweep, point.")
+@click.option("--status", "statuses", multiple=True, type=click.Choice(["running", "complete", "pruned",
+              "interrupted", "crashed", "failed", "diverged", "damaged"]), help="Only runs with this status "
+              "(repeat for several).")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "markdown"]), default="table",
+              show_default=True, help="Output format.")
+def list_runs(folders, conditions, statuses, fmt):
+    """Every run under FOLDERS (default: runs/), newest first: name, status, started, epochs done, test accuracy,
+    best validation accuracy, folder."""
+    from digitlab import catalog, compare, where
+
+    conditions = where.parse_all(conditions)
+    if not folders and not Path("runs").is_dir():
+        click.echo("no runs: there is no runs/ folder here", err=True)
+        return
+    columns, rows, warnings = catalog.list_runs(folders or [Path("runs")], conditions, statuses)
+    for warning in warnings + [row["damage"] for row in rows if row.get("damage")]:
+        click.echo(f"warning: {warning}", err=True)
+    if not rows:
+        click.echo("no runs" + (" meet the conditions" if conditions or statuses else " found"), err=True)
+        return
+    click.echo(compare.render(columns, rows, fmt))
 
 
 # --- digitlab sweep (issue 3) -----------------------------------------------------------------------------------
@@ -170,9 +273,14 @@ def compare_runs(folders, sort, fmt, all_columns, plot_path, group_seeds):
 @click.option("--retry-failed", is_flag=True, help="Also run again the points that failed or diverged.")
 @click.option("--runs-dir", default="runs", show_default=True, type=click.Path(file_okay=False, path_type=Path),
               help="The sweep's folder is <runs-dir>/<sweep name>.")
-def sweep_points(sweep_file, workers, dry_run, executor, address, retry_failed, runs_dir):
+@click.option("--threads", type=click.IntRange(1), help="BLAS threads for the points run here one after the other "
+              "(as train --threads; --workers gives each worker cores / workers).")
+def sweep_points(sweep_file, workers, dry_run, executor, address, retry_failed, runs_dir, threads):
     """Run every point of SWEEP_FILE that is not complete yet; safe to run again, and from cron."""
-    from digitlab.sweep import load_sweep, run_sweep, summary_rows
+    if threads:  # before numpy loads
+        from digitlab.threads import limits
+        os.environ.update(limits(threads))
+    from digitlab.sweep import epochs_line, load_sweep, run_sweep, summary_rows
     from digitlab.tables import format_table
 
     if address and executor != "dask":
@@ -191,7 +299,11 @@ def sweep_points(sweep_file, workers, dry_run, executor, address, retry_failed, 
                    f"({best.params} parameters) -> {best.folder}")
     if result.elsewhere:
         click.echo(f"{len(result.elsewhere)} point(s) running elsewhere or not run; run the sweep again later")
-    click.echo(f"{len(result.trained)} point(s) run now; points.csv and compare.png in {result.folder}")
+    if result.waiting:
+        click.echo(f"{len(result.waiting)} point(s) wait at their rung for results still to come; run the sweep "
+                   f"again later")
+    click.echo(f"{len(set(result.trained))} point(s) run now; points.csv and compare.png in {result.folder}")
+    click.echo(epochs_line(result))
     if result.interrupted:
         sys.exit(128 + result.interrupted)
     if result.failed:

@@ -44,6 +44,7 @@ class Run:
     metrics: list[dict]
     damage: str | None = None
     values: dict = field(default_factory=dict)  # the row: column -> value
+    info: dict = field(default_factory=dict)  # run.json
 
     @property
     def name(self) -> str:
@@ -119,11 +120,13 @@ def read_run(path: Path) -> Run:
         return default
 
     status = read(folder.status, "damaged")
+    info = read(folder.info, {}) if not damage else {}
     cfg = read(lambda: _read_config(folder), None)
     summary = read(lambda: folder.read_summary(cfg["name"] if cfg else None), {}) \
         if (folder / "summary.json").is_file() else {}
     metrics = read(folder.read_metrics, [])
-    return Run(path, "damaged" if damage else status, cfg, summary, metrics, damage[0] if damage else None)
+    return Run(path, "damaged" if damage else status, cfg, summary, metrics, damage[0] if damage else None,
+               info=info)
 
 
 def _read_config(folder: RunFolder) -> dict:
@@ -136,13 +139,13 @@ def architecture(cfg: dict) -> tuple[str, int] | None:
     """(notation, parameters) of a resolved config. A dense network reads as its widths, '784-100-100-2-1'; a
     conv network starts from its image, '1x28x28-c32k3-mp2-c64k3-mp2-128-10' (c: filters and kernel, s: stride,
     mp/ap: max or average pooling). Batch norm, activations and dropout are left out."""
-    from digitlab.config import layer_specs
+    from digitlab.config import layer_specs, loss_name
     from digitlab.data import open_source
     from digitlab.nn import LOSSES, AvgPool2d, Conv2d, Linear, MaxPool2d, build_layers
     from digitlab.nn.model import plan
     try:  # shapes only: nothing is allocated
         layers, in_shape, _ = build_layers(layer_specs(cfg), open_source(cfg["data"]).image_shape,
-                                           LOSSES[cfg["loss"]].fuses)
+                                           LOSSES[loss_name(cfg)].fuses)
         _, params = plan(layers, in_shape)
     except Exception:  # a config whose dataset is gone, or from another digitlab version: leave the column empty
         return None
@@ -172,7 +175,7 @@ def config_values(cfg: dict | None, summary: dict) -> dict:
         "digits": "".join(map(str, data.get("digits") or [])) if data.get("digits") else None,
         "arch": arch[0] if arch else None,
         "params": summary.get("params") or (arch[1] if arch else None),
-        "loss": cfg.get("loss"),
+        "loss": cfg["loss"] if isinstance(cfg.get("loss"), str) else (cfg.get("loss") or {}).get("name"),
         "optimizer": opt.get("name"),
         "lr": opt.get("lr"),
         "momentum": opt.get("momentum"),
@@ -204,16 +207,33 @@ def metric_values(run: Run) -> dict:
     }
 
 
+def origin(run: Run) -> dict:
+    """The run's sweep and point as its run.json records them (both null for a lone run); for a folder written
+    before run.json had them, guessed from where it is: in a sweep folder, named <values>-<point id>."""
+    if "sweep" in run.info or "point" in run.info:
+        return {"sweep": run.info.get("sweep"), "point": run.info.get("point")}
+    if not is_sweep_folder(run.path.parent):
+        return {"sweep": None, "point": None}
+    tail = run.name.rsplit("-", 1)[-1]
+    point = tail if len(tail) == 8 and all(c in "0123456789abcdef" for c in tail) else None
+    return {"sweep": run.path.parent.name, "point": point}
+
+
+def describe(runs: list[Run]) -> None:
+    """Fill each run's row (`values`): every column, and started, sweep, point and path."""
+    for run in runs:
+        run.values = {"name": run.name, "status": run.status, **config_values(run.cfg, run.summary),
+                      **metric_values(run), "started": run.info.get("started"), **origin(run), "path": str(run.path)}
+        if run.damage:
+            run.values["damage"] = run.damage
+
+
 def table(runs: list[Run], all_columns: bool = False, group_seeds: bool = False,
           sort: str | None = None) -> tuple[list[str], list[dict]]:
     """(columns, rows) for `runs`: name, status, the config columns that differ (all with `all_columns`, or
     when there is one run), the metrics. With `group_seeds`, runs whose configs differ only by their seed become
     one row with the mean and standard deviation of each metric (`<metric>_std`)."""
-    for run in runs:
-        run.values = {"name": run.name, "status": run.status, **config_values(run.cfg, run.summary),
-                      **metric_values(run), "path": str(run.path)}
-        if run.damage:
-            run.values["damage"] = run.damage
+    describe(runs)
     shown = differing(runs) if not all_columns and len(runs) > 1 else list(CONFIG_COLUMNS)
     if group_seeds:
         rows = _group_seeds(runs)
@@ -270,7 +290,8 @@ def _group_seeds(runs: list[Run]) -> list[dict]:
             first[metric] = statistics.fmean(values) if values else None
             first[f"{metric}_std"] = statistics.stdev(values) if len(values) > 1 else (0.0 if values else None)
         first["paths"] = [str(m.path) for m in members]
-        first.pop("path", None)
+        for key in ("path", "started", "point"):
+            first.pop(key, None)
         rows.append(first)
     return rows
 

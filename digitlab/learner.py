@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from digitlab.metrics import score
+from digitlab.options import Boolean, Choice, Integer, Number
 
 if TYPE_CHECKING:
     from digitlab.data import DataLoader
@@ -66,6 +67,8 @@ class Learner:
         self.stop_training = False
         self.callbacks.on_train_begin({})
         for epoch in range(start_epoch, epochs + 1):
+            if self.stop_training:  # a callback decided before this epoch (an early stop carried over a resume)
+                break
             self.epoch = epoch
             logs = {"epoch": epoch}
             self.model.train()
@@ -87,6 +90,32 @@ class Learner:
             self.history.append(logs)
             if self.stop_training:
                 break
+        self.callbacks.on_train_end(self.history[-1] if self.history else {})
+        return self.history
+
+
+class OnePass:
+    """The Learner of a model fitted in one pass (class means, see nn.means): the same callbacks around a single
+    epoch in which the model sees all the training data once and fits itself."""
+
+    def __init__(self, model: Sequential, loss_fn: Loss, x: np.ndarray, y: np.ndarray, callbacks=()):
+        self.model, self.loss_fn, self.x, self.y = model, loss_fn, x, y
+        self.callbacks = CallbackList(callbacks, self)
+        self.stop_training = False
+        self.epoch = 0
+        self.history: list[dict] = []
+
+    def fit(self, epochs: int = 1, start_epoch: int = 1) -> list[dict]:
+        self.callbacks.on_train_begin({})
+        if start_epoch == 1:
+            self.epoch = 1
+            logs = {"epoch": 1}
+            self.callbacks.on_epoch_begin(1, logs)
+            started = time.perf_counter()
+            self.model.fit(self.x, self.y)
+            logs["train_seconds"] = time.perf_counter() - started
+            self.callbacks.on_epoch_end(1, logs)
+            self.history.append(logs)
         self.callbacks.on_train_end(self.history[-1] if self.history else {})
         return self.history
 
@@ -155,3 +184,63 @@ class ProgressBar(Callback):
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+class EarlyStopping(Callback):
+    """Keras' EarlyStopping: stop when `monitor` has not improved by more than `min_delta` for `patience`
+    epochs in a row; with `restore_best`, the model ends with the weights of its best epoch. Accuracies must
+    rise, losses fall. Only training and validation metrics can be monitored: choosing by the test set would
+    make its score meaningless.
+
+    Its state (best value and epoch, epochs waited, whether it stopped, the best weights) is a state_dict that
+    the run's checkpoints keep, so a resumed run stops exactly where an uninterrupted one would."""
+
+    options = {"monitor": Choice(["val_accuracy", "val_loss", "train_accuracy", "train_loss"]),
+               "patience": Integer(1), "min_delta": Number(0), "restore_best": Boolean()}
+    name = "early_stopping"
+
+    def __init__(self, monitor: str = "val_accuracy", patience: int = 5, min_delta: float = 0.0,
+                 restore_best: bool = True):
+        self.monitor, self.patience, self.min_delta, self.restore_best = monitor, int(patience), float(min_delta), \
+            bool(restore_best)
+        self.sign = 1.0 if monitor.endswith("accuracy") else -1.0  # larger is better after the sign
+        self.best, self.best_epoch, self.wait, self.stopped_epoch = -math.inf, 0, 0, 0
+        self.best_weights: dict[str, np.ndarray] | None = None
+
+    def on_train_begin(self, logs):
+        if self.stopped_epoch:
+            self.learner.stop_training = True
+
+    def on_epoch_end(self, epoch, logs):
+        value = self.sign * logs[self.monitor]
+        if value > self.best + self.min_delta:
+            self.best, self.best_epoch, self.wait = value, epoch, 0
+            if self.restore_best:
+                self.best_weights = self.learner.model.state_dict()
+        else:
+            self.wait += 1
+            if self.wait >= self.patience:
+                self.stopped_epoch = epoch
+                self.learner.stop_training = True
+
+    def on_train_end(self, logs):
+        if self.restore_best and self.best_weights is not None:
+            self.learner.model.load_state_dict(self.best_weights)
+
+    @property
+    def weights_epoch(self) -> int | None:
+        """The epoch whose weights the model ends with when it restores the best ones."""
+        return self.best_epoch if self.restore_best and self.best_weights is not None else None
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        state = {"best": np.array(self.best), "best_epoch": np.array(self.best_epoch), "wait": np.array(self.wait),
+                 "stopped_epoch": np.array(self.stopped_epoch)}
+        for key, value in (self.best_weights or {}).items():
+            state[f"weights/{key}"] = value
+        return state
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        self.best, self.best_epoch = float(state["best"]), int(state["best_epoch"])
+        self.wait, self.stopped_epoch = int(state["wait"]), int(state["stopped_epoch"])
+        weights = {k.split("/", 1)[1]: v for k, v in state.items() if k.startswith("weights/")}
+        self.best_weights = weights or None

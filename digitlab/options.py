@@ -114,6 +114,20 @@ class Integer(Rule):
         return int(number)
 
 
+class CountOrAll(Rule):
+    """A whole number >= 1, or the word `all`; null leaves the choice to the default."""
+
+    expected = "a whole number >= 1 or 'all'"
+
+    def check(self, value):
+        if value is None or value == "all":
+            return value
+        try:
+            return Integer(1).check(value)
+        except Invalid:
+            raise Invalid(f"expected {self.expected}, got {show(value)}") from None
+
+
 class Boolean(Rule):
     expected = "true or false"
 

@@ -7,9 +7,13 @@ coloured by digit, over the probability that the rest of the network assigns to 
 
 from __future__ import annotations
 
+import warnings
+
 import matplotlib
 
 matplotlib.use("Agg")
+# A run name in a script the bundled font lacks (数字) is drawn as boxes in a title; say nothing about it on stderr.
+warnings.filterwarnings("ignore", message="Glyph .* missing from font", category=UserWarning)
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
@@ -183,5 +187,58 @@ def filters(weight: np.ndarray, title: str = "first convolution's kernels") -> p
         limit = float(np.abs(k).max()) or 1.0
         ax.imshow(k, cmap="RdBu_r", vmin=-limit, vmax=limit)
     fig.suptitle(f"{title} ({n} of {weight.shape[2]}x{weight.shape[3]})")
+    fig.tight_layout()
+    return fig
+
+
+def image_grid(images: np.ndarray, titles: list[str], cols: int = 10, title: str = "",
+               cmap: str = "gray_r", symmetric: bool = False) -> plt.Figure:
+    """Images (N, channels, rows, cols), one panel each with its title: random samples with their labels, the
+    class means, a layer's weights. `symmetric` scales each panel about 0 (red positive, blue negative)."""
+    n = len(images)
+    cols = max(1, min(cols, n))
+    rows = max(1, -(-n // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.1, rows * 1.25 + (0.5 if title else 0)), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, image, label in zip(axes.flat, images, titles):
+        picture_ = picture(image)
+        if symmetric:
+            limit = float(np.abs(picture_).max()) or 1.0
+            ax.imshow(picture_, cmap="RdBu_r", vmin=-limit, vmax=limit)
+        else:
+            ax.imshow(picture_, cmap=cmap, vmin=0, vmax=max(1.0, float(picture_.max())))
+        ax.set_title(label, fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def class_counts(counts: dict[str, np.ndarray], classes: list[int]) -> plt.Figure:
+    """Images per class in each split, as grouped bars: a glance at whether the classes are balanced."""
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.7 * len(classes) + 2), 3.6))
+    width = 0.8 / max(len(counts), 1)
+    colours = {"train": "tab:blue", "val": "tab:green", "test": "tab:orange"}
+    x = np.arange(len(classes))
+    for i, (split, values) in enumerate(counts.items()):
+        ax.bar(x + (i - (len(counts) - 1) / 2) * width, values, width, label=f"{split} ({int(values.sum()):,})",
+               color=colours.get(split))
+    ax.set_xticks(x, [str(c) for c in classes])
+    ax.set(xlabel="digit", ylabel="images", title="images per digit")
+    ax.set_ylim(0, 1.22 * max(int(v.max()) for v in counts.values()))
+    ax.legend(fontsize=8, ncol=len(counts), loc="upper center")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def pixel_histogram(pixels: np.ndarray, levels: int) -> plt.Figure:
+    """How often each pixel value occurs (pixels scaled to [0, 1]; `levels` the raw values the dataset has),
+    on a log scale: handwriting is mostly background."""
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    ax.hist(pixels.ravel(), bins=min(levels, 64), range=(0, 1), color="tab:blue", log=True)
+    ax.set(xlabel="pixel value (scaled to 0..1)", ylabel="pixels (log scale)", title="pixel values")
+    ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig

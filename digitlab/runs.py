@@ -2,10 +2,10 @@
 as something that may have been damaged or edited by hand.
 
 Every file is written atomically (see digitlab.storage); `metrics.csv` and `log.txt` only grow, a whole line at
-a time. `run.json` carries the status (`running`, `complete`, `failed`, `interrupted`, `diverged`) and a
-heartbeat, and the training process holds the folder's lock, so a reader can tell a crashed run from a live
-one. Every reader here checks what it reads and raises DamagedRun (file and reason) for what digitlab cannot
-have written.
+a time. `run.json` carries the status (`running`, `complete`, `failed`, `interrupted`, `diverged`, or `pruned`:
+stopped early by a sweep's rule, resumable from its checkpoint) and a heartbeat, and the training process holds
+the folder's lock, so a reader can tell a crashed run from a live one. Every reader here checks what it reads
+and raises DamagedRun (file and reason) for what digitlab cannot have written.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from digitlab.storage import append_line, atomic_write, make_folder, npz_bytes, 
 
 METRICS_COLUMNS = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy",
                    "test_loss", "test_accuracy", "seconds"]
-STATUSES = ("running", "complete", "failed", "interrupted", "diverged")
-FINISHED_FIELDS = ("ended", "signal", "error", "diverged", "hint")  # cleared when a run goes back to running
+STATUSES = ("running", "complete", "failed", "interrupted", "diverged", "pruned")
+FINISHED_FIELDS = ("ended", "signal", "error", "diverged", "hint", "pruned")  # cleared when a run goes back to running
 STALE_AFTER = 600  # seconds without a heartbeat before a `running` run is taken as crashed
 SUMMARY_NUMBERS = ("test_accuracy", "test_loss", "train_accuracy", "train_loss", "val_accuracy", "val_loss",
                    "best_val_accuracy", "seconds")

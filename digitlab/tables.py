@@ -6,7 +6,7 @@ from __future__ import annotations
 def looks_numeric(text: str) -> bool:
     """A cell that reads as a number ('0.9912', '0.99 ± 0.01', '-' for none), to be right-aligned."""
     try:
-        float(text.split(" ± ")[0])
+        float(text.split(" ± ")[0].replace(",", ""))
         return True
     except ValueError:
         return text == "-"

@@ -358,3 +358,16 @@ def test_the_run_starts_with_the_model_summary_and_ends_with_chance_in_the_summa
     assert "Layer (type)" in log and "Total params: 12,597" in log
     chance = json.loads((runs["a"] / "summary.json").read_text())["chance"]
     assert chance == {"majority": 1010 / 1984, "uniform": 0.5}  # 1010 threes, 974 eights in the test set
+
+
+def test_train_metrics_on_a_fixed_subset_said_in_the_summary(tmp_path):
+    config = write_yaml(tmp_path, {**SMALL_3V8, "name": "subset", "data": {"digits": [3, 8], "limit": 600},
+                                   "train_eval": 100, "epochs": 1})
+    run, result = train(config, tmp_path / "runs")
+    assert "train metrics on a fixed 100 of the 600 training images" in result.output
+    assert json.loads((run / "summary.json").read_text())["train_eval"] == {"images": 100, "of": 600}
+    everything = write_yaml(tmp_path / "all", {**SMALL_3V8, "name": "all", "data": {"digits": [3, 8], "limit": 600},
+                                               "epochs": 1})
+    run, result = train(everything, tmp_path / "runs")  # default: the test split's 1984 images, more than 600
+    assert "train metrics on" not in result.output
+    assert json.loads((run / "summary.json").read_text())["train_eval"] == {"images": 600, "of": 600}

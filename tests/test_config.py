@@ -73,7 +73,7 @@ BAD = [
     (changed("model.0", {"linear": 0}), "model.0.linear", "expected a whole number >= 1, got 0"),
     (changed("model", []), "model", "expected a list of layers"),
     (changed("loss", "crossentropy"), "loss", "did you mean 'cross_entropy'?"),
-    (changed("optimizer", {"name": "adamw"}), "optimizer.name", "did you mean 'adam'?"),
+    (changed("optimizer", {"name": "adan"}), "optimizer.name", "did you mean 'adam'?"),
     (changed("optimizer", {"name": "adam", "momentum": 0.9}), "optimizer.momentum", "unknown key"),
     (changed("optimizer", {"name": "adam", "betas": [0.9]}), "optimizer.betas", "expected two numbers in [0, 1)"),
     (changed("optimizer.schedule", "cosin"), "optimizer.schedule.name", "did you mean 'cosine'?"),
@@ -131,10 +131,12 @@ def test_defaults_are_filled_in():
     assert cfg["data"]["digits"] == list(range(10)) and cfg["data"]["validation"] == 0.0
     assert cfg["data"]["limit"] is None and cfg["data"]["path"] is None
     assert cfg["loss"] == "cross_entropy"
-    assert cfg["optimizer"] == {"name": "sgd", "lr": 0.01, "momentum": 0.0, "nesterov": False, "weight_decay": 0.0}
+    assert cfg["optimizer"] == {"name": "sgd", "lr": 0.01, "momentum": 0.0, "nesterov": False, "weight_decay": 0.0,
+                                "decay_all": True}
     assert cfg["epochs"] == 10 and cfg["batch_size"] == 32
     adam = validate({"model": [{"linear": 10}], "optimizer": "adam"}, "x.yaml")["optimizer"]
-    assert adam == {"name": "adam", "lr": 0.001, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.0}
+    assert adam == {"name": "adam", "lr": 0.001, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.0,
+                    "decay_all": True}
 
 
 def test_values_are_normalised():

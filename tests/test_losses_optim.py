@@ -11,6 +11,7 @@ import math
 import numpy as np
 import pytest
 
+from digitlab.errors import ConfigError
 from digitlab.nn import SGD, Adam, BCELoss, CrossEntropyLoss, MSELoss, Parameters, predict_classes
 from digitlab.nn import functional as F
 from digitlab.nn.schedules import CosineLR, Schedule, StepLR
@@ -221,3 +222,72 @@ def test_schedules():
     assert step(9.9) == pytest.approx(0.1) and step(10) == pytest.approx(0.01) and step(25) == pytest.approx(0.001)
     warm = CosineLR(0.1, 10, warmup=2)
     assert warm(0) < 0.001 and warm(1) == pytest.approx(0.05, rel=1e-2) and warm(2) == pytest.approx(0.1)
+
+
+# -- label smoothing, one cycle, AdamW, weight decay that skips biases -------------------------------------------
+def test_cross_entropy_with_label_smoothing_by_hand_and_by_central_differences(numgrad):
+    from digitlab.nn import CrossEntropyLoss
+    loss = CrossEntropyLoss(label_smoothing=0.1)
+    # z = [2, 0], target 0: logsumexp = log(e^2 + 1); the target is 0.95 / 0.05: picked = 0.9 * 2 + 0.1 * 1
+    value = loss.forward(np.array([[2.0, 0.0]]), np.array([0]))
+    assert value == pytest.approx(np.log(np.e ** 2 + 1) - 1.9)
+    grad = loss.backward()
+    p = np.exp(2) / (np.exp(2) + 1)
+    np.testing.assert_allclose(grad, [[p - 0.95, (1 - p) - 0.05]], rtol=1e-6)
+    rng = np.random.default_rng(0)
+    z, t = 3 * rng.normal(size=(6, 4)), rng.integers(0, 4, size=6)
+    loss.forward(z, t)
+    np.testing.assert_allclose(loss.backward(), numgrad(lambda: loss.forward(z, t), z), rtol=1e-5, atol=1e-7)
+    assert CrossEntropyLoss().forward(np.array([[2.0, 0.0]]), np.array([0])) == pytest.approx(np.log(np.e ** 2 + 1) - 2)
+
+
+def test_label_smoothing_in_a_config():
+    from digitlab.config import validate
+    from digitlab.run import prepare
+    cfg = validate({"data": {"digits": [3, 8], "limit": 100}, "model": [{"linear": 2}],
+                    "loss": {"name": "cross_entropy", "label_smoothing": 0.1}}, "x.yaml")
+    assert cfg["loss"] == {"name": "cross_entropy", "label_smoothing": 0.1}
+    assert prepare(cfg).loss_fn.label_smoothing == 0.1
+    with pytest.raises(ConfigError, match="loss.label_smoothing: expected a number in \\[0, 1\\)"):
+        validate({"model": [{"linear": 10}], "loss": {"name": "cross_entropy", "label_smoothing": 1}}, "x.yaml")
+
+
+def test_one_cycle_rises_to_the_peak_then_anneals():
+    from digitlab.nn.schedules import OneCycleLR
+    s = OneCycleLR(0.1, 10, pct_start=0.3, div_factor=25, final_div_factor=1e4)
+    assert s(0) == pytest.approx(0.1 / 25)
+    assert s(1.5) == pytest.approx(0.1 / 25 + (0.1 - 0.1 / 25) * 0.5)  # halfway up: cosine at its middle
+    assert s(3) == pytest.approx(0.1)
+    assert s(10) == pytest.approx(0.1 / 25e4)
+    values = [s(t / 10) for t in range(101)]
+    peak = values.index(max(values))
+    assert all(a <= b for a, b in zip(values[:peak], values[1:peak + 1]))
+    assert all(a >= b for a, b in zip(values[peak:], values[peak + 1:]))
+
+
+def test_adamw_decays_the_weights_apart_from_the_gradient():
+    from digitlab.nn import AdamW
+    params = Parameters({"w": (3,)})
+    params.data[...] = [1.0, -2.0, 4.0]
+    opt = AdamW(params, lr=0.1, weight_decay=0.5)
+    params.grad[...] = 0.0  # Adam's own step is 0 / (0 + eps) = 0: only the decay moves the weights
+    opt.step()
+    np.testing.assert_allclose(params.data, np.array([1.0, -2.0, 4.0]) * (1 - 0.1 * 0.5), rtol=1e-6)
+
+
+def test_decay_all_false_leaves_biases_and_batch_norm_alone():
+    from digitlab.config import validate
+    from digitlab.run import prepare
+    cfg = validate({"data": {"digits": [3, 8], "limit": 100}, "loss": "cross_entropy",
+                    "model": [{"linear": 4}, "batchnorm", "relu", {"linear": 2}],
+                    "optimizer": {"name": "sgd", "lr": 0.1, "weight_decay": 0.5, "decay_all": False}}, "x.yaml")
+    setup = prepare(cfg)
+    for p in setup.model.parameters():
+        p.data[...] = 1.0
+    setup.model.parameters().grad[...] = 0.0
+    setup.optimizer.step()
+    state = setup.model.state_dict()
+    np.testing.assert_allclose(state["0.weight"], 1 - 0.1 * 0.5)
+    np.testing.assert_allclose(state["3.weight"], 1 - 0.1 * 0.5)
+    for name in ("0.bias", "1.weight", "1.bias", "3.bias"):
+        np.testing.assert_array_equal(state[name], 1.0)

@@ -18,6 +18,7 @@ from digitlab.nn import (
     Linear,
     MSELoss,
     ReLU,
+    Sequential,
     Sigmoid,
     Softmax,
     Tanh,
@@ -201,3 +202,34 @@ def test_float32_forward_and_backward_stay_float32():
 def test_layer_base_class_is_abstract():
     with pytest.raises(NotImplementedError):
         Layer().forward(np.zeros((1, 1)))
+
+
+def test_dropout_on_the_pixels_before_a_dense_layer_sees_flat_images():
+    model = build_model([("dropout", {"p": 0.2}), ("linear", {"units": 3})], (1, 8, 8))
+    assert model.in_shape == (64,)
+    conv = build_model([("dropout", {"p": 0.2}), ("conv2d", {"filters": 2})], (1, 8, 8))
+    assert conv.in_shape == (1, 8, 8)
+
+
+def test_an_activation_before_max_pooling_runs_after_it_with_the_same_numbers(numgrad):
+    """max(f(x)) = f(max(x)) for a non-decreasing f: the model runs the pooling first, and its outputs and its
+    gradient with respect to the input are those of the layers in the order listed."""
+    from digitlab.nn import MaxPool2d
+    from digitlab.nn.model import execution_order
+    rng = np.random.default_rng(3)
+    layers = [ReLU(), MaxPool2d(2), Sigmoid(), MaxPool2d(2), Flatten()]
+    assert execution_order(layers) == [1, 0, 3, 2, 4]
+    model = Sequential(layers, (2, 8, 8), dtype=np.float64)
+    x = rng.normal(size=(3, 2, 8, 8))
+    plain = x
+    for layer in (ReLU(), MaxPool2d(2), Sigmoid(), MaxPool2d(2), Flatten()):  # in the order listed, one by one
+        Sequential([layer], plain.shape[1:], dtype=np.float64)
+        plain = layer.forward(plain)
+    np.testing.assert_array_equal(model.forward(x), plain)
+    g = rng.normal(size=plain.shape)
+
+    def loss():
+        with model.evaluating():
+            return float(np.sum(g * model.forward(x)))
+
+    np.testing.assert_allclose(model.input_gradient(x, lambda out: g), numgrad(loss, x), rtol=1e-6, atol=1e-8)

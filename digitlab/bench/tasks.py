@@ -44,7 +44,8 @@ class Task:
         cfg = self.resolved()
         opt = cfg["optimizer"]
         arch = architecture(cfg)
-        return (f"configs/{self.config}: {arch[0] if arch else '?'}, {cfg['loss']}, {opt['name']} lr {opt['lr']:g}, "
+        from digitlab.config import loss_name
+        return (f"configs/{self.config}: {arch[0] if arch else '?'}, {loss_name(cfg)}, {opt['name']} lr {opt['lr']:g}, "
                 f"batch {cfg['batch_size']}")
 
 

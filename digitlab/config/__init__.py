@@ -9,11 +9,12 @@ from pathlib import Path
 
 from digitlab.config.overrides import apply_override, set_key
 from digitlab.config.reading import dump, parse_yaml, read_yaml
-from digitlab.config.schema import identity, layer_specs, safe_name, validate
+from digitlab.config.schema import identity, layer_specs, loss_name, safe_name, validate, validate_data
 from digitlab.errors import ConfigError
 
-__all__ = ["apply_override", "set_key", "dump", "parse_yaml", "read_yaml", "identity", "layer_specs", "safe_name",
-           "validate", "load_config", "config_hash"]
+__all__ = ["apply_override", "set_key", "dump", "parse_yaml", "read_yaml", "identity", "layer_specs", "loss_name",
+           "safe_name",
+           "validate", "validate_data", "load_config", "config_hash"]
 
 
 def load_config(path: str | Path, overrides: tuple[str, ...] = ()) -> dict:

@@ -7,12 +7,13 @@ from __future__ import annotations
 import numpy as np
 
 from digitlab.data.augment import Augment
+from digitlab.data.digits8x8 import Digits8x8
 from digitlab.data.mnist import MNIST, IdxFolder
 from digitlab.data.source import Source
 from digitlab.data.splits import DigitData, draw_splits
 from digitlab.options import Choice, Integer, Invalid, Nested, Number, Rule, Text, show
 
-DATASETS: dict[str, type[Source]] = {"mnist": MNIST}
+DATASETS: dict[str, type[Source]] = {"mnist": MNIST, "digits8x8": Digits8x8}
 
 
 class Digits(Rule):
@@ -77,6 +78,8 @@ def check_data(data: dict) -> dict:
         raise Invalid(f"{source.name} has an official test split; data.test is only for datasets without one",
                       "test")
     if not source.has_test and data.get("test") is None:
+        data["test"] = source.default_test
+    if not source.has_test and data["test"] is None:
         raise Invalid(f"{source.name} has no official test split: say which fraction to hold out for testing, "
                       f"e.g. data.test: 0.2", "test")
     return data

@@ -5,8 +5,9 @@ MNIST's recipe (LeCun et al.): grey levels; the digit's bounding box scaled, kee
 its longer side is 20 pixels (anti-aliased, hence the grey edges); placed in the 28x28 field with its centre of
 mass at the centre (pixel 14.0, 14.0, as measured on MNIST's test set; here to a fraction of a pixel). The
 background is read from the image's border (light paper is inverted), faint noise (paper texture, JPEG ringing)
-is dropped before the box is found, and the ink is scaled to the range 0..1. A dataset of another size (the 8x8
-digits, whose bitmaps fill their box) gets the equivalent: the box scaled to fill the image, centred.
+is dropped before the box is found, and the ink is scaled to the range 0..1. The 8x8 digits get theirs: the
+digit's box filling a 32x32 bitmap, centred by mass, then the share of ink in each 4x4 block (UCI's optdigits);
+any other size the box scaled to fill the image, centred.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ MAX_PIXELS = 64_000_000
 WORKING_SIDE = 1024  # larger images are reduced to this (longer side) before anything else
 MIN_CONTRAST = 0.15  # ink must differ from the background by this much (of the full grey range)
 NOISE = 0.12  # ink fainter than this (after scaling the darkest stroke to 1) is background
-RECIPES = {28: (20, True)}  # image side -> (the box's longer side, centre by centre of mass)
+MNIST_BOX = 20  # MNIST's digits: the longer side of their box, in the 28x28 field
 
 
 def read_grey(path: str | Path) -> np.ndarray:
@@ -104,28 +105,56 @@ def ink(grey: np.ndarray, name: str = "image") -> np.ndarray:
 
 def to_digit(grey: np.ndarray, image_shape: tuple[int, int, int], name: str = "image") -> np.ndarray:
     """An image (channels, rows, cols) float32 in [0, 1] from grey levels, as the dataset's images were made."""
-    from PIL import Image
-
     strokes = ink(grey, name)
     rows, cols = np.flatnonzero(strokes.any(axis=1)), np.flatnonzero(strokes.any(axis=0))
     crop = strokes[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
     channels, height, width = image_shape
-    box, by_mass = RECIPES.get(height, (height, False)) if height == width else (min(height, width), False)
-    scale = box / max(crop.shape)
-    size = (max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale)))  # (width, height)
-    small = np.asarray(Image.fromarray(crop.astype(np.float32), mode="F").resize(size, Image.Resampling.LANCZOS))
-    small = np.clip(small, 0, 1)
-    bh, bw = small.shape
-    out = np.zeros((height, width), dtype=np.float32)
-    if by_mass and small.sum() > 0:
-        total = small.sum()
-        cy = float((small.sum(axis=1) * np.arange(bh)).sum() / total)
-        cx = float((small.sum(axis=0) * np.arange(bw)).sum() / total)
-        out = _place(small, height / 2 - cy, width / 2 - cx, (height, width))  # MNIST's: (14.0, 14.0)
-    else:
-        top, left = (height - bh) // 2, (width - bw) // 2
-        out[top:top + bh, left:left + bw] = small
+    if (height, width) == (28, 28):
+        out = _mnist(crop)
+    elif (height, width) == (8, 8):
+        out = _blocks(crop)
+    else:  # another size: the box fills the image, centred
+        out = _centred(_resized(crop, min(height, width) / max(crop.shape)), (height, width))
     return np.repeat(out[None], channels, axis=0)
+
+
+def _resized(crop: np.ndarray, scale: float, resample: str = "LANCZOS") -> np.ndarray:
+    """The crop scaled by `scale`, aspect kept (at least one pixel each way), clipped to [0, 1]."""
+    from PIL import Image
+
+    size = (max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale)))  # (width, height)
+    image = Image.fromarray(crop.astype(np.float32), mode="F").resize(size, getattr(Image.Resampling, resample))
+    return np.clip(np.asarray(image), 0, 1)
+
+
+def _centred(small: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    out = np.zeros(shape, dtype=np.float32)
+    bh, bw = small.shape
+    top, left = (shape[0] - bh) // 2, (shape[1] - bw) // 2
+    out[top:top + bh, left:left + bw] = small
+    return out
+
+
+def _mnist(crop: np.ndarray) -> np.ndarray:
+    """MNIST: the longer side to 20 pixels, anti-aliased, the centre of mass at (14.0, 14.0) of 28x28."""
+    small = _resized(crop, MNIST_BOX / max(crop.shape))
+    total = small.sum()
+    if total <= 0:
+        return _centred(small, (28, 28))
+    cy = float(small.sum(axis=1) @ np.arange(small.shape[0]) / total)
+    cx = float(small.sum(axis=0) @ np.arange(small.shape[1]) / total)
+    return _place(small, 14 - cy, 14 - cx, (28, 28))
+
+
+def _blocks(crop: np.ndarray) -> np.ndarray:
+    """The 8x8 digits (UCI optdigits, scikit-learn's load_digits): the digit's longer side filling a 32x32
+    bitmap (area-averaged), its centre of mass at the centre, then the share of ink in each 4x4 block."""
+    small = _resized(crop, 32 / max(crop.shape), "BOX")
+    total = small.sum()
+    cy = float(small.sum(axis=1) @ np.arange(small.shape[0]) / total)
+    cx = float(small.sum(axis=0) @ np.arange(small.shape[1]) / total)
+    bitmap = _place(small, 15.5 - cy, 15.5 - cx, (32, 32))
+    return bitmap.reshape(8, 4, 8, 4).mean(axis=(1, 3)).astype(np.float32)
 
 
 def _place(small: np.ndarray, top: float, left: float, shape: tuple[int, int]) -> np.ndarray:

@@ -33,9 +33,8 @@ class Source:
         """How many images all parts hold (for memory estimates, before anything is read)."""
         raise NotImplementedError
 
-    @property
-    def has_test(self) -> bool:
-        return True
+    has_test: ClassVar[bool] = True  # an official test split; without one, data.test holds out a fraction
+    default_test: ClassVar[float | None] = None  # that fraction when the config gives none
 
     def parts(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         raise NotImplementedError

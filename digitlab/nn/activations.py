@@ -11,16 +11,20 @@ from digitlab.options import Number
 
 
 class ReLU(Layer):
-    """y = max(x, 0); dL/dx = dL/dy where x > 0, else 0."""
+    """y = max(x, 0); dL/dx = dL/dy where x > 0, else 0. `inplace` (set by Sequential after a layer whose output
+    is fresh and kept by nobody) overwrites x instead of allocating y; the backward always overwrites the
+    gradient it is handed, which nobody else holds."""
 
     preferred_init = "he"
+    elementwise = monotone = True
+    inplace = False
 
     def forward(self, x):
-        self.y = np.maximum(x, 0)
+        self.y = np.maximum(x, 0, out=x if self.inplace else None)
         return self.y
 
     def backward(self, grad):
-        return grad * (self.y > 0)
+        return np.multiply(grad, self.y > 0, out=grad if grad.flags.writeable else None)
 
 
 class LeakyReLU(Layer):
@@ -29,6 +33,7 @@ class LeakyReLU(Layer):
 
     options = {"slope": Number(0, 1, high_open=True)}
     preferred_init = "he"
+    elementwise = monotone = True
 
     def __init__(self, slope: float = 0.01):
         self.slope = float(slope)
@@ -44,6 +49,8 @@ class LeakyReLU(Layer):
 class Sigmoid(Layer):
     """y = 1 / (1 + e^-x) (stable, via tanh); dL/dx = dL/dy * y (1 - y)."""
 
+    elementwise = monotone = True
+
     def forward(self, x):
         self.y = F.sigmoid(x)
         return self.y
@@ -54,6 +61,8 @@ class Sigmoid(Layer):
 
 class Tanh(Layer):
     """y = tanh(x); dL/dx = dL/dy * (1 - y^2)."""
+
+    elementwise = monotone = True
 
     def forward(self, x):
         self.y = np.tanh(x)

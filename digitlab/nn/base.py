@@ -37,9 +37,15 @@ class Layer:
     options: ClassVar[dict[str, Rule]] = {}
     preferred_init: ClassVar[str | None] = None  # the initialiser a weight right before this layer should get
     transparent_to_init: ClassVar[bool] = False  # looked through when choosing that initialiser (batch norm, pooling)
+    closed_form: ClassVar[bool] = False  # fitted in one pass by fit(x, y) instead of by gradient steps
+    elementwise: ClassVar[bool] = False  # works on any shape, value by value (activations, dropout)
+    monotone: ClassVar[bool] = False  # elementwise and non-decreasing: max pooling commutes with it
+    takes_max: ClassVar[bool] = False  # max pooling: a monotone activation before it may run after it
+    fresh_output: ClassVar[bool] = False  # forward returns a new array that it keeps no reference to
 
     training = True
     retain = False
+    lr_scale = 1.0  # this layer's parameters learn at lr_scale times the optimizer's rate
     needs_input_grad = True  # False for the first layer: the gradient for the data is never used
 
     @property
@@ -96,10 +102,13 @@ class WeightLayer(Layer):
     by name (see nn.init; the model picks He or Xavier when none is given) and the options they share.
     `weight` and `bias` are Parameters (`bias` is None without one), as in PyTorch."""
 
-    options = {"init": Choice(INITIALISERS), "scale": Number(0, low_open=True), "bias": Boolean()}
+    options = {"init": Choice(INITIALISERS), "scale": Number(0, low_open=True), "bias": Boolean(),
+               "lr_scale": Number(0, low_open=True)}
 
-    def __init__(self, outputs: int, init: str | None = None, scale: float | None = None, bias: bool = True):
+    def __init__(self, outputs: int, init: str | None = None, scale: float | None = None, bias: bool = True,
+                 lr_scale: float = 1.0):
         self.outputs, self.init, self.scale, self.has_bias = int(outputs), init, scale, bool(bias)
+        self.lr_scale = float(lr_scale)
 
     def weight_shape(self) -> tuple[int, ...]:
         raise NotImplementedError

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from digitlab import threads
 from digitlab.nn.base import WeightLayer
 from digitlab.nn.functional import channels_first, channels_last, image_shape
 from digitlab.options import Choice, Integer
@@ -26,14 +27,15 @@ class Conv2d(WeightLayer):
     TensorFlow).
     """
 
+    fresh_output = True
     options = {"filters": Integer(1), "kernel": Integer(1), "stride": Integer(1), "padding": Choice(["valid", "same"]),
                **WeightLayer.options}
 
     def __init__(self, filters: int, kernel: int = 3, stride: int = 1, padding: str = "valid",
-                 init: str | None = None, scale: float | None = None, bias: bool = True):
+                 init: str | None = None, scale: float | None = None, bias: bool = True, lr_scale: float = 1.0):
         if padding not in ("valid", "same"):
             raise ValueError(f"conv2d padding must be 'valid' or 'same', got {padding!r}")
-        super().__init__(filters, init, scale, bias)
+        super().__init__(filters, init, scale, bias, lr_scale)
         self.filters, self.kernel, self.stride, self.padding = int(filters), int(kernel), int(stride), padding
 
     def build(self, in_shape):
@@ -55,68 +57,91 @@ class Conv2d(WeightLayer):
         return (self.filters, self.in_shape[0], self.kernel, self.kernel)
 
     def _padded(self, x: np.ndarray) -> np.ndarray:
-        """The channel-last batch with its zero border (x itself when there is none)."""
+        """The channel-last batch with its zero border, in a buffer kept between batches (x itself when there is
+        no border and it is contiguous)."""
         top, bottom, left, right = self.pad
         if not any(self.pad):
-            return x
+            return np.ascontiguousarray(x)
         n, h, w, c = x.shape
-        xp = np.zeros((n, h + top + bottom, w + left + right, c), dtype=x.dtype)
-        xp[:, top:top + h, left:left + w] = x
+        xp = self._buffer("padded", (n, h + top + bottom, w + left + right, c), x.dtype, zero=True)
+        xp[:, top:top + h, left:left + w] = x  # the border stays zero from the buffer's first use
         return xp
 
-    def _patches(self, xp: np.ndarray) -> np.ndarray:
-        """im2col: (N*Ho*Wo, k*k*C) rows, one per output pixel, ordered (ki, kj, channel), copied once.
+    def _buffer(self, name: str, shape: tuple, dtype, zero: bool = False) -> np.ndarray:
+        """A scratch array of `shape` kept on the layer and reused batch after batch: a fresh 30 MB array per
+        batch costs the kernel's zeroing of every page on first touch. Larger batches grow it; smaller ones
+        (an epoch's last) use the front of it. `zero` fills a new one with zeros."""
+        buffers = self.__dict__.setdefault("_buffers", {})
+        have = buffers.get(name)
+        rows, rest = shape[0], tuple(shape[1:])
+        if have is None or have.dtype != dtype or have.shape[1:] != rest or len(have) < rows:
+            have = buffers[name] = (np.zeros if zero else np.empty)((rows,) + rest, dtype=dtype)
+        return have[:rows]
 
-        In channel-last memory a window's row (k pixels of C channels) is k*C contiguous numbers, so the
-        strided view (N, Ho, Wo, k rows, k*C) copies in long runs."""
+    def _windows(self, xp: np.ndarray) -> np.ndarray:
+        """The strided view (N, Ho, Wo, k rows, k*C) of every window of the padded channel-last batch. In
+        channel-last memory a window's row (k pixels of C channels) is k*C contiguous numbers, so copying it
+        (im2col) moves long runs."""
         k, s, (ho, wo) = self.kernel, self.stride, self.out_hw
-        xp = np.ascontiguousarray(xp)
         n, hp, wp, c = xp.shape
         sc = xp.itemsize  # strides from the shape: numpy may report any stride for an axis of length 1
         sw, sh, sn = c * sc, wp * c * sc, hp * wp * c * sc
-        windows = as_strided(xp, (n, ho, wo, k, k * c), (sn, sh * s, sw * s, sh, sc), writeable=False)
-        return np.ascontiguousarray(windows).reshape(n * ho * wo, k * k * c)
+        return as_strided(xp, (n, ho, wo, k, k * c), (sn, sh * s, sw * s, sh, sc), writeable=False)
+
+    def _patches(self, xp: np.ndarray) -> np.ndarray:
+        """im2col: (N*Ho*Wo, k*k*C [+ 1]) rows, one per output pixel, ordered (ki, kj, channel), with a last
+        column of ones when the layer has a bias, so that the bias rides along in the matmul (and its gradient
+        in the weight gradient's). Copied once into a reused buffer, in slices of the batch across threads."""
+        n, (ho, wo) = len(xp), self.out_hw
+        depth = self.kernel * self.kernel * xp.shape[3]
+        cols = self._buffer("cols", (n * ho * wo, depth + (self.bias is not None)), xp.dtype)
+        if self.bias is not None:
+            cols[:, depth] = 1
+        windows, target = self._windows(xp), cols[:, :depth].reshape(n, ho, wo, self.kernel, -1)
+        threads.run(lambda lo, hi: np.copyto(target[lo:hi], windows[lo:hi]), threads.spans(n, min_chunk=16))
+        return cols
 
     def _matrix(self) -> np.ndarray:
-        """The weight as a (k*k*C, filters) matrix matching the patch rows."""
-        return self.weight.data.transpose(2, 3, 1, 0).reshape(-1, self.filters)
+        """The weight as a (k*k*C, filters) matrix matching the patch rows, with the bias as its last row."""
+        w = self.weight.data.transpose(2, 3, 1, 0).reshape(-1, self.filters)
+        return w if self.bias is None else np.concatenate([w, self.bias.data[None]])
 
     def forward(self, x):
         cols = self._patches(self._padded(channels_last(x)))
         self.cols = cols if self.keeps_cache else None
         out = cols @ self._matrix()
-        if self.bias is not None:
-            out += self.bias.data
         return channels_first(out.reshape((len(x),) + self.out_hw + (self.filters,)))
 
     def backward(self, grad):
-        """Patches P (N*Ho*Wo, k*k*C) and weight matrix W (k*k*C, F) give y = P W + b, so with
-        G = dL/dy as (N*Ho*Wo, F): dL/dW = P^T G, dL/db = sum of G over rows, dL/dP = G W^T.
-        Each input pixel appears in the patches of every output it feeds, so dL/dx is the sum of dL/dP over
-        those places (col2im): for each kernel offset (i, j), the columns of dL/dP for that offset,
-        G W[:, :, i, j] (N*Ho*Wo, C), are added to the input window starting at (i, j) with the stride.
-        Returns (N, C, H, W); None for the first layer (nothing uses the data's gradient)."""
+        """Patches P (N*Ho*Wo, k*k*C, and a column of ones for the bias) and the weight matrix W (with the bias
+        as its last row) give y = P W, so with G = dL/dy as (N*Ho*Wo, F): dL/dW = P^T G (its last row, the
+        column sums of G, is dL/db) and dL/dP = G W^T. Each input pixel appears in the patches of every output
+        it feeds, so dL/dx is the sum of dL/dP over those places (col2im): for each kernel offset (i, j), the
+        columns of dL/dP for that offset, G W[:, :, i, j] (N*Ho*Wo, C), are added to the input window starting at
+        (i, j) with the stride. Returns (N, C, H, W), a view of a buffer the next batch reuses; None for the first
+        layer (nothing uses the data's gradient)."""
         n, (ho, wo), k, s = len(grad), self.out_hw, self.kernel, self.stride
         g = np.ascontiguousarray(channels_last(grad)).reshape(-1, self.filters)
         dw = self.cols.T @ g
-        self.weight.grad[...] = dw.reshape(k, k, -1, self.filters).transpose(3, 2, 0, 1)
-        if self.bias is not None:  # column sums as one matrix-vector product: numpy's axis-0 sum goes row by row
-            if len(getattr(self, "_ones", ())) != len(g) or self._ones.dtype != g.dtype:
-                self._ones = np.ones(len(g), dtype=g.dtype)
-            np.matmul(self._ones, g, out=self.bias.grad)
-        if not self.needs_input_grad:
-            self.cols = None
-            return None
+        depth = k * k * self.in_shape[0]
+        self.weight.grad[...] = dw[:depth].reshape(k, k, -1, self.filters).transpose(3, 2, 0, 1)
+        if self.bias is not None:
+            self.bias.grad[...] = dw[depth]
         self.cols = None
+        if not self.needs_input_grad:
+            return None
         c, h, w = self.in_shape
         top, bottom, left, right = self.pad
-        dxp = np.zeros((n, h + top + bottom, w + left + right, c), dtype=grad.dtype)
-        # One (N*Ho*Wo, F) x (F, C) matmul per offset into a contiguous scratch block, added to the shifted
-        # window: the (N*Ho*Wo, k*k*C) matrix dL/dP is never materialised, and every add runs over long rows.
+        dxp = self._buffer("dx", (n, h + top + bottom, w + left + right, c), grad.dtype)
+        dxp.fill(0)
+        # One (N*Ho*Wo, F) x (F, C) matmul per offset into a scratch block, added to the shifted window (in
+        # slices of the batch across threads): the (N*Ho*Wo, k*k*C) matrix dL/dP is never materialised.
         w_offsets = np.ascontiguousarray(self.weight.data.transpose(2, 3, 0, 1))  # (k, k, F, C)
-        block = np.empty((n, ho, wo, c), dtype=grad.dtype)
+        block = self._buffer("block", (n, ho, wo, c), grad.dtype)
+        spans = threads.spans(n, min_chunk=16)
         for i in range(k):
             for j in range(k):
                 np.matmul(g, w_offsets[i, j], out=block.reshape(-1, c))
-                dxp[:, i: i + (ho - 1) * s + 1: s, j: j + (wo - 1) * s + 1: s] += block
+                window = dxp[:, i: i + (ho - 1) * s + 1: s, j: j + (wo - 1) * s + 1: s]
+                threads.run(lambda lo, hi, view=window: np.add(view[lo:hi], block[lo:hi], out=view[lo:hi]), spans)
         return channels_first(dxp[:, top:top + h, left:left + w])

@@ -11,10 +11,12 @@ from digitlab.options import Integer, Number
 class Linear(WeightLayer):
     """y = x W + b, with W stored (in, out) so the forward pass is one matmul on row-major batches."""
 
+    fresh_output = True
     options = {"units": Integer(1), **WeightLayer.options}
 
-    def __init__(self, units: int, init: str | None = None, scale: float | None = None, bias: bool = True):
-        super().__init__(units, init, scale, bias)
+    def __init__(self, units: int, init: str | None = None, scale: float | None = None, bias: bool = True,
+                 lr_scale: float = 1.0):
+        super().__init__(units, init, scale, bias, lr_scale)
         self.units = int(units)
 
     def build(self, in_shape):
@@ -49,6 +51,7 @@ class Dropout(Layer):
     so the expected output equals the input."""
 
     options = {"p": Number(0, 1, high_open=True)}
+    elementwise = True
 
     def __init__(self, p: float = 0.5):
         self.p = p

@@ -12,6 +12,7 @@ import numpy as np
 from digitlab.nn import functional as F
 from digitlab.nn.activations import Sigmoid, Softmax
 from digitlab.nn.base import Layer
+from digitlab.options import Number
 
 
 def binary_or_onehot(y: np.ndarray, n_outputs: int) -> np.ndarray:
@@ -33,6 +34,7 @@ def predict_classes(probabilities: np.ndarray) -> np.ndarray:
 
 class Loss:
     fuses: type[Layer] | None = None
+    options: dict = {}  # what a config may set: loss: {name: cross_entropy, label_smoothing: 0.1}
 
     def targets(self, y: np.ndarray, n_outputs: int) -> np.ndarray:
         return binary_or_onehot(y, n_outputs)
@@ -71,9 +73,17 @@ class BCELoss(Loss):
 
 class CrossEntropyLoss(Loss):
     """Softmax cross-entropy on logits with integer class targets, as in PyTorch:
-    mean(logsumexp(z) - z[target]); dL/dz = (softmax(z) - onehot) / N."""
+    mean(logsumexp(z) - z[target]); dL/dz = (softmax(z) - onehot) / N.
+
+    With `label_smoothing` e (PyTorch's), the target is (1 - e) onehot + e / K over the K classes:
+    L = mean(logsumexp(z) - (1 - e) z[target] - e mean_k z_k); dL/dz = (softmax(z) - (1 - e) onehot - e / K) / N.
+    The network is not pushed to ever larger logits for examples it already gets right."""
 
     fuses = Softmax
+    options = {"label_smoothing": Number(0, 1, high_open=True)}
+
+    def __init__(self, label_smoothing: float = 0.0):
+        self.label_smoothing = float(label_smoothing)
 
     def targets(self, y, n_outputs):
         return y.astype(np.int64)
@@ -81,10 +91,15 @@ class CrossEntropyLoss(Loss):
     def forward(self, logits, targets):
         self.logits, self.t = logits, targets
         rows = np.arange(len(targets))
-        return float(np.mean(F.logsumexp(logits)[:, 0] - logits[rows, targets]))
+        e = self.label_smoothing
+        picked = logits[rows, targets] if not e else (1 - e) * logits[rows, targets] + e * logits.mean(axis=1)
+        return float(np.mean(F.logsumexp(logits)[:, 0] - picked))
 
     def backward(self):
         grad = F.softmax(self.logits)
-        grad[np.arange(len(self.t)), self.t] -= 1
+        e = self.label_smoothing
+        if e:
+            grad -= np.float32(e / grad.shape[1])
+        grad[np.arange(len(self.t)), self.t] -= np.float32(1 - e)
         grad *= np.float32(1 / len(self.t))
         return grad

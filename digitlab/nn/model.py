@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from digitlab.nn.base import Layer, Parameter
+from digitlab.nn.base import Layer, Parameter, WeightLayer
 
 EVAL_ACTIVATION_BYTES = 2 << 20  # evaluation runs in slices whose widest activation is about this big (L2-sized)
 
@@ -63,6 +63,21 @@ def plan(layers: list[Layer], in_shape: tuple[int, ...]) -> tuple[list[tuple[int
     return layer_shapes, param_shapes
 
 
+def execution_order(layers: list[Layer]) -> list[int]:
+    """The order the layers run in: as listed, except that an elementwise non-decreasing activation (ReLU,
+    sigmoid...) right before max pooling runs after it. max(f(x)) = f(max(x)) for such an f, and the gradients
+    are the same too, so the numbers do not change; the activation just touches a quarter of the values."""
+    order = list(range(len(layers)))
+    i = 0
+    while i < len(layers) - 1:
+        if layers[i].monotone and layers[i + 1].takes_max:
+            order[i], order[i + 1] = i + 1, i
+            i += 2
+        else:
+            i += 1
+    return order
+
+
 class Sequential:
     """Layers in order. `dtype` is float32 for training; the tests build float64 models to check gradients."""
 
@@ -79,6 +94,10 @@ class Sequential:
         first = next((layer for layer in layers if layer.param_shapes()), None)
         if first is not None and layers.index(first) == 0:
             first.needs_input_grad = False
+        self.order = execution_order(layers)
+        for before, after in zip(self.order, self.order[1:]):
+            if hasattr(layers[after], "inplace"):  # an activation may overwrite a fresh output nobody keeps
+                layers[after].inplace = layers[before].fresh_output
         self.training = True
         self.backward_ready = False  # what the last forward kept lets a backward run
 
@@ -90,6 +109,29 @@ class Sequential:
 
     def parameters(self) -> Parameters:
         return self.params
+
+    def decay_mask(self) -> np.ndarray:
+        """1 for the weights of linear and conv layers, 0 for biases and batch norm's parameters: where weight
+        decay applies when an optimizer has `decay_all: false`."""
+        mask = np.zeros(len(self.params), dtype=self.params.data.dtype)
+        offset = 0
+        for name, p in self.params.named.items():
+            index, kind = name.split(".", 1)
+            layer = self.layers[int(index)]
+            mask[offset:offset + p.data.size] = kind == "weight" and isinstance(layer, WeightLayer)
+            offset += p.data.size
+        return mask
+
+    def lr_scales(self) -> np.ndarray | None:
+        """Each parameter element's learning-rate multiplier (its layer's lr_scale), or None when all are 1."""
+        if all(layer.lr_scale == 1 for layer in self.layers):
+            return None
+        scales = np.ones(len(self.params), dtype=self.params.data.dtype)
+        offset = 0
+        for name, p in self.params.named.items():
+            scales[offset:offset + p.data.size] = self.layers[int(name.split(".")[0])].lr_scale
+            offset += p.data.size
+        return scales
 
     def num_parameters(self) -> int:
         return len(self.params)
@@ -113,6 +155,19 @@ class Sequential:
         finally:
             self.train(was_training)
 
+    @property
+    def closed_form(self) -> bool:
+        """True for a model fitted in one pass (class means) rather than trained by gradient steps."""
+        return any(layer.closed_form for layer in self.layers)
+
+    def fit(self, x: np.ndarray, y: np.ndarray) -> None:
+        """Fit the closed-form layers in one pass, each on what the layers before it give for x (classes y)."""
+        with self.evaluating():
+            for layer in self.layers:
+                if layer.closed_form:
+                    layer.fit(x, y)
+                x = layer.forward(x)
+
     # -- the two passes -----------------------------------------------------------------------------------
     def forward(self, x: np.ndarray) -> np.ndarray:
         """The outputs before the output activation (logits when the loss fuses it). In training mode every
@@ -121,8 +176,8 @@ class Sequential:
         self.backward_ready = False
         if not self.training and len(x) > self.eval_chunk:
             return np.concatenate([self.forward(x[i:i + self.eval_chunk]) for i in range(0, len(x), self.eval_chunk)])
-        for layer in self.layers:
-            x = layer.forward(x)
+        for i in self.order:
+            x = self.layers[i].forward(x)
         self.backward_ready = self.training
         return x
 
@@ -140,8 +195,8 @@ class Sequential:
             raise RuntimeError("backward needs a training-mode forward just before it (model.train()); the last "
                                "forward ran in evaluation mode and kept nothing. Use input_gradient for saliency.")
         self.backward_ready = False
-        for layer in reversed(self.layers):
-            grad = layer.backward(grad)
+        for i in reversed(self.order):
+            grad = self.layers[i].backward(grad)
 
     def input_gradient(self, x: np.ndarray, output_grad) -> np.ndarray:
         """dL/dx for inputs x in evaluation mode (no dropout, batch norm's running statistics), where
@@ -154,16 +209,16 @@ class Sequential:
             was, first.needs_input_grad = first.needs_input_grad, True
             try:
                 out = x
-                for layer in self.layers:
-                    out = layer.forward(out)
+                for i in self.order:
+                    out = self.layers[i].forward(out)
                 grad = output_grad(out)
-                for layer in reversed(self.layers):
-                    grad = layer.backward(grad)
+                for i in reversed(self.order):
+                    grad = self.layers[i].backward(grad)
             finally:
                 first.needs_input_grad = was
                 for layer in self.layers:
                     layer.retain = False
-        return grad
+        return np.array(grad)  # a copy: layers may hand back views of buffers they reuse
 
     __call__ = forward
 

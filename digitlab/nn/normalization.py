@@ -16,11 +16,12 @@ from digitlab.options import Number
 
 
 class BatchNorm(Layer):
-    options = {"momentum": Number(0, 1), "eps": Number(0, low_open=True)}
+    fresh_output = True
+    options = {"momentum": Number(0, 1), "eps": Number(0, low_open=True), "lr_scale": Number(0, low_open=True)}
     transparent_to_init = True
 
-    def __init__(self, momentum: float = 0.1, eps: float = 1e-5):
-        self.momentum, self.eps = float(momentum), float(eps)
+    def __init__(self, momentum: float = 0.1, eps: float = 1e-5, lr_scale: float = 1.0):
+        self.momentum, self.eps, self.lr_scale = float(momentum), float(eps), float(lr_scale)
 
     def build(self, in_shape):
         if len(in_shape) not in (1, 3):

@@ -47,12 +47,16 @@ class Pool2d(Layer):
 
 
 class MaxPool2d(Pool2d):
-    """The maximum of each window."""
+    """The maximum of each window. 2x2 windows side by side (the usual pooling) take a faster path that keeps,
+    from the forward pass, which of the four won each window (three comparisons) instead of comparing again."""
 
     name = "maxpool2d"
+    takes_max = True  # an elementwise non-decreasing activation before it can run after it (see Sequential)
 
     def forward(self, x):
         xl = channels_last(x)
+        if self.size == self.step == 2:
+            return channels_first(self._forward_2x2(xl))
         out = None
         for rows, cols in self._offsets():
             if out is None:
@@ -62,12 +66,28 @@ class MaxPool2d(Pool2d):
         self.x, self.out = (xl, out) if self.keeps_cache else (None, None)
         return channels_first(out)
 
+    def _forward_2x2(self, xl):
+        """Windows a b / c d: the first maximum in row-major order wins ties, as in PyTorch; `top` (the top pair
+        won), `ab` (a beat or tied b) and `cd` say where it was."""
+        (ho, wo) = self.out_hw
+        a, b = xl[:, 0:2 * ho:2, 0:2 * wo:2], xl[:, 0:2 * ho:2, 1:2 * wo:2]
+        c, d = xl[:, 1:2 * ho:2, 0:2 * wo:2], xl[:, 1:2 * ho:2, 1:2 * wo:2]
+        top_max, bottom_max = np.maximum(a, b), np.maximum(c, d)
+        out = np.maximum(top_max, bottom_max)
+        if self.keeps_cache:
+            self.wins = (top_max >= bottom_max, a >= b, c >= d)
+        del top_max, bottom_max
+        self.x = self.out = None
+        return out
+
     def backward(self, grad):
         """y = x at the window's maximum, so dL/dx = dL/dy at that position of each window and 0 elsewhere
         (summed where windows overlap). On a tie the first maximum in row-major order takes it, as in
         PyTorch. grad (N, C, Ho, Wo) -> (N, C, H, W)."""
         g = channels_last(grad)
         c, h, w = self.in_shape
+        if self.size == self.step == 2:
+            return channels_first(self._backward_2x2(g, h, w, c))
         dx = np.zeros((len(grad), h, w, c), dtype=grad.dtype)
         taken = np.zeros(self.out.shape, dtype=bool)
         hit = np.empty(self.out.shape, dtype=bool)
@@ -81,6 +101,26 @@ class MaxPool2d(Pool2d):
                 np.multiply(g, hit, out=dx[:, rows, cols])
         self.x = self.out = None
         return channels_first(dx)
+
+    def _backward_2x2(self, g, h, w, c):
+        """Each window's gradient goes to a, b, c or d: g * top splits into a (where ab) and b, the rest into c
+        (where cd) and d. Six passes, and every input position is written once (no zero fill but for a last
+        row or column that no window reaches)."""
+        top, ab, cd = self.wins
+        (ho, wo) = self.out_hw
+        dx = np.empty((len(g), h, w, c), dtype=g.dtype)
+        if h > 2 * ho:
+            dx[:, 2 * ho:] = 0
+        if w > 2 * wo:
+            dx[:, :, 2 * wo:] = 0
+        upper = g * top
+        lower = g - upper
+        np.multiply(upper, ab, out=dx[:, 0:2 * ho:2, 0:2 * wo:2])
+        np.subtract(upper, dx[:, 0:2 * ho:2, 0:2 * wo:2], out=dx[:, 0:2 * ho:2, 1:2 * wo:2])
+        np.multiply(lower, cd, out=dx[:, 1:2 * ho:2, 0:2 * wo:2])
+        np.subtract(lower, dx[:, 1:2 * ho:2, 0:2 * wo:2], out=dx[:, 1:2 * ho:2, 1:2 * wo:2])
+        self.wins = None
+        return dx
 
 
 class AvgPool2d(Pool2d):

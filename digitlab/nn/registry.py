@@ -14,11 +14,12 @@ from digitlab.nn.base import Layer
 from digitlab.nn.conv import Conv2d
 from digitlab.nn.layers import Dropout, Flatten, Linear
 from digitlab.nn.losses import BCELoss, CrossEntropyLoss, Loss, MSELoss
+from digitlab.nn.means import ClassMeans
 from digitlab.nn.model import Sequential
 from digitlab.nn.normalization import BatchNorm
-from digitlab.nn.optim import SGD, Adam, Optimizer
+from digitlab.nn.optim import SGD, Adadelta, Adam, AdamW, Optimizer, RMSprop
 from digitlab.nn.pooling import AvgPool2d, MaxPool2d
-from digitlab.nn.schedules import CosineLR, Schedule, StepLR
+from digitlab.nn.schedules import CosineLR, OneCycleLR, Schedule, StepLR
 
 # Config names -> classes. Aliases map to the same class; the first name of a class is the one saved.
 LAYERS: dict[str, type[Layer]] = {
@@ -27,11 +28,18 @@ LAYERS: dict[str, type[Layer]] = {
     "dropout": Dropout, "flatten": Flatten,
     "conv2d": Conv2d, "conv": Conv2d,
     "maxpool2d": MaxPool2d, "maxpool": MaxPool2d, "avgpool2d": AvgPool2d, "avgpool": AvgPool2d,
-    "batchnorm": BatchNorm,
+    "batchnorm": BatchNorm, "class_means": ClassMeans,
+}
+# Models a config can name instead of listing layers: classifiers fitted in one pass, for n classes.
+MODELS = {
+    "average_image": lambda n: [("flatten", {}), ("class_means", {"units": n, "metric": "dot"})],
+    "nearest_mean": lambda n: [("flatten", {}), ("class_means", {"units": n, "metric": "euclidean"})],
 }
 LOSSES: dict[str, type[Loss]] = {"mse": MSELoss, "bce": BCELoss, "cross_entropy": CrossEntropyLoss}
-OPTIMIZERS: dict[str, type[Optimizer]] = {"sgd": SGD, "adam": Adam}
-SCHEDULES: dict[str, type[Schedule]] = {"constant": Schedule, "step": StepLR, "cosine": CosineLR}
+OPTIMIZERS: dict[str, type[Optimizer]] = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSprop,
+                                          "adadelta": Adadelta}
+SCHEDULES: dict[str, type[Schedule]] = {"constant": Schedule, "step": StepLR, "cosine": CosineLR,
+                                         "one_cycle": OneCycleLR}
 
 
 def layer_name(cls: type[Layer]) -> str:
@@ -46,8 +54,10 @@ def default_init(layers: list[Layer], i: int) -> str:
     return (after.preferred_init if after is not None else None) or "xavier"
 
 
-def input_shape_for(first: type[Layer], image_shape: tuple[int, ...]) -> tuple[int, ...]:
-    """A model that starts with a dense layer sees flat images; any other sees (channels, rows, cols)."""
+def input_shape_for(classes: list[type[Layer]], image_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """A model whose first layer that cares about shape is a dense one (past dropout or activations on the
+    pixels) sees flat images; any other sees (channels, rows, cols)."""
+    first = next((cls for cls in classes if not cls.elementwise), None)
     return (math.prod(image_shape),) if first is Linear else tuple(image_shape)
 
 
@@ -64,7 +74,7 @@ def build_layers(layer_specs: list[tuple[str, dict]], image_shape: tuple[int, ..
     head = None
     if fuses is not None:
         head = layers.pop() if layers and isinstance(layers[-1], fuses) else fuses()
-    in_shape = input_shape_for(LAYERS[layer_specs[0][0]], image_shape) if layer_specs else tuple(image_shape)
+    in_shape = input_shape_for([LAYERS[name] for name, _ in layer_specs], image_shape)
     return layers, in_shape, head
 
 

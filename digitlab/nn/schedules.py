@@ -45,3 +45,25 @@ class CosineLR(Schedule):
         span = max(self.epochs - self.warmup, 1e-9)
         progress = min(max((t - self.warmup) / span, 0.0), 1.0)
         return self.base * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class OneCycleLR(Schedule):
+    """Leslie Smith's one-cycle policy, as PyTorch's OneCycleLR anneals it: the lr rises from lr / div_factor to
+    lr over the first `pct_start` of training, then falls along a cosine to lr / (div_factor * final_div_factor)
+    at the end. Large steps in the middle, small ones at both ends: fast training that still settles."""
+
+    options = {"pct_start": Number(0, 1, low_open=True, high_open=True), "div_factor": Number(1),
+               "final_div_factor": Number(1)}
+
+    def __init__(self, lr, epochs, pct_start: float = 0.3, div_factor: float = 25.0, final_div_factor: float = 1e4):
+        super().__init__(lr, epochs)
+        self.pct_start, self.div_factor, self.final_div_factor = float(pct_start), float(div_factor), \
+            float(final_div_factor)
+
+    def decayed(self, t):
+        start, end = self.base / self.div_factor, self.base / (self.div_factor * self.final_div_factor)
+        peak = self.pct_start * self.epochs
+        if t < peak:
+            return start + (self.base - start) * 0.5 * (1 - math.cos(math.pi * t / peak))
+        progress = min((t - peak) / max(self.epochs - peak, 1e-9), 1.0)
+        return end + (self.base - end) * 0.5 * (1 + math.cos(math.pi * progress))

@@ -63,5 +63,36 @@ class RunWriter(Callback):
             epoch=epoch, model=self.setup.model.state_dict(), optimizer=self.setup.optimizer.state_dict(),
             rng_state=self.setup.rng.bit_generator.state,
             metrics_csv=metrics.read_text(encoding="utf-8") if metrics.exists() else "",
-            config_yaml=self.config_yaml)
+            config_yaml=self.config_yaml,
+            callbacks={cb.name: cb.state_dict() for cb in self.learner.callbacks.callbacks
+                       if hasattr(cb, "state_dict")})
         self.run.save_npz(checkpoint.NAME, checkpoint.to_arrays(state))
+
+
+class StopAfter:
+    """A stop rule: end training after `epoch` (a sweep's rung), whatever the config's epochs say."""
+
+    def __init__(self, epoch: int, reason: str = ""):
+        self.epoch, self.reason = int(epoch), reason
+
+    def check(self, rows: list[dict]) -> str | None:
+        return (self.reason or f"stopped after epoch {self.epoch}") if len(rows) >= self.epoch else None
+
+    def __repr__(self) -> str:
+        return f"StopAfter({self.epoch})"
+
+
+class StopCheck(Callback):
+    """Asks a stop rule (see digitlab.run.lifecycle) after each epoch is recorded whether to end training there;
+    `reason` says why it did. Never at the config's last epoch: a run that trained every epoch is complete."""
+
+    def __init__(self, run: RunFolder, rule, epochs: int):
+        self.run, self.rule, self.epochs = run, rule, epochs
+        self.reason: str | None = None
+
+    def on_epoch_end(self, epoch, logs):
+        if self.rule is None or epoch >= self.epochs:
+            return
+        self.reason = self.rule.check(self.run.read_metrics())
+        if self.reason:
+            self.learner.stop_training = True

@@ -1,7 +1,8 @@
 """The binary files of a run folder and what they must match: `model.npz` (the weights, and what run they
 belong to: the architecture and a hash of the resolved config) and `splits.npz` (the rows of the dataset each
 split took). Both are read with allow_pickle=False and checked against the run's config, so a file copied in
-from another run, truncated or garbled is refused with one line instead of scored as if it belonged."""
+from another run, truncated or garbled is refused with one line instead of scored as if it belonged. And
+`git.diff`: the uncommitted changes of the code a run started from, so that even a dirty tree can be rebuilt."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from pathlib import Path
 import numpy as np
 
 from digitlab import __version__
-from digitlab.config import config_hash, validate
+from digitlab.config import config_hash, loss_name, validate
 from digitlab.data import DigitData, from_indices, open_source
+from digitlab.environment import DIFF_LIMIT, uncommitted_changes
 from digitlab.errors import ConfigError, DamagedRun, DataError, RunError
 from digitlab.nn import Sequential, architecture
 from digitlab.nn.serialization import model_arrays, read_model_file
@@ -21,10 +23,11 @@ from digitlab.runs import RunFolder
 
 MODEL = "model.npz"
 SPLITS = "splits.npz"
+GIT_DIFF = "git.diff"
 
 
 def save_model(run: RunFolder, model: Sequential, cfg: dict, name: str = MODEL, **extra) -> None:
-    run.save_npz(name, model_arrays(model, loss=cfg["loss"], classes=cfg["data"]["digits"], digitlab=__version__,
+    run.save_npz(name, model_arrays(model, loss=loss_name(cfg), classes=cfg["data"]["digits"], digitlab=__version__,
                                     config_hash=config_hash(cfg), **extra))
 
 
@@ -80,3 +83,21 @@ def load_splits(run: RunFolder, cfg: dict) -> DigitData | None:
         return from_indices(open_source(cfg["data"]), cfg["data"]["digits"], arrays, parts)
     except DataError as exc:
         raise DamagedRun(path, str(exc)) from None
+
+
+def save_git_diff(run: RunFolder, env: dict, console, limit: int | None = None) -> None:
+    """git.diff: the uncommitted changes when the run starts from a dirty tree (env["git_dirty"]), at most
+    `limit` bytes; a capped diff ends with a line saying so, run.json's `git_diff` says how large it was, and
+    the console warns, because a capped diff cannot rebuild the code."""
+    if not env.get("git_dirty"):
+        return
+    limit = limit or DIFF_LIMIT
+    diff = (uncommitted_changes() or "").encode("utf-8", errors="replace")
+    size, capped = len(diff), len(diff) > limit
+    if capped:
+        diff = diff[:limit].rsplit(b"\n", 1)[0] + b"\n" + \
+            f"# digitlab: capped at {limit} bytes; the changes were {size} bytes\n".encode()
+        console.warn(f"{GIT_DIFF}: the uncommitted changes are {size} bytes; kept the first {limit} (not enough to "
+                     f"rebuild the code)")
+    run.write(GIT_DIFF, diff)
+    run.update_status(git_diff={"file": GIT_DIFF, "bytes": size, "capped": capped})

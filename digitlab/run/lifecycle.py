@@ -1,6 +1,11 @@
 """A run's life: start it in a new folder, train it epoch by epoch, stop it cleanly on Ctrl-C or SIGTERM,
-resume it from its checkpoint, and record how it ended (complete, diverged, interrupted or failed) in run.json.
-Whatever happens after the folder exists, the status never stays `running` behind a dead process.
+resume it from its checkpoint, and record how it ended (complete, diverged, interrupted, pruned or failed) in
+run.json. Whatever happens after the folder exists, the status never stays `running` behind a dead process.
+
+A caller may end training early with a `stop` rule (a sweep's pruning, `digitlab reproduce` of a pruned run):
+an object whose `check(rows)` is asked after each epoch is recorded (its metrics row and checkpoint written) and
+returns why to stop there, or None. The run then ends `pruned` with its config unchanged, so resuming it later
+continues the same lr schedule and ends exactly as a run that never paused.
 """
 
 from __future__ import annotations
@@ -19,16 +24,16 @@ from digitlab.data import DataLoader, Sampler
 from digitlab.data.augment import make_augment
 from digitlab.environment import command_line, environment
 from digitlab.errors import CheckpointError, RunError, StorageError
-from digitlab.learner import Learner, LRScheduler, ProgressBar, ScoreSplits, TerminateOnNaN
+from digitlab.learner import EarlyStopping, Learner, LRScheduler, OnePass, ProgressBar, ScoreSplits, TerminateOnNaN
 from digitlab.nn import SCHEDULES
 from digitlab.nn.summary import format_summary
-from digitlab.run.callbacks import EpochLogger, RunWriter
+from digitlab.run.callbacks import EpochLogger, RunWriter, StopCheck
 from digitlab.run.console import Console
-from digitlab.run.files import save_model, save_splits
+from digitlab.run.files import save_git_diff, save_model, save_splits
 from digitlab.run.outputs import AT_START, OUTPUTS, write_outputs
 from digitlab.run.records import recorders
 from digitlab.run.report import write_report
-from digitlab.run.setup import Setup, prepare
+from digitlab.run.setup import Setup, prepare, train_eval_rows
 from digitlab.run.view import RunView
 from digitlab.runs import FINISHED_FIELDS, RunFolder, utc_now
 
@@ -56,34 +61,61 @@ def stop_on_signals(learner: Learner):
             signal.signal(sig, old)
 
 
+@contextlib.contextmanager
+def failures_recorded(run: RunFolder):
+    """Whatever fails inside leaves run.json saying `failed` (as far as it can still be written) instead of
+    `running`: a write that failed as one line naming the path, anything else with its traceback in log.txt."""
+    try:
+        yield
+    except StorageError as exc:
+        with contextlib.suppress(Exception):
+            run.update_status(status="failed", ended=utc_now(), error=f"a write failed: {exc.path}")
+        kept = "its last checkpoint is intact" if (run / checkpoint.NAME).exists() else "nothing was trained yet"
+        raise exc.because(f"the run stopped, {kept}") from None
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:
+        with contextlib.suppress(Exception):
+            run.update_status(status="failed", ended=utc_now(), error=f"{type(exc).__name__}: {exc}")
+            run.append_log(traceback.format_exc().rstrip("\n"))
+        raise
+
+
 def start(cfg: dict, runs_dir: str | Path = "runs", quiet: bool = False, progress: bool = True,
-          run_dir: str | Path | None = None, callbacks=()) -> RunFolder:
+          run_dir: str | Path | None = None, callbacks=(), stop=None, record: dict | None = None) -> RunFolder:
     """Train a validated config into a new run folder and return it: runs_dir/<name>-<UTC time>, or exactly
     `run_dir` when given (a sweep names its points' folders; it must not exist yet). The run's status in
-    run.json says how it ended: complete, diverged, interrupted or failed."""
+    run.json says how it ended: complete, diverged, interrupted, pruned (by `stop`) or failed. `record` adds
+    keys to run.json: a sweep's point says {"sweep": name, "point": id} (both null for a lone run)."""
     console = Console(quiet)
     setup = prepare(cfg)
     run = RunFolder.create(runs_dir, cfg["name"]) if run_dir is None else RunFolder.create_at(run_dir)
-    with run.lock():
+    with run.lock(), failures_recorded(run):
         console.attach(run)
         config_yaml = dump(cfg)
         run.write("config.yaml", config_yaml)
+        env = environment()
         run.update_status(status="running", started=utc_now(), command=command_line(), seed=cfg["seed"],
-                          **environment())
+                          **{"sweep": None, "point": None, **(record or {})}, **env)
+        save_git_diff(run, env, console)
         save_splits(run, setup.data, cfg)
         sizes = setup.data.sizes()
         console.echo(f"{cfg['name']}: digits {cfg['data']['digits']}, {sizes['train']} train / {sizes['val']} val"
                      f" / {sizes['test']} test images, {setup.model.num_parameters()} parameters -> {run.path}")
         for line in format_summary(setup.model, cfg["name"]).splitlines():
             console.echo(line)
+        rows = train_eval_rows(cfg, sizes["train"], sizes["test"])
+        if rows is not None:
+            console.echo(f"train metrics on a fixed {len(rows):,} of the {sizes['train']:,} training images "
+                         f"(train_eval)")
         if cfg["batch_size"] > sizes["train"]:
             console.warn(f"batch_size {cfg['batch_size']} is larger than the {sizes['train']} training images: "
                          f"every epoch is one batch of {sizes['train']}")
-        _fit(run, setup, console, config_yaml, start_epoch=1, progress=progress, callbacks=callbacks)
+        _fit(run, setup, console, config_yaml, start_epoch=1, progress=progress, callbacks=callbacks, stop=stop)
     return run
 
 
-def resume(run_dir: str | Path, quiet: bool = False, progress: bool = True) -> RunFolder:
+def resume(run_dir: str | Path, quiet: bool = False, progress: bool = True, stop=None) -> RunFolder:
     """Continue a stopped run from its last checkpoint. For the same seed, the result equals a run that never
     stopped: same weights, same metrics.csv apart from the seconds column."""
     run = RunFolder.open(run_dir)
@@ -113,31 +145,39 @@ def resume(run_dir: str | Path, quiet: bool = False, progress: bool = True) -> R
         resumes = info.get("resumes", []) + [resume_record]
         run.update_status(drop=FINISHED_FIELDS, status="running", resumes=resumes)
         console.echo(f"{cfg['name']}: resuming {run.path} after epoch {state.epoch} of {cfg['epochs']}")
-        _fit(run, setup, console, config_yaml, start_epoch=state.epoch + 1, progress=progress)
+        _fit(run, setup, console, config_yaml, start_epoch=state.epoch + 1, progress=progress, stop=stop,
+             callback_states=state.callbacks)
     return run
 
 
 def _learner(run: RunFolder, setup: Setup, console: Console, config_yaml: str, start_epoch: int, progress: bool,
-             callbacks) -> Learner:
+             callbacks, callback_states: dict | None = None) -> Learner:
     """The Learner of a prepared setup, with the callbacks that report and record each epoch. Callback order
     matters at an epoch's end: metrics first (ScoreSplits), then those that print and write them; the records
     of the inside (embedding, layer health) are written before the checkpoint that makes the epoch count."""
     cfg, data = setup.cfg, setup.data
-    splits = {"train": (setup.inputs(data.train), data.train.y)}
+    x_train = setup.inputs(data.train)
+    rows = train_eval_rows(cfg, len(data.train), len(data.test))
+    splits = {"train": (x_train, data.train.y) if rows is None else (x_train[rows], data.train.y[rows])}
     if data.val is not None:
         splits["val"] = (setup.inputs(data.val), data.val.y)
     if cfg["test_every_epoch"]:
         splits["test"] = (setup.inputs(data.test), data.test.y)
-    x_train = splits["train"][0]
+    report = [ScoreSplits(splits), *([EarlyStopping(**cfg["early_stopping"])] if cfg.get("early_stopping") else []),
+              EpochLogger(console, cfg["epochs"]), *recorders(run, setup, start_epoch, console),
+              RunWriter(run, setup, config_yaml)]
+    for cb in report:  # a resumed run's stateful callbacks carry on from the checkpoint
+        if hasattr(cb, "load_state_dict") and cb.name in (callback_states or {}):
+            cb.load_state_dict(callback_states[cb.name])
+    if setup.model.closed_form:  # fitted in one pass: no batches, no optimizer steps
+        return OnePass(setup.model, setup.loss_fn, x_train, data.train.y, [*callbacks, *report])
     targets = setup.loss_fn.targets(data.train.y, setup.model.out_shape[0])
     transform = make_augment(cfg["data"]["augment"], setup.rng, data.image_shape)  # training batches only
     loader = DataLoader((x_train, targets), Sampler(len(x_train), cfg["batch_size"], shuffle=True, rng=setup.rng),
                         transform)
     if transform is not None and start_epoch == 1:
         write_outputs(run, RunView(run, cfg=cfg, data=data), names=AT_START)
-    hooks = [*callbacks[:1], ScoreSplits(splits), ProgressBar(cfg["epochs"], progress and not console.quiet),
-             EpochLogger(console, cfg["epochs"]), *recorders(run, setup, start_epoch, console),
-             RunWriter(run, setup, config_yaml), *callbacks[1:]]
+    hooks = [*callbacks[:1], ProgressBar(cfg["epochs"], progress and not console.quiet), *report, *callbacks[1:]]
     schedule = cfg["optimizer"].get("schedule")
     if schedule:
         opts = {k: v for k, v in schedule.items() if k != "name"}
@@ -146,32 +186,29 @@ def _learner(run: RunFolder, setup: Setup, console: Console, config_yaml: str, s
 
 
 def _fit(run: RunFolder, setup: Setup, console: Console, config_yaml: str, start_epoch: int,
-         progress: bool = True, callbacks=()) -> None:
+         progress: bool = True, callbacks=(), stop=None, callback_states: dict | None = None) -> None:
     """Train epochs start_epoch.. of a prepared setup into `run`, write its final files, and record how it ended.
     Whatever fails after the folder exists leaves the status `failed` (or `interrupted`), never `running`."""
     cfg = setup.cfg
     signals: list[int] = []
     nan_guard = TerminateOnNaN()
+    stop_check = StopCheck(run, stop, cfg["epochs"])  # after RunWriter: the epoch it stops at is recorded
     view = None
-    try:
-        learner = _learner(run, setup, console, config_yaml, start_epoch, progress, [nan_guard, *callbacks])
-        # Overflow on the way to a NaN loss is reported once, as divergence, not as numpy warnings.
-        with stop_on_signals(learner) as signals, np.errstate(over="ignore", invalid="ignore"):
-            learner.fit(cfg["epochs"], start_epoch=start_epoch)
-        if not signals and not nan_guard.diverged:
-            view = finish(run, setup)
-    except KeyboardInterrupt:
-        signals = signals or [signal.SIGINT]
-    except StorageError as exc:
-        with contextlib.suppress(Exception):
-            run.update_status(status="failed", ended=utc_now(), error="a write failed")
-        raise exc.because("the run stopped, its last checkpoint is intact") from None
-    except BaseException as exc:
-        with contextlib.suppress(Exception):
-            run.update_status(status="failed", ended=utc_now(), error=f"{type(exc).__name__}: {exc}")
-            run.append_log(traceback.format_exc().rstrip("\n"))
-        _report(run, console, None)
-        raise
+    with reported_on_failure(run, console), failures_recorded(run):
+        try:
+            learner = _learner(run, setup, console, config_yaml, start_epoch, progress,
+                               [nan_guard, *callbacks, stop_check], callback_states)
+            # Overflow on the way to a NaN loss is reported once, as divergence, not as numpy warnings.
+            with stop_on_signals(learner) as signals, np.errstate(over="ignore", invalid="ignore"):
+                learner.fit(cfg["epochs"], start_epoch=start_epoch)
+            if not signals and not nan_guard.diverged and not stop_check.reason:
+                stopper = next((cb for cb in learner.callbacks.callbacks if isinstance(cb, EarlyStopping)), None)
+                if stopper is not None and stopper.stopped_epoch:
+                    console.echo(f"early stop after epoch {stopper.stopped_epoch}: {stopper.monitor} did not improve "
+                                 f"for {stopper.patience} epochs; best epoch {stopper.best_epoch}")
+                view = finish(run, setup, stopper.weights_epoch if stopper is not None else None)
+        except KeyboardInterrupt:
+            signals = signals or [signal.SIGINT]
     done = len(run.read_metrics())
     if signals:
         run.update_status(status="interrupted", ended=utc_now(), epoch=done, signal=signals[0])
@@ -182,17 +219,23 @@ def _fit(run: RunFolder, setup: Setup, console: Console, config_yaml: str, start
         run.update_status(status="diverged", ended=utc_now(), diverged=d, hint="lower optimizer.lr")
         console.echo(f"diverged: the loss became {d['loss']} at epoch {d['epoch']}, batch {d['batch']}; "
                      f"try a lower optimizer.lr (now {cfg['optimizer']['lr']})")
+    elif stop_check.reason:
+        run.update_status(status="pruned", ended=utc_now(), epoch=done, pruned=stop_check.reason)
+        console.echo(f"pruned after epoch {done} of {cfg['epochs']}: {stop_check.reason}")
     else:
         run.update_status(status="complete", ended=utc_now())
         console.echo(f"test accuracy {run.read_json('summary.json')['test_accuracy']:.4f}")
     _report(run, console, view)
 
 
-def finish(run: RunFolder, setup: Setup) -> RunView:
-    """model.npz, then every end-of-run output (summary.json last), from the weights training ended with.
-    Returns the view they were made from (the report uses its figures)."""
-    save_model(run, setup.model, setup.cfg)
-    view = RunView(run, cfg=setup.cfg, data=setup.data, model=setup.model, loss_fn=setup.loss_fn)
+def finish(run: RunFolder, setup: Setup, weights_epoch: int | None = None) -> RunView:
+    """model.npz, then every end-of-run output (summary.json last), from the weights training ended with: those
+    of the last epoch, or of `weights_epoch` when early stopping restored its best. Returns the view they were
+    made from (the report uses its figures)."""
+    epoch = weights_epoch or len(run.read_metrics())
+    save_model(run, setup.model, setup.cfg, epoch=epoch)
+    view = RunView(run, cfg=setup.cfg, data=setup.data, model=setup.model, model_meta={"epoch": epoch},
+                   loss_fn=setup.loss_fn)
     write_outputs(run, view, names=set(OUTPUTS) - AT_START)
     return view
 
@@ -203,4 +246,18 @@ def _report(run: RunFolder, console: Console, view: RunView | None) -> None:
     try:
         write_report(run, view, remake=view is None)
     except Exception as exc:  # noqa: BLE001 (the run is recorded already; the page is a view of it)
-        console.warn(f"{run / 'report.html'} was not written ({type(exc).__name__}: {exc})")
+        with contextlib.suppress(Exception):  # a full disk may refuse log.txt the warning too
+            console.warn(f"{run / 'report.html'} was not written ({type(exc).__name__}: {exc})")
+
+
+@contextlib.contextmanager
+def reported_on_failure(run: RunFolder, console: Console):
+    """A run that fails (run.json already says so, see failures_recorded) still gets its report.html, unless a
+    write failed: the disk is then no place for more files."""
+    try:
+        yield
+    except StorageError:
+        raise
+    except Exception:
+        _report(run, console, None)
+        raise

@@ -12,8 +12,9 @@ from collections.abc import Callable
 from digitlab import plots
 from digitlab.data.augment import make_augment
 from digitlab.metrics import confusion_matrix, precision_recall
-from digitlab.nn import Conv2d
+from digitlab.nn import ClassMeans, Conv2d
 from digitlab.run.inside import INSIDE
+from digitlab.run.setup import train_eval_rows
 from digitlab.run.view import RunView
 from digitlab.runs import RunFolder
 from digitlab.storage import png_bytes
@@ -65,6 +66,13 @@ def confusion_png(view: RunView) -> bytes:
     return png_bytes(plots.confusion(_confusion(view), view.classes))
 
 
+def train_eval(view: RunView) -> dict:
+    """How many training images the train metrics were scored on, of how many."""
+    sizes = view.data.sizes()
+    rows = train_eval_rows(view.cfg, sizes["train"], sizes["test"])
+    return {"images": sizes["train"] if rows is None else len(rows), "of": sizes["train"]}
+
+
 def chance(view: RunView) -> dict:
     """What guessing scores on the test split: always the most common class, and a uniform random class."""
     import numpy as np
@@ -94,6 +102,17 @@ def filters_png(view: RunView) -> bytes | None:
     return png_bytes(plots.filters(conv.weight.data)) if conv is not None else None
 
 
+@output("means.png")
+def means_png(view: RunView) -> bytes | None:
+    """The class means a model fitted in one pass holds (average_image, nearest_mean): its weights as images."""
+    means = next((layer for layer in view.model.layers if isinstance(layer, ClassMeans)), None)
+    if means is None:
+        return None
+    images = means.weight.data.T.reshape((len(view.classes),) + tuple(view.image_shape))
+    return png_bytes(plots.image_grid(images, [str(c) for c in view.classes], title="the class means: the model's "
+                                      "weights, one image per digit"))
+
+
 @output("augment.png", at_start=True)
 def augment_png(view: RunView) -> bytes | None:
     """32 training images before and after augmentation, drawn from a Generator of their own (seeded as the
@@ -112,14 +131,17 @@ def summary_json(view: RunView) -> dict:
     """Final test metrics of the saved model; train and validation metrics of the epoch that made it (from
     metrics.csv); sizes, classes, per-class precision and recall, the best epoch by validation accuracy."""
     rows, classes, test = view.rows, view.classes, view.test
-    last = rows[-1] if rows else {}
+    model = view.model  # reads model.npz, and with it the epoch whose weights it holds
+    epoch = getattr(view, "model_meta", {}).get("epoch") or len(rows)
+    last = rows[epoch - 1] if 0 < epoch <= len(rows) else (rows[-1] if rows else {})
     precision, recall = precision_recall(_confusion(view))
     summary = {
         "name": view.cfg["name"], "test_accuracy": test["accuracy"], "test_loss": test["loss"],
         "train_accuracy": last.get("train_accuracy"), "train_loss": last.get("train_loss"),
         "epochs": len(rows), "seconds": round(sum(r["seconds"] or 0 for r in rows), 3),
-        "params": view.model.num_parameters(),
+        "params": model.num_parameters(), "weights_epoch": epoch,
         "dataset_sizes": view.data.sizes(), "classes": classes, "chance": chance(view),
+        "train_eval": train_eval(view),
         "precision": {str(c): round(float(p), 6) for c, p in zip(classes, precision)},
         "recall": {str(c): round(float(r), 6) for c, r in zip(classes, recall)},
     }

@@ -37,6 +37,7 @@ FIGURES = {
                                   "probability for the true class), with the model's probabilities.")],
     "inside": [
         ("weights.png", "First layer's weights: what each hidden unit looks for in the image."),
+        ("means.png", "The class means (the average digits) the model compares each image with."),
         ("filters.png", "First convolution's kernels."),
         ("embedding.png", "The test set in the 2-unit layer's plane, over what the rest of the network "
                           "makes of each point of it."),
@@ -49,7 +50,17 @@ FIGURES = {
     ],
     "augmentation": [("augment.png", "Training images before and after augmentation.")],
 }
-NARROW = {"weights.png", "filters.png", "embedding.png", "embedding_epochs.gif"}  # side by side on wide screens
+NARROW = {"weights.png", "filters.png", "embedding.png", "embedding_epochs.gif"}  # side by side
+SHOWN_OTHERWISE = {"failures.png", "confusion.png"}  # on the page as mistakes.png and the confusion table
+
+
+def _more() -> list[tuple[str, str]]:
+    """Figures registered as outputs that no section names (added since this page was written): shown last."""
+    named = {name for items in FIGURES.values() for name, _ in items} | SHOWN_OTHERWISE
+    return [(name, name) for name in OUTPUTS if name.endswith((".png", ".gif")) and name not in named]
+
+
+FIGURES["more"] = _more()
 MADE = ["summary.json"] + [name for items in FIGURES.values() for name, _ in items]
 SIGNATURES = {".png": b"\x89PNG\r\n\x1a\n", ".gif": b"GIF8"}
 
@@ -83,6 +94,7 @@ def write_report(run: RunFolder, view: RunView | None = None, remake: bool = Tru
         _figures("curves", "Curves", page), _figures("mistakes", "The mistakes", page), _inside(view, page),
         _figures("augmentation", "Augmentation", page, empty="No augmentation: the training images are used as "
                                                                "they are."),
+        _figures("more", "More figures", page) if any(n in page.figures for n, _ in FIGURES["more"]) else "",
         _log(run)])
     run.write(REPORT, html.page(f"{cfg['name']}: digitlab report", body, sortable=True))
     return run
@@ -128,7 +140,8 @@ def _gather(view: RunView, name: str, page: Page, remake: bool) -> None:
 STATUS_TEXT = {
     "complete": "complete", "running": "still running: this page shows the epochs so far and is written again "
     "when the run ends", "crashed": "crashed: its process died without recording how the run ended",
-    "interrupted": "interrupted", "diverged": "diverged", "failed": "failed", "unknown": "status unknown",
+    "interrupted": "interrupted", "diverged": "diverged", "failed": "failed", "pruned": "pruned by its sweep",
+    "unknown": "status unknown",
 }
 
 
@@ -149,10 +162,13 @@ def _header(cfg: dict, status: str, info: dict, run: RunFolder, page: Page) -> s
         text += f": {info.get('error', 'no reason recorded')}"
     elif status == "running":
         text = f"{text} (epoch {epochs_done or 0} of {cfg['epochs']} done)"
+    elif status == "pruned":
+        text += f" after epoch {epochs_done or 0} of {cfg['epochs']} ({info.get('pruned', 'no reason recorded')}); " \
+                f"continue it with: digitlab train --resume {run.path}"
     if status == "complete" and page.summary:
         text = f"test accuracy {page.summary['test_accuracy']:.2%} after {page.summary['epochs']} epochs " \
                f"({page.summary['seconds']:.1f} s of training)"
-    kind = "complete" if status == "complete" else "warn" if status in ("running", "interrupted") else "bad"
+    kind = "complete" if status == "complete" else "warn" if status in ("running", "interrupted", "pruned") else "bad"
     notes = "".join(f"<li>{html.esc(n)}</li>" for n in page.notes)
     nav = " ".join(f'<a href="#{a}">{t}</a>' for a, t in (
         ("what-ran", "what ran"), ("result", "result"), ("curves", "curves"), ("mistakes", "mistakes"),

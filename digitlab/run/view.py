@@ -15,8 +15,9 @@ import numpy as np
 from digitlab.config import load_config
 from digitlab.data import DigitData, load_data, open_source
 from digitlab.metrics import score
-from digitlab.nn import LOSSES, Loss, Sequential
+from digitlab.nn import Loss, Sequential
 from digitlab.run.files import MODEL, load_model, load_splits
+from digitlab.run.setup import make_loss
 from digitlab.runs import RunFolder
 
 
@@ -56,7 +57,7 @@ class RunView:
 
     @cached_property
     def loss_fn(self) -> Loss:
-        return LOSSES[self.cfg["loss"]]()
+        return make_loss(self.cfg)
 
     @property
     def classes(self) -> list[int]:

@@ -27,14 +27,17 @@ def write_sweep_file(sweep: Sweep, sweep_dir: Path) -> None:
 
 
 def write_points_csv(sweep: Sweep, sweep_dir: Path, outcomes: list[Outcome]) -> Path:
-    """points.csv: point, status, metric (the one `select` names), run folder, params, then the varied keys."""
+    """points.csv: point, status, metric (the one `select` names: at the last epoch for a point that stopped
+    early), run folder, params, last_epoch, epochs (its config's), stopped (why it stopped there), then the
+    varied keys."""
     keys = list(dict.fromkeys(k for o in outcomes for k in o.point.values))
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["point", "status", "metric", "run_folder", "params"] + keys)
+    writer.writerow(["point", "status", "metric", "run_folder", "params", "last_epoch", "epochs", "stopped"] + keys)
     for o in outcomes:
         writer.writerow([o.point.id, o.state, "" if o.metric is None else o.metric,
-                         o.folder.name if o.folder else "", "" if o.params is None else o.params]
+                         o.folder.name if o.folder else "", "" if o.params is None else o.params,
+                         "" if o.last_epoch is None else o.last_epoch, o.epochs, o.why]
                         + [_text(o.point.values[k]) if k in o.point.values else "" for k in keys])
     atomic_write(sweep_dir / "points.csv", buffer.getvalue())
     return sweep_dir / "points.csv"
@@ -54,13 +57,24 @@ def write_compare_png(sweep: Sweep, sweep_dir: Path, outcomes: list[Outcome]) ->
 
 
 def summary_rows(result) -> tuple[list[str], list[list[str]]]:
-    """The final table: every point with its status, metric and parameters, the best marked."""
-    headers = ["point", "status", result.sweep.select, "params", "values", "run folder"]
+    """The final table: every point with its status, metric, last epoch and parameters, the best marked; and
+    why each stopped where it did, when the sweep prunes or a point did not complete."""
+    explain = result.sweep.prune is not None or any(o.state != "complete" for o in result.outcomes)
+    headers = ["point", "status", result.sweep.select, "epoch", "params", "values", "run folder"] + \
+        (["stopped"] if explain else [])
     cells = []
     for o in result.outcomes:
         state = "running elsewhere" if o.state == "running" else "not run" if o.state == "pending" else o.state
         mark = " *" if result.best is not None and o is result.best else ""
         cells.append([o.point.id + mark, state, "-" if o.metric is None else f"{o.metric:.4f}",
-                      "-" if o.params is None else str(o.params), o.point.label,
-                      o.folder.name if o.folder else "-"])
+                      f"{o.last_epoch or 0}/{o.epochs}", "-" if o.params is None else str(o.params), o.point.label,
+                      o.folder.name if o.folder else "-"] + ([o.why] if explain else []))
     return headers, cells
+
+
+def epochs_line(result) -> str:
+    """Epochs the points' folders hold against those of the full grid trained to the end, and this invocation's
+    wall time."""
+    spent, full = result.epochs
+    share = f" ({100 * spent / full:.0f}%)" if full else ""
+    return f"epochs: {spent} trained of the full grid's {full}{share}; this invocation {result.seconds:.1f} s"

@@ -1,17 +1,20 @@
-"""Training one point in this process: claim it, resume it from its checkpoint when it crashed or was
-interrupted, otherwise train it afresh (an older folder set aside, never deleted), and release it. A point that
-fails is recorded as failed; the sweep goes on."""
+"""Training one job of a sweep in this process: claim its point, resume it from its checkpoint when it crashed,
+was interrupted or was pruned and is now promoted, otherwise train it afresh (an older folder set aside, never
+deleted), and release it. A point that fails is recorded as failed; the sweep goes on."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from digitlab.config import dump
 from digitlab.environment import command_line
 from digitlab.errors import CheckpointError, UserError
 from digitlab.runs import RunFolder, utc_now
-from digitlab.sweep.spec import Point
 from digitlab.sweep.state import claim, folder_status, resumable, set_aside
+
+if TYPE_CHECKING:
+    from digitlab.sweep.schedule import Job
 
 
 def record_failure(run_dir: Path, cfg: dict, error: str) -> None:
@@ -23,10 +26,16 @@ def record_failure(run_dir: Path, cfg: dict, error: str) -> None:
     folder.update_status(status="failed", ended=utc_now(), error=error, command=command_line())
 
 
-def run_point(sweep_dir: str, point: Point, retry_failed: bool) -> dict:
-    """Claim, train and release one point in this process: an outcome dict (id, state, note, error)."""
-    sweep_dir = Path(sweep_dir)
-    lock, outcome = claim(sweep_dir, point, retry_failed)
+def origin(sweep_dir: Path, point_id: str) -> dict:
+    """What a point's run.json records of its sweep (compare reads it instead of guessing from folder names)."""
+    return {"sweep": Path(sweep_dir).name, "point": point_id}
+
+
+def run_point(sweep_dir: str, job: Job, retry_failed: bool) -> dict:
+    """Claim, train (until job.until) and release one point in this process: an outcome dict (id, state, note,
+    error)."""
+    sweep_dir, point = Path(sweep_dir), job.point
+    lock, outcome = claim(sweep_dir, point, retry_failed, job.until)
     if lock is None:
         return outcome
     try:
@@ -35,7 +44,7 @@ def run_point(sweep_dir: str, point: Point, retry_failed: bool) -> dict:
         run_dir, error = sweep_dir / point.folder, None
         if resumable(folder, state):
             try:
-                resume(folder, quiet=True, progress=False)
+                resume(folder, quiet=True, progress=False, stop=job.stop)
                 return {**outcome, "state": folder_status(folder), "note": "trained", "resumed": True}
             except CheckpointError as exc:  # a missing or damaged checkpoint, a changed config: start over
                 error = f"could not resume ({exc}); trained from scratch"
@@ -47,7 +56,8 @@ def run_point(sweep_dir: str, point: Point, retry_failed: bool) -> dict:
         if folder is not None:
             outcome["moved"] = str(set_aside(sweep_dir, folder, state))
         try:
-            start(point.cfg, run_dir=run_dir, quiet=True, progress=False)
+            start(point.cfg, run_dir=run_dir, quiet=True, progress=False, stop=job.stop,
+                  record=origin(sweep_dir, point.id))
         except Exception as exc:  # the point failed; the sweep goes on
             error = f"{type(exc).__name__}: {exc}"
             if not (run_dir / "run.json").is_file():

@@ -1,10 +1,12 @@
-"""Running a sweep: find what each point needs from the disk, run the points that need it (here, in processes
-or on Dask), report each as it ends with the best so far, and rewrite the sweep's files from what is on disk."""
+"""Running a sweep: find what each point needs from the disk (digitlab.sweep.schedule), run the jobs (here, in
+processes or on Dask; a pruned sweep finds more as results come in), report each as it ends with the best so
+far, and rewrite the sweep's files from what is on disk."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,8 +18,10 @@ from digitlab.runs import RunFolder
 from digitlab.storage import check_writable, make_folder
 from digitlab.sweep.files import write_compare_png, write_points_csv, write_sweep_file
 from digitlab.sweep.point import run_point
+from digitlab.sweep.prune import WAIT
+from digitlab.sweep.schedule import Job, Schedule
 from digitlab.sweep.spec import Point, Sweep
-from digitlab.sweep.state import FAILED, RERUN, Outcome, best_of, find_folder, point_state, read_result, should_run
+from digitlab.sweep.state import FAILED, RERUN, Outcome, best_of, epochs_done, find_folder, last_metric, read_result
 
 
 @dataclass
@@ -30,6 +34,10 @@ class SweepResult:
     dry_run: bool = False
     interrupted: int | None = None  # the signal that stopped the sweep
     lost: list[str] = field(default_factory=list)  # points a Dask worker did not bring back
+    retry_failed: bool = False
+    waiting: list[str] = field(default_factory=list)  # pruned points waiting at their rung for a decision
+    epochs: tuple[int, int] = (0, 0)  # epochs the points' folders hold, epochs the full grid would train
+    seconds: float = 0.0  # wall time of this invocation
 
     @property
     def failed(self) -> list[Outcome]:
@@ -44,32 +52,35 @@ class SweepResult:
 def run_sweep(sweep: Sweep, runs_dir: str | os.PathLike = "runs", workers: int | None = None,
               executor: str = "local", address: str | None = None, retry_failed: bool = False,
               dry_run: bool = False, echo: Callable[[str], None] = print) -> SweepResult:
-    """Run the points of `sweep` that need running, then write points.csv and compare.png and return what
-    became of every point."""
+    """Run the points of `sweep` that need running (as far as its pruning lets them), then write points.csv
+    and compare.png and return what became of every point."""
+    began = time.monotonic()
     sweep_dir = sweep.folder(runs_dir)
     if (sweep_dir / "run.json").exists():
         raise RunError(f"{sweep_dir}: is a run folder, not a sweep's; give the sweep another name")
-    result = SweepResult(sweep, sweep_dir, dry_run=dry_run)
+    result = SweepResult(sweep, sweep_dir, dry_run=dry_run, retry_failed=retry_failed)
     if executor == "dask" and not dry_run:
         from digitlab.sweep.executors.dask import import_dask
         import_dask()
-    states = {p.id: point_state(sweep_dir, p) for p in sweep.points}
-    to_run = [p for p in sweep.points if should_run(states[p.id][0], retry_failed)]
-    counts = _count(state for state, _, _ in states.values())
+    schedule = Schedule(sweep, sweep_dir, retry_failed).look(settle=not dry_run)
+    states = schedule.states
+    jobs = schedule.jobs()
+    counts = _count(schedule.final() if schedule.prunes else (s for s, _, _ in states.values()))
     extra = f" ({sweep.duplicates} duplicate configs merged)" if sweep.duplicates else ""
-    echo(f"sweep {sweep.name}: {len(sweep.points)} points{extra} -> {sweep_dir}")
+    rule = f"; pruned by {_describe(sweep.prune)}" if sweep.prune is not None else ""
+    echo(f"sweep {sweep.name}: {len(sweep.points)} points{extra}{rule} -> {sweep_dir}")
     hint = "" if retry_failed or not any(s in FAILED for s, _, _ in states.values()) else \
         " (--retry-failed also reruns failed, diverged and damaged points)"
-    echo(f"  {counts}; {len(to_run)} to run{hint}")
+    later = " now, more as their results come in" if schedule.prunes and jobs else ""
+    echo(f"  {counts}; {len(jobs)} to run{later}{hint}")
     if dry_run:
+        planned = {job.point.id: job for job in jobs}
         for p in sweep.points:
-            state, folder, holder = states[p.id]
-            mark = "to run" if p in to_run else "done" if state == "complete" else \
-                f"running elsewhere ({holder})" if state == "running" else f"{state}, skipped"
-            if p in to_run and state != "pending":
-                mark = f"to run again ({state})"
-            echo(f"  {p.id}  {mark:<24} {p.label}")
-        result.outcomes = _final_outcomes(sweep, sweep_dir, states=states)
+            state, _, holder = states[p.id]
+            mark = _mark(state, holder, planned.get(p.id), schedule.prunes)
+            why = f"  ({schedule.why(p)})" if schedule.prunes else ""
+            echo(f"  {p.id}  {mark:<24} {p.label}{why}")
+        result.outcomes = _final_outcomes(sweep, sweep_dir, schedule)
         return result
 
     try:
@@ -79,42 +90,68 @@ def run_sweep(sweep: Sweep, runs_dir: str | os.PathLike = "runs", workers: int |
         raise exc.because("cannot make or write the sweep's folder (--runs-dir)", exit_code=2) from None
     write_sweep_file(sweep, sweep_dir)
     try:
-        if not to_run:
+        if not jobs:
+            settled = schedule.settled() == len(sweep.points)
             echo("nothing to run: " + ("every point is complete" if counts == f"{len(sweep.points)} complete"
+                                       else "every point is complete or pruned" if settled and schedule.prunes
                                        else "no point needs running"))
         else:
             elsewhere = [p for p in sweep.points if states[p.id][0] == "running"]
-            progress = _Progress(sweep, sweep_dir, states, len(to_run) + len(elsewhere), echo)
+            progress = _Progress(sweep, sweep_dir, schedule, len(jobs) + len(elsewhere), echo)
             for point in elsewhere:
                 progress.report(point, {"state": "running", "note": f"running elsewhere ({states[point.id][2]})"})
             if executor == "dask":
                 from digitlab.sweep.executors.dask import run_on_dask
-                run_on_dask(sweep, sweep_dir, to_run, retry_failed, address, workers, progress)
-            elif (workers or 1) > 1 and len(to_run) > 1:
+                run_on_dask(sweep_dir, jobs, retry_failed, address, workers, progress)
+            elif (workers or 1) > 1 and (len(jobs) > 1 or schedule.prunes):
                 from digitlab.sweep.executors.processes import run_in_processes
-                run_in_processes(sweep, sweep_dir, to_run, retry_failed, min(workers, len(to_run)), progress)
+                run_in_processes(sweep_dir, jobs, retry_failed, workers, progress)
             else:
-                for point in to_run:
-                    outcome = run_point(str(sweep_dir), point, retry_failed)
-                    progress.report(point, outcome)
+                queue = list(jobs)
+                while queue:
+                    job = queue.pop(0)
+                    outcome = run_point(str(sweep_dir), job, retry_failed)
+                    progress.report(job.point, outcome)
                     if outcome.get("note") == "trained" and outcome["state"] == "interrupted":  # Ctrl-C, SIGTERM
-                        result.interrupted = _signal_of(find_folder(sweep_dir, point))
+                        result.interrupted = _signal_of(find_folder(sweep_dir, job.point))
                         echo("interrupted: the sweep stops here; run it again to continue where it stopped")
                         break
+                    queue += progress.more({j.point.id for j in queue})
             result.trained, result.lost = progress.trained, progress.lost
     except BaseException:  # Ctrl-C, a lost Dask scheduler...: points.csv still tells what is on disk
         with contextlib.suppress(Exception):
             _write_sweep_files(sweep, sweep_dir, result)
         raise
     _write_sweep_files(sweep, sweep_dir, result)
+    result.seconds = time.monotonic() - began
     return result
+
+
+def _mark(state: str, holder: str | None, job, prunes: bool) -> str:
+    """What a dry run says of a point."""
+    if state == "running":
+        return f"running elsewhere ({holder})"
+    if job is not None:
+        to = f" to epoch {job.until}" if prunes else ""
+        return f"to run{to}" if state == "pending" else f"to run again ({state}){to}"
+    return "done" if state == "complete" else state if prunes else f"{state}, skipped"
+
+
+def _describe(rule) -> str:
+    from digitlab.sweep.prune import ASHA
+    if isinstance(rule, ASHA):
+        return f"asha on {rule.metric} (min_epochs {rule.min_epochs}, reduction_factor {rule.eta})"
+    return f"the median rule on {rule.metric} (min_epochs {rule.min_epochs}, min_points {rule.min_points})"
 
 
 def _write_sweep_files(sweep: Sweep, sweep_dir: Path, result: SweepResult) -> None:
     """points.csv and compare.png from the points' states now, under a lock: a concurrent sweep that writes
     after this one has also looked after it."""
     with waiting_lock(sweep_dir / LOCKS / "sweep-files.lock"):
-        result.outcomes = _final_outcomes(sweep, sweep_dir)
+        schedule = Schedule(sweep, sweep_dir, result.retry_failed).look(settle=False)
+        result.outcomes = _final_outcomes(sweep, sweep_dir, schedule)
+        result.epochs = schedule.epochs_spent()
+        result.waiting = [p.id for p in sweep.points if schedule.prunes and schedule.decisions[p.id].state == WAIT]
         result.best = best_of(result.outcomes, sweep.maximize)
         write_points_csv(sweep, sweep_dir, result.outcomes)
         write_compare_png(sweep, sweep_dir, result.outcomes)
@@ -129,29 +166,33 @@ def _signal_of(folder: Path | None) -> int:
 
 
 def _count(states) -> str:
-    counts: dict[str, int] = {}
-    for state in states:
+    """'3 complete, 2 pruned, 1 not run yet' from states (or a dict of counts)."""
+    counts: dict[str, int] = dict(states) if isinstance(states, dict) else {}
+    for state in [] if isinstance(states, dict) else states:
         counts[state] = counts.get(state, 0) + 1
-    order = ["complete", "pending", "running", "crashed", "interrupted", "failed", "diverged", "damaged"]
-    names = {"pending": "not run yet", "running": "running elsewhere"}
+    order = ["complete", "pruned", "waiting", "promoted", "pending", "running", "crashed", "interrupted", "failed",
+             "diverged", "damaged"]
+    names = {"pending": "not run yet", "running": "running elsewhere", "waiting": "waiting at a rung",
+             "promoted": "promoted"}
     return ", ".join(f"{counts[s]} {names.get(s, s)}" for s in sorted(counts, key=lambda s: (
         order.index(s) if s in order else len(order), s)))
 
 
 class _Progress:
-    """Prints one line per point as it ends: points done / total, the point's result, the best so far."""
+    """Prints one line per job as it ends: points settled / total, the point's result, the best so far; and,
+    for a pruned sweep, looks at the disk again to find the jobs the new results allow (`more`)."""
 
-    def __init__(self, sweep: Sweep, sweep_dir: Path, states: dict, pending: int, echo):
-        self.sweep, self.sweep_dir, self.echo = sweep, sweep_dir, echo
+    def __init__(self, sweep: Sweep, sweep_dir: Path, schedule: Schedule, pending: int, echo):
+        self.sweep, self.sweep_dir, self.schedule, self.echo = sweep, sweep_dir, schedule, echo
         self.total = len(sweep.points)
         self.done = self.total - pending
         self.trained: list[str] = []
         self.lost: list[str] = []  # points whose Dask task was lost (worker died): no folder, not run
+        states = schedule.states
         self.known = [Outcome(p, s, f, *read_result(f, sweep.select)) for p in sweep.points
                       for s, f, _ in [states[p.id]] if s == "complete"]
 
     def report(self, point: Point, outcome: dict) -> None:
-        self.done += 1
         folder = find_folder(self.sweep_dir, point)
         state = outcome["state"]
         metric, params = read_result(folder, self.sweep.select) if state == "complete" else (None, None)
@@ -159,9 +200,18 @@ class _Progress:
             self.trained.append(point.id)
             if state == "complete":
                 self.known.append(Outcome(point, state, folder, metric, params))
+        if self.schedule.prunes:
+            self.schedule.look()
+            self.done = self.schedule.settled()
+        else:
+            self.done += 1
         best = best_of(self.known, self.sweep.maximize)
         shown = f"{self.sweep.select} {metric:.4f}" if metric is not None else ""
         what = state if outcome.get("note") == "trained" else f"skipped: {outcome.get('note')}"
+        if outcome.get("note") == "trained" and self.schedule.prunes and state in ("pruned", "complete"):
+            what += f" at epoch {epochs_done(folder)}/{point.cfg['epochs']}"
+            if state == "pruned":
+                shown = f"({self.schedule.why(point)})"
         if outcome.get("resumed"):
             what += " (resumed from its checkpoint)"
         line = f"[{self.done}/{self.total}] {point.id} {point.label}: {what} {shown}".rstrip()
@@ -173,11 +223,19 @@ class _Progress:
             line += f"  | best so far {best.metric:.4f} ({best.point.id})"
         self.echo(line)
 
+    def more(self, busy) -> list[Job]:
+        """The jobs that the results so far allow, leaving out the points in `busy` (queued or in flight)."""
+        return self.schedule.jobs(busy) if self.schedule.prunes else []
 
-def _final_outcomes(sweep: Sweep, sweep_dir: Path, states: dict | None = None) -> list[Outcome]:
+
+def _final_outcomes(sweep: Sweep, sweep_dir: Path, schedule: Schedule) -> list[Outcome]:
     outcomes = []
     for point in sweep.points:
-        state, folder, holder = states[point.id] if states else point_state(sweep_dir, point)
+        state, folder, holder = schedule.states[point.id]
         metric, params = read_result(folder, sweep.select)
-        outcomes.append(Outcome(point, state, folder, metric, params, f"held by {holder}" if holder else ""))
+        if metric is None and folder is not None:  # a point that stopped early: its metric at its last epoch
+            metric = last_metric(folder, sweep.select)
+        outcomes.append(Outcome(point, state, folder, metric, params, f"held by {holder}" if holder else "",
+                                schedule.done_epochs.get(point.id) if folder is not None else None,
+                                schedule.why(point)))
     return outcomes

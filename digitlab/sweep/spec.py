@@ -15,9 +15,10 @@ from pathlib import Path
 
 from digitlab.config import config_hash, load_config, read_yaml, safe_name, set_key, validate
 from digitlab.errors import ConfigError
-from digitlab.options import as_number
+from digitlab.options import Choice, Invalid, as_number, resolve
+from digitlab.sweep.prune import METHODS
 
-SWEEP_KEYS = ["name", "base", "set", "grid", "random", "seeds", "select"]
+SWEEP_KEYS = ["name", "base", "set", "grid", "random", "seeds", "select", "prune"]
 SELECT = {"val_accuracy": True, "best_val_accuracy": True, "test_accuracy": True, "train_accuracy": True,
           "val_loss": False, "test_loss": False, "train_loss": False}
 DISTRIBUTIONS = {"uniform": "[low, high]", "loguniform": "[low, high]", "randint": "[low, high]",
@@ -48,6 +49,7 @@ class Sweep:
     spec: dict
     points: list[Point]
     duplicates: int = 0
+    prune: object | None = None  # a rule of digitlab.sweep.prune (ASHA, MedianRule), None: train every point fully
 
     @property
     def maximize(self) -> bool:
@@ -93,6 +95,7 @@ def load_sweep(path: str | os.PathLike) -> Sweep:
     select = spec.get("select", "val_accuracy")
     if select not in SELECT:
         fail("select", f"expected one of {', '.join(SELECT)}, got {select!r}")
+    prune = _prune(spec.get("prune"), fail)
 
     size = math.prod(len(v) for v in grid.values()) * max(1, len(samples)) * len(seeds or [0])
     if size > MAX_POINTS:
@@ -113,7 +116,29 @@ def load_sweep(path: str | os.PathLike) -> Sweep:
         points.append(Point(point_id, values, cfg, folder))
     if select.startswith(("val_", "best_val")) and not points[0].cfg["data"]["validation"]:
         fail("select", f"{select} needs a validation split: set data.validation in the base config or in `set`")
-    return Sweep(safe_name(str(name)), path, base, select, spec, points, duplicates)
+    for point in points if prune is not None else []:
+        if prune.metric.startswith("val_") and not point.cfg["data"]["validation"]:
+            fail("prune.metric", f"{prune.metric} needs a validation split: set data.validation in the base config "
+                                 f"or in `set`")
+        if prune.metric.startswith("test_") and not point.cfg["test_every_epoch"]:
+            fail("prune.metric", f"{prune.metric} needs test_every_epoch: true")
+    return Sweep(safe_name(str(name)), path, base, select, spec, points, duplicates, prune)
+
+
+def _prune(spec, fail):
+    """`prune: {method: asha, metric: val_accuracy, min_epochs: 1, reduction_factor: 3}` (or method: median,
+    with min_points): the rule's options are declared on its class (digitlab.sweep.prune)."""
+    if spec is None:
+        return None
+    if not isinstance(spec, dict):
+        fail("prune", f"expected a mapping such as {{method: asha, metric: val_accuracy, min_epochs: 1, "
+                      f"reduction_factor: 3}}, got {spec!r}")
+    try:
+        method = Choice(METHODS).check(spec.get("method"))
+        cls = METHODS[method]
+        return cls(**resolve(cls, {k: v for k, v in spec.items() if k != "method"}, fill_defaults=True))
+    except Invalid as exc:
+        fail(f"prune.{exc.key}" if exc.key else "prune.method", exc.message)
 
 
 def _mapping(value, key, fail) -> dict:

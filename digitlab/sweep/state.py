@@ -1,5 +1,6 @@
 """The state of a sweep's points, read from the disk alone: which run folder is a point's, whether it is
-complete, failed, crashed or being trained elsewhere (its lock), and claiming a point before training it."""
+complete, pruned, failed, crashed or being trained elsewhere (its lock), why it stopped, and claiming a point
+before training it."""
 
 from __future__ import annotations
 
@@ -18,17 +19,27 @@ from digitlab.sweep.spec import Point
 
 FAILED = ("failed", "diverged", "damaged")  # rerun only with retry_failed
 RERUN = ("crashed", "interrupted")   # rerun always
+PAUSED = "pruned"  # resumed when the sweep's pruning promotes it, or when the sweep no longer prunes
 REPLACED = "replaced"
 
 
 @dataclass
 class Outcome:
+    """What became of a point: its state, folder, the metric `select` names and its parameters (complete points),
+    the last epoch it trained and why it stopped there (`why`: pruning's reason, an error, a signal...)."""
+
     point: Point
     state: str
     folder: Path | None
     metric: float | None = None
     params: int | None = None
     note: str = ""
+    last_epoch: int | None = None
+    why: str = ""
+
+    @property
+    def epochs(self) -> int:
+        return self.point.cfg["epochs"]
 
 
 def best_of(outcomes: list[Outcome], maximize: bool) -> Outcome | None:
@@ -59,6 +70,7 @@ def folder_status(folder: Path, locked_here: bool = False) -> str:
     run = RunFolder(folder)
     try:
         status = run.status()
+        point = run.info().get("point") or folder.name.rsplit("-", 1)[-1]  # older folders: the name's id
         run.read_metrics()
         if status == "complete":
             run.read_summary()
@@ -66,8 +78,7 @@ def folder_status(folder: Path, locked_here: bool = False) -> str:
         return "damaged"
     except RunError:
         return "crashed"
-    if status == "running" and (locked_here or held_elsewhere(lock_path(folder.parent, folder.name.rsplit(
-            "-", 1)[-1])) is None):
+    if status == "running" and (locked_here or held_elsewhere(lock_path(folder.parent, str(point))) is None):
         return "crashed"
     return status
 
@@ -85,7 +96,36 @@ def point_state(sweep_dir: Path, point: Point) -> tuple[str, Path | None, str | 
 
 
 def should_run(state: str, retry_failed: bool) -> bool:
-    return state == "pending" or state in RERUN or (retry_failed and state in FAILED)
+    """Whether a point in `state` is trained (further) by a sweep that does not prune."""
+    return state in ("pending", PAUSED) or state in RERUN or (retry_failed and state in FAILED)
+
+
+def epochs_done(folder: Path | None) -> int:
+    """The epochs in a point folder's metrics.csv (0 when it has none or it cannot be read)."""
+    if folder is None:
+        return 0
+    try:
+        return len(RunFolder(folder).read_metrics())
+    except RunError:
+        return 0
+
+
+def why_stopped(state: str, folder: Path | None, epochs: int) -> str:
+    """Why a point is where it is, in words, from its run.json (pruning's own reasons come from its rule)."""
+    try:
+        info = RunFolder(folder).read_json("run.json") if folder is not None else {}
+    except RunError:
+        info = {}
+    done = epochs_done(folder)
+    diverged = info.get("diverged") if isinstance(info.get("diverged"), dict) else {}
+    return {"complete": f"trained all {epochs} epochs",
+            "pruned": str(info.get("pruned") or f"pruned after epoch {done}"),
+            "failed": str(info.get("error") or "failed"),
+            "diverged": f"loss {diverged.get('loss', 'nan')} in epoch {diverged.get('epoch', done + 1)}",
+            "interrupted": f"interrupted by signal {info.get('signal', '?')} after epoch {done}",
+            "crashed": f"its process died after epoch {done}",
+            "damaged": "a file of its folder is damaged",
+            "pending": "not run yet", "running": "being trained elsewhere"}.get(state, state)
 
 
 def read_result(folder: Path | None, select: str) -> tuple[float | None, int | None]:
@@ -114,25 +154,44 @@ def set_aside(sweep_dir: Path, folder: Path, state: str) -> Path:
     raise AssertionError("unreachable")
 
 
-def claim(sweep_dir: Path, point: Point, retry_failed: bool) -> tuple[FileLock | None, dict]:
-    """Take the point's lock and check, under it, that the point still needs running. (lock, outcome) when
-    the caller should run it (outcome["folder"] is its old folder, if any); (None, outcome) when not."""
+def claim(sweep_dir: Path, point: Point, retry_failed: bool, until: int | None = None
+          ) -> tuple[FileLock | None, dict]:
+    """Take the point's lock and check, under it, that the point still needs running (to epoch `until`, when a
+    pruned sweep stops it before its last). (lock, outcome) when the caller should run it (outcome["folder"] is
+    its old folder, if any); (None, outcome) when not."""
     lock = FileLock(lock_path(sweep_dir, point.id))
     if not lock.acquire():
         return None, {"id": point.id, "state": "running", "note": f"running elsewhere ({lock.holder or 'locked'})"}
     try:
         folder = find_folder(sweep_dir, point)
         state = "pending" if folder is None else folder_status(folder, locked_here=True)
+        early = until is not None and until < point.cfg["epochs"]
+        done = epochs_done(folder) if early and state in (PAUSED, *RERUN) else 0
     except BaseException:
         lock.release()
         raise
-    if not should_run(state, retry_failed):
+    if not should_run(state, retry_failed) or (early and done >= until):
         lock.release()
-        note = "already complete" if state == "complete" else f"{state} earlier; --retry-failed runs it again"
+        note = "already complete" if state == "complete" else f"already trained to epoch {done}" \
+            if state in (PAUSED, *RERUN) else f"{state} earlier; --retry-failed runs it again"
         return None, {"id": point.id, "state": state, "note": note}
     return lock, {"id": point.id, "state": state, "folder": folder}
 
 
 def resumable(folder: Path | None, state: str) -> bool:
-    """A crashed or interrupted point with a checkpoint continues from it instead of starting over."""
-    return folder is not None and state in RERUN and (folder / checkpoint.NAME).is_file()
+    """A crashed, interrupted or pruned point with a checkpoint continues from it instead of starting over."""
+    return folder is not None and state in (*RERUN, PAUSED) and (folder / checkpoint.NAME).is_file()
+
+
+def last_metric(folder: Path, select: str) -> float | None:
+    """The `select` metric of a point that has no summary.json (pruned, interrupted...) from its metrics.csv: its
+    last epoch's (best_val_accuracy: the best epoch's). None when it has none."""
+    try:
+        rows = RunFolder(folder).read_metrics()
+    except RunError:
+        return None
+    if select == "best_val_accuracy":
+        values = [r["val_accuracy"] for r in rows if isinstance(r.get("val_accuracy"), (int, float))]
+        return max(values) if values else None
+    value = rows[-1].get(select) if rows else None
+    return value if isinstance(value, (int, float)) else None

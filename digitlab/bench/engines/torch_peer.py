@@ -56,22 +56,23 @@ def run_torch(task, setup, spec: dict, best: bool = False, loader: bool = False)
     import numpy as np
     import torch
 
+    from digitlab.config import loss_name
+
     torch.set_num_threads(spec["threads"])
     torch.manual_seed(spec["seed"])
     if best:
         torch.set_flush_denormal(True)
     model = torch_model(setup)
-    opt = {k: v for k, v in setup.cfg["optimizer"].items() if k != "schedule"}
+    opt = {k: v for k, v in setup.cfg["optimizer"].items() if k not in ("schedule", "decay_all")}
     name = opt.pop("name")
-    kwargs = {"fused": True} if best else {}
-    if name == "sgd":
-        optimizer = torch.optim.SGD(model.parameters(), **opt, **kwargs)
-    else:
-        if "betas" in opt:
-            opt["betas"] = tuple(opt["betas"])
-        optimizer = torch.optim.Adam(model.parameters(), **opt, **kwargs)
+    if "betas" in opt:
+        opt["betas"] = tuple(opt["betas"])
+    cls = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW,
+           "rmsprop": torch.optim.RMSprop, "adadelta": torch.optim.Adadelta}[name]
+    kwargs = {"fused": True} if best and name in ("sgd", "adam", "adamw") else {}
+    optimizer = cls(model.parameters(), **opt, **kwargs)
     loss_fn = {"bce": torch.nn.BCEWithLogitsLoss, "cross_entropy": torch.nn.CrossEntropyLoss,
-               "mse": torch.nn.MSELoss}[setup.cfg["loss"]]()
+               "mse": torch.nn.MSELoss}[loss_name(setup.cfg)]()
     x = torch.from_numpy(np.ascontiguousarray(setup.train_x))
     t = torch.from_numpy(setup.train_t)
     n, bs = len(x), setup.cfg["batch_size"]

@@ -1,6 +1,6 @@
 """Points on a Dask distributed cluster: this process claims each point (its lock), a worker trains it in a
-temporary folder and sends the files back, this process writes the run folder and releases the lock, so workers
-need no shared disk."""
+temporary folder (resuming it from the checkpoint this process ships when it has one) and sends the files back,
+this process writes the run folder and releases the lock, so workers need no shared disk."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ from pathlib import Path
 
 from digitlab.errors import RunError, StorageError, UserError, os_reason
 from digitlab.storage import atomic_write, make_folder
-from digitlab.sweep.point import record_failure
-from digitlab.sweep.spec import Point, Sweep
-from digitlab.sweep.state import claim, folder_status, set_aside
+from digitlab.sweep.point import origin, record_failure
+from digitlab.sweep.schedule import Job
+from digitlab.sweep.spec import Point
+from digitlab.sweep.state import claim, folder_status, resumable, set_aside
 
 
 def import_dask():
@@ -43,51 +44,70 @@ def dask_client(address: str | None, workers: int | None):
                         f"{exc}") from None
 
 
-def run_on_dask(sweep: Sweep, sweep_dir: Path, to_run: list[Point], retry_failed: bool, address: str | None,
-              workers: int | None, progress) -> None:
-    """Points on a Dask cluster. This process claims each point (its lock), a worker trains it in a temporary
-    folder and sends the files back, this process writes the run folder and releases the lock. At most twice
-    as many points as the cluster has threads are claimed at once, so a second sweep can take the rest."""
+def run_on_dask(sweep_dir: Path, jobs: list[Job], retry_failed: bool, address: str | None, workers: int | None,
+                progress) -> None:
+    """Jobs on a Dask cluster. This process claims each point (its lock); a point that can continue from its
+    checkpoint (crashed, interrupted, or pruned and now promoted) has its folder shipped to the worker, which
+    resumes it, else the worker trains it afresh; either way in a temporary folder whose files come back, and
+    this process writes the run folder and releases the lock. At most twice as many points as the cluster has
+    threads are claimed at once, so a second sweep can take the rest."""
     from distributed import wait
 
     client, cluster = dask_client(address, workers)
     claimed: dict = {}
+    queue = list(jobs)
+
+    def busy() -> set[str]:
+        return {job.point.id for job in queue} | {job.point.id for job, *_ in claimed.values()}
+
     try:
         threads = sum(client.nthreads().values()) or 1
         progress.echo(f"dask: {len(client.nthreads())} workers, {threads} threads at {client.scheduler.address}")
-        queue = list(to_run)
         while queue or claimed:
             while queue and len(claimed) < 2 * threads:
-                point = queue.pop(0)
-                lock, outcome = claim(sweep_dir, point, retry_failed)
+                job = queue.pop(0)
+                lock, outcome = claim(sweep_dir, job.point, retry_failed, job.until)
                 if lock is None:
-                    progress.report(point, outcome)
+                    progress.report(job.point, outcome)
+                    queue += progress.more(busy())
                     continue
-                folder = outcome.pop("folder")
-                if folder is not None:  # no resuming on a cluster: its checkpoint lives here
-                    outcome["moved"] = str(set_aside(sweep_dir, folder, outcome["state"]))
-                future = client.submit(train_remote, point.cfg, pure=False, key=f"digitlab-{point.id}-{time.time_ns()}")
-                claimed[future] = (point, lock, outcome)
+                try:
+                    folder = outcome.pop("folder")
+                    files = folder_files(folder) if resumable(folder, outcome["state"]) else None
+                    if folder is not None and files is None:
+                        outcome["moved"] = str(set_aside(sweep_dir, folder, outcome["state"]))
+                    future = client.submit(train_remote, job.point.cfg, files, job.stop,
+                                           origin(sweep_dir, job.point.id), pure=False,
+                                           key=f"digitlab-{job.point.id}-{time.time_ns()}")
+                except BaseException:
+                    lock.release()
+                    raise
+                claimed[future] = (job, lock, outcome, folder if files is not None else None)
             if not claimed:
                 break
             finished = wait(list(claimed), return_when="FIRST_COMPLETED").done
             for future in finished:
-                point, lock, outcome = claimed.pop(future)
+                job, lock, outcome, resumed_from = claimed.pop(future)
                 try:
                     try:
                         remote = future.result()
                     except Exception as exc:  # the worker died or the task could not run: nothing to write,
-                        progress.lost.append(point.id)  # the point stays to run next time
-                        progress.report(point, {**outcome, "state": "crashed", "note": "trained",
-                                                "error": f"on the cluster: {type(exc).__name__}: {exc}"})
+                        progress.lost.append(job.point.id)  # the point stays to run next time
+                        progress.report(job.point, {**outcome, "state": "crashed", "note": "trained",
+                                                    "error": f"on the cluster: {type(exc).__name__}: {exc}"})
                         continue
-                    run_dir = write_remote_run(sweep_dir, point, remote)
-                    progress.report(point, {**outcome, "state": folder_status(run_dir, locked_here=True),
-                                            "note": "trained", "error": remote.get("error")})
+                    if resumed_from is not None and remote.get("restarted"):  # its checkpoint was unusable
+                        outcome["moved"] = str(set_aside(sweep_dir, resumed_from, outcome["state"]))
+                        resumed_from = None
+                    run_dir = write_remote_run(sweep_dir, job.point, remote, replacing=resumed_from)
+                    progress.report(job.point, {**outcome, "state": folder_status(run_dir, locked_here=True),
+                                                "note": "trained", "resumed": resumed_from is not None,
+                                                "error": remote.get("error") or remote.get("restarted")})
                 finally:
                     lock.release()
+            queue += progress.more(busy())
     finally:
-        for future, (_, lock, _) in claimed.items():
+        for future, (_, lock, _, _) in claimed.items():
             future.cancel()
             lock.release()
         client.close()
@@ -95,29 +115,46 @@ def run_on_dask(sweep: Sweep, sweep_dir: Path, to_run: list[Point], retry_failed
             cluster.close()
 
 
-def train_remote(cfg: dict) -> dict:
-    """On a Dask worker: train `cfg` in a temporary folder and return the run folder's files as bytes (relative
-    path -> bytes), so that the client writes the run folder and workers need no shared disk."""
-    from digitlab.run import start
+def folder_files(folder: Path) -> dict[str, bytes]:
+    """A run folder's files (relative path -> bytes), its lock and temporary files left out: what a worker needs
+    to resume it, checkpoint included."""
+    return {str(path.relative_to(folder)): path.read_bytes() for path in sorted(folder.rglob("*"))
+            if path.is_file() and not any(part.startswith(".") for part in path.relative_to(folder).parts)}
+
+
+def train_remote(cfg: dict, files: dict[str, bytes] | None = None, stop=None, record: dict | None = None) -> dict:
+    """On a Dask worker: resume the run folder `files` (or, without them or when its checkpoint is unusable,
+    train `cfg` afresh) in a temporary folder until `stop` ends it, and return the run folder's files as bytes
+    (relative path -> bytes), so that the client writes the run folder and workers need no shared disk."""
+    from digitlab.errors import CheckpointError
+    from digitlab.run import resume, start
     with tempfile.TemporaryDirectory(prefix="digitlab-") as tmp:
         run_dir = Path(tmp) / "run"
-        error = None
-        try:
-            start(cfg, run_dir=run_dir, quiet=True, progress=False)
-        except Exception as exc:
-            error = f"{type(exc).__name__}: {exc}"
-        files = {}
-        if run_dir.is_dir():
-            for path in sorted(run_dir.rglob("*")):
-                if path.is_file() and not path.name.startswith("."):
-                    files[str(path.relative_to(run_dir))] = path.read_bytes()
-        return {"files": files, "error": error}
+        error = restarted = None
+        if files:
+            for name, data in files.items():
+                (run_dir / name).parent.mkdir(parents=True, exist_ok=True)
+                (run_dir / name).write_bytes(data)
+            try:
+                resume(run_dir, quiet=True, progress=False, stop=stop)
+            except CheckpointError as exc:  # a missing or damaged checkpoint, a changed config: start over
+                restarted = f"could not resume ({exc}); trained from scratch"
+                shutil.rmtree(run_dir)
+            except Exception as exc:
+                error = f"{type(exc).__name__}: {exc}"
+        if not files or restarted:
+            try:
+                start(cfg, run_dir=run_dir, quiet=True, progress=False, stop=stop, record=record)
+            except Exception as exc:
+                error = f"{type(exc).__name__}: {exc}"
+        return {"files": folder_files(run_dir) if run_dir.is_dir() else {}, "error": error, "restarted": restarted}
 
 
-def write_remote_run(sweep_dir: Path, point: Point, result: dict) -> Path:
+def write_remote_run(sweep_dir: Path, point: Point, result: dict, replacing: Path | None = None) -> Path:
     """Write the files a worker sent into a hidden folder, each atomically, then rename the folder into place:
-    the run folder appears whole or not at all."""
-    final = sweep_dir / point.folder
+    the run folder appears whole or not at all. A resumed point's new folder takes the place of `replacing`, its
+    old one (whose every file the new one continues), which is then removed."""
+    final = replacing if replacing is not None else sweep_dir / point.folder
     incoming = sweep_dir / f".incoming-{point.id}-{os.getpid()}-{time.time_ns()}"
     make_folder(incoming, exist_ok=False)
     try:
@@ -129,10 +166,19 @@ def write_remote_run(sweep_dir: Path, point: Point, result: dict) -> Path:
             atomic_write(target, data)
         if not (incoming / "run.json").is_file():
             record_failure(incoming, point.cfg, result.get("error") or "the worker sent no run.json")
+        previous = sweep_dir / f".previous-{point.id}-{os.getpid()}-{time.time_ns()}"
         try:
-            os.rename(incoming, final)
+            if replacing is not None:
+                os.rename(replacing, previous)
+            try:
+                os.rename(incoming, final)
+            except OSError:
+                if replacing is not None:
+                    os.rename(previous, replacing)
+                raise
         except OSError as exc:
             raise StorageError(final, os_reason(exc)) from None
+        shutil.rmtree(previous, ignore_errors=True)
     except BaseException:
         shutil.rmtree(incoming, ignore_errors=True)
         raise

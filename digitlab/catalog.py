@@ -1,0 +1,30 @@
+"""`digitlab runs`: every run under some folders (runs/ by default, sweeps' points included), one line each,
+newest first, found by its values with --where and --status. It reads each folder with compare's readers, so a
+damaged run is listed as `damaged` (with a warning naming the file), never a traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from digitlab import compare
+from digitlab.errors import UserError
+from digitlab.where import Condition, select
+
+COLUMNS = ["name", "status", "started", "epochs_done", "test_acc", "best_val", "folder"]
+STATUSES = ("running", "complete", "pruned", "interrupted", "crashed", "failed", "diverged", "damaged")
+
+
+def list_runs(paths, conditions: list[Condition] = (), statuses=()) -> tuple[list[str], list[dict], list[str]]:
+    """(columns, rows newest first, warnings) for the runs under `paths` that meet every condition and have one
+    of `statuses` (any, when none is given). A path that does not exist is a UserError."""
+    paths = [Path(p) for p in paths]
+    for path in paths:
+        if not path.exists():
+            raise UserError(f"{path}: no such folder")
+    runs, warnings = compare.collect(paths)
+    compare.describe(runs)
+    rows = select([dict(run.values, folder=run.values["path"]) for run in runs], list(conditions))
+    if statuses:
+        rows = [row for row in rows if row["status"] in statuses]
+    rows.sort(key=lambda row: (row.get("started") or "", row["folder"]), reverse=True)
+    return COLUMNS, rows, [w for w in warnings if "no run folders in it" not in w]

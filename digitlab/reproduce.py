@@ -1,0 +1,115 @@
+"""`digitlab reproduce RUN`: train a run's config.yaml again into a new folder and say whether its metrics.csv
+comes out the same, apart from the seconds column. Same config and seed give the same numbers only in the same
+environment, so when they differ the report names what run.json recorded differently: the commit, uncommitted
+changes (git_dirty, git.diff), the versions of Python, numpy and every runtime dependency, the BLAS threads.
+
+A run that stopped early (pruned, interrupted, crashed, failed) is trained as far as it got: a stop rule ends the
+copy after the same epoch, the config (and so the lr schedule) unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from digitlab.config import load_config
+from digitlab.errors import RunError
+from digitlab.run import start
+from digitlab.run.callbacks import StopAfter
+from digitlab.run.files import GIT_DIFF
+from digitlab.runs import METRICS_COLUMNS, RunFolder
+
+ENVIRONMENT = ("git_commit", "git_dirty", "digitlab", "python", "numpy", "blas_threads", "platform")
+
+
+@dataclass
+class Reproduction:
+    original: Path
+    copy: Path
+    epochs: int
+    differences: list[str] = field(default_factory=list)  # how metrics.csv differs, first difference first
+    environment: list[str] = field(default_factory=list)  # 'blas_threads 1 -> 2', 'numpy 1.26.4 -> 2.0.0'
+
+    @property
+    def match(self) -> bool:
+        return not self.differences
+
+    def lines(self) -> list[str]:
+        env = "; ".join(self.environment)
+        if self.match:
+            line = f"metrics match ({self.epochs} epochs, seconds aside)"
+            return [line + (f"; the environment differs ({env}) without changing them" if env else "")]
+        why = f"the environment differs: {env}" if env else \
+            "the environment is the same as far as run.json records it (commit, uncommitted changes, versions, " \
+            "BLAS threads)"
+        return [f"metrics differ: {'; '.join(self.differences)}; {why}"]
+
+
+def reproduce_run(run_dir: str | Path, runs_dir: str | Path = "runs", quiet: bool = True) -> Reproduction:
+    """Train RUN's config again into runs_dir/<name>-repro-<time> and compare the two metrics.csv files."""
+    run = RunFolder.open(run_dir)
+    info = run.info()
+    if run.status() == "running":
+        raise RunError(f"{run.path}: is being trained right now; reproduce it when it has ended")
+    cfg = load_config(run / "config.yaml")
+    rows = run.read_metrics()
+    stop = StopAfter(len(rows), f"stopped after epoch {len(rows)}, as {run.path.name} did") \
+        if info["status"] != "complete" and 0 < len(rows) < cfg["epochs"] else None
+    copy = start({**cfg, "name": f"{cfg['name']}-repro"}, runs_dir, quiet=quiet, progress=False, stop=stop,
+                 record={"reproduces": str(run.path)})
+    result = Reproduction(run.path, copy.path, len(rows))
+    result.differences = metrics_differences(run / "metrics.csv", copy / "metrics.csv")
+    result.environment = environment_differences(run, copy)
+    return result
+
+
+def metrics_differences(original: Path, copy: Path) -> list[str]:
+    """How two metrics.csv files differ, seconds aside: the number of epochs, then how many rows differ and the
+    first differing value."""
+    def rows(path):
+        text = path.read_text(encoding="utf-8") if path.exists() else ""
+        return [line.split(",")[:-1] for line in text.splitlines()[1:] if line]
+
+    a, b = rows(original), rows(copy)
+    out = []
+    if len(a) != len(b):
+        out.append(f"{len(b)} epochs here, {len(a)} in the original")
+    changed = [(x, y) for x, y in zip(a, b) if x != y]
+    if changed:
+        x, y = changed[0]
+        column = next(i for i, (p, q) in enumerate(zip(x, y)) if p != q)
+        out.append(f"{len(changed)} of {min(len(a), len(b))} epochs, first at epoch {x[0]}: "
+                   f"{METRICS_COLUMNS[column]} {y[column]} here, {x[column]} in the original")
+    return out
+
+
+def environment_differences(original: RunFolder, copy: RunFolder) -> list[str]:
+    """What run.json recorded differently for the original (when it started, and at each resume) and the copy."""
+    then, now = original.info(), copy.info()
+    stages = [then] + [r for r in then.get("resumes", []) if isinstance(r, dict)]
+    out = []
+    for key in ENVIRONMENT:
+        seen = list(dict.fromkeys(_show(stage.get(key)) for stage in stages if key in stage)) or ["not recorded"]
+        if seen != [_show(now.get(key))]:
+            out.append(f"{key} {' then '.join(seen)} -> {_show(now.get(key))}")
+    before, after = then.get("versions"), now.get("versions") or {}
+    if not isinstance(before, dict):
+        out.append("dependency versions not recorded by the original")
+    else:
+        for name in sorted(set(before) | set(after)):
+            if before.get(name) != after.get(name):
+                out.append(f"{name} {before.get(name)} -> {after.get(name)}")
+    if then.get("git_dirty") and now.get("git_dirty") and _read(original / GIT_DIFF) != _read(copy / GIT_DIFF):
+        out.append(f"the uncommitted changes ({GIT_DIFF}) differ")
+    return out
+
+
+def _show(value) -> str:
+    return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _read(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None

@@ -1,0 +1,234 @@
+"""Finding runs (`digitlab runs`, `--where` on runs and compare) and the record that reproduces a run: run.json's
+sweep, point, git_dirty and versions, git.diff for a dirty tree, `digitlab reproduce`, and a stop rule's run that
+resumes to exactly the uninterrupted one."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from digitlab import environment
+from digitlab.cli import main
+from digitlab.config import validate
+from digitlab.run import resume, start
+from digitlab.run.callbacks import StopAfter
+from digitlab.threads import LIMIT_VARIABLES, limits
+from digitlab.where import parse
+
+TINY = {"name": "tiny", "seed": 0, "data": {"digits": [3, 8], "validation": 0.1, "limit": 300},
+        "model": [{"linear": 16}, "relu", {"dropout": 0.2}, {"linear": 2}], "loss": "cross_entropy",
+        "optimizer": {"name": "sgd", "lr": 0.1, "momentum": 0.9, "schedule": "cosine"}, "epochs": 3,
+        "batch_size": 50}
+
+
+def cli(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """runs/: a pruned sweep of four learning rates (one trains to the end), then two lone runs: Adam on 3 vs 8,
+    and SGD on 1 vs 7."""
+    root = tmp_path_factory.mktemp("find")
+    (root / "base.yaml").write_text(yaml.safe_dump(TINY))
+    (root / "s.yaml").write_text(yaml.safe_dump({
+        "name": "s", "base": "base.yaml", "grid": {"optimizer.lr": [0.1, 0.03, 0.01, 0.003]},
+        "prune": {"method": "asha", "min_epochs": 1, "reduction_factor": 4}}))
+    assert cli("sweep", root / "s.yaml", "--runs-dir", root / "runs").exit_code == 0
+    adam = validate({**TINY, "name": "adam", "optimizer": {"name": "adam", "lr": 0.003}})
+    start(adam, runs_dir=root / "runs", quiet=True, progress=False)
+    other = validate({**TINY, "name": "seven", "data": {**TINY["data"], "digits": [1, 7]}})
+    start(other, runs_dir=root / "runs", quiet=True, progress=False)
+    return root / "runs"
+
+
+def listed(*args) -> list[dict]:
+    result = cli("runs", *args, "--format", "json")
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_runs_lists_every_run_newest_first(runs):
+    result = cli("runs", runs)
+    assert result.exit_code == 0, result.output
+    header, *lines = result.stdout.strip().splitlines()
+    assert header.split() == ["name", "status", "started", "epochs_done", "test_acc", "best_val", "folder"]
+    assert len(lines) == 6 and lines[0].startswith("seven-") and lines[1].startswith("adam-")
+    rows = listed(runs)
+    assert [r["started"] for r in rows] == sorted((r["started"] for r in rows), reverse=True)
+    assert sorted(r["status"] for r in rows) == ["complete"] * 3 + ["pruned"] * 3
+    sweep_rows = [r for r in rows if r["sweep"] == "s"]  # sweep and point come from run.json
+    assert len(sweep_rows) == 4 and all(r["folder"].endswith("-" + r["point"]) for r in sweep_rows)
+    assert all(r["sweep"] is None and r["point"] is None for r in rows if r not in sweep_rows)
+
+
+@pytest.mark.parametrize("args, names", [
+    (["--where", "status!=complete"], {"lr=0.03", "lr=0.01", "lr=0.003"}),
+    (["--status", "pruned"], {"lr=0.03", "lr=0.01", "lr=0.003"}),
+    (["--where", "optimizer=adam"], {"adam"}),
+    (["--where", "digits=[1,7]"], {"seven"}),
+    (["--where", "digits=38", "--where", "lr<=0.01", "--where", "epochs_done>=1"], {"adam", "lr=0.01", "lr=0.003"}),
+    (["--where", "sweep=s", "--where", "epochs_done=3"], {"lr=0.1"}),  # the point promoted to the end
+    (["--where", "lr=1e-1", "--where", "test_acc>0.5"], {"lr=0.1", "seven"}),
+])
+def test_where_filters_on_compare_columns(runs, args, names):
+    rows = listed(runs, *args)
+    assert {r["name"].rsplit("-", 1 if r["sweep"] else 2)[0] for r in rows} == names
+
+
+def test_compare_takes_the_same_where(runs):
+    result = cli("compare", runs, "--where", "optimizer=sgd", "--where", "status=complete", "--format", "json")
+    assert result.exit_code == 0, result.output
+    assert sorted(r["status"] for r in json.loads(result.stdout)) == ["complete", "complete"]
+    none = cli("compare", runs, "--where", "lr>5")
+    assert none.exit_code == 2 and "nothing to compare: no run meets --where lr>5" in none.output
+
+
+@pytest.mark.parametrize("expression, message", [
+    ("tst_acc>0.9", "unknown column 'tst_acc'; did you mean 'test_acc'?"),
+    ("lr", "expected COLUMN OP VALUE"),
+    ("lr<fast", "lr is a number; expected a number after <"),
+    ("digits=[3,18]", "expected digits such as [3,8] or 38"),
+    ("seed=", "no value after ="),
+])
+def test_a_bad_expression_is_one_line_naming_it_and_the_columns(runs, expression, message):
+    for command in ("runs", "compare"):
+        result = cli(command, runs, "--where", expression)
+        assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+        assert result.output.startswith(f"error: --where {expression!r}: {message}")
+        assert "(the columns are: name, status, digits, arch," in result.output
+
+
+def test_where_semantics():
+    row = {"lr": 0.001, "dropout": "0.25/0.5", "digits": "38", "started": "2026-11-21T05:26:51Z", "test_acc": None}
+    assert parse("lr=1e-3").matches(row) and parse("lr<0.01").matches(row) and not parse("lr>0.01").matches(row)
+    assert parse("dropout<=0.5").matches(row) and not parse("dropout=0.25").matches(row)
+    assert parse("digits=[3, 8]").matches(row) and not parse("digits=[8,3]").matches(row)
+    assert parse("started>2026-11-21").matches(row) and parse("started<2026-11-22").matches(row)
+    assert parse("test_acc!=0.9").matches(row) and not parse("test_acc<0.9").matches(row)
+    assert parse("test_accuracy>0").column == "test_acc"
+
+
+def test_a_damaged_run_is_listed_as_damaged(runs, tmp_path):
+    import shutil
+    copy = tmp_path / "copy"
+    shutil.copytree(next(runs.glob("adam-*")), copy)
+    (copy / "metrics.csv").write_text("epoch,train_loss\n1,2,3\n")
+    result = cli("runs", tmp_path)
+    assert result.exit_code == 0 and "Traceback" not in result.output
+    assert " damaged " in result.stdout and "warning: " in result.stderr and "metrics.csv" in result.stderr
+
+
+def test_runs_in_an_empty_folder_and_a_missing_one(tmp_path):
+    assert cli("runs", tmp_path).exit_code == 0
+    missing = cli("runs", tmp_path / "nope")
+    assert missing.exit_code == 2 and missing.output == f"error: {tmp_path / 'nope'}: no such folder\n"
+
+
+# -- the record -------------------------------------------------------------------------------------------------------
+def test_run_json_records_the_sweep_point_git_state_and_versions(runs):
+    lone = json.loads((next(runs.glob("adam-*")) / "run.json").read_text())
+    assert lone["sweep"] is None and lone["point"] is None
+    assert lone["git_dirty"] in (True, False, None)
+    assert {"numpy", "click", "pyyaml", "matplotlib", "tqdm", "mnist"} <= set(lone["versions"])
+    assert lone["versions"]["numpy"] == np.__version__
+
+
+def test_a_dirty_tree_leaves_its_changes_in_git_diff_capped(tmp_path, monkeypatch):
+    import digitlab.run.files as files
+    import digitlab.run.lifecycle as lifecycle
+    dirty = {**environment.environment(), "git_dirty": True}
+    monkeypatch.setattr(lifecycle, "environment", lambda: dirty)
+    monkeypatch.setattr(files, "uncommitted_changes", lambda: "diff --git a/x b/x\n+change\n" * 100)
+    run = start(validate({**TINY, "epochs": 1}), run_dir=tmp_path / "whole", quiet=True, progress=False)
+    assert (run / "git.diff").read_text() == "diff --git a/x b/x\n+change\n" * 100
+    assert json.loads((run / "run.json").read_text())["git_diff"] == {"file": "git.diff", "bytes": 2700,
+                                                                      "capped": False}
+    from digitlab.run.console import Console
+    from digitlab.runs import RunFolder
+    capped = RunFolder.create_at(tmp_path / "capped")
+    console = Console(quiet=True)
+    console.attach(capped)
+    monkeypatch.setattr(files, "DIFF_LIMIT", 1000)
+    files.save_git_diff(capped, dirty, console)
+    text = (capped / "git.diff").read_text()
+    assert len(text) < 1100 and text.endswith("# digitlab: capped at 1000 bytes; the changes were 2700 bytes\n")
+    assert json.loads((capped / "run.json").read_text())["git_diff"]["capped"] is True
+    assert "git.diff: the uncommitted changes are 2700 bytes" in (capped / "log.txt").read_text()
+    clean = RunFolder.create_at(tmp_path / "clean")
+    files.save_git_diff(clean, {**dirty, "git_dirty": False}, console)
+    assert not (clean / "git.diff").exists()
+
+
+def test_a_stopped_run_resumes_to_exactly_the_uninterrupted_one(tmp_path):
+    cfg = validate(TINY)
+    straight = start(cfg, run_dir=tmp_path / "straight", quiet=True, progress=False)
+    paused = start(cfg, run_dir=tmp_path / "paused", quiet=True, progress=False, stop=StopAfter(1, "rung 1"))
+    info = json.loads((paused / "run.json").read_text())
+    assert info["status"] == "pruned" and info["pruned"] == "rung 1" and info["epoch"] == 1
+    assert not (paused / "model.npz").exists() and (paused / "checkpoint.npz").is_file()
+    resume(paused.path, quiet=True, progress=False)
+    assert json.loads((paused / "run.json").read_text())["status"] == "complete"
+    strip = [line.rsplit(",", 1)[0] for line in (paused / "metrics.csv").read_text().splitlines()]
+    assert strip == [line.rsplit(",", 1)[0] for line in (straight / "metrics.csv").read_text().splitlines()]
+    with np.load(paused / "model.npz") as a, np.load(straight / "model.npz") as b:
+        for name in a.files:
+            np.testing.assert_array_equal(a[name], b[name])
+
+
+def digitlab(*args, threads=None):
+    env = {k: v for k, v in os.environ.items() if k not in LIMIT_VARIABLES}
+    env.update(limits(threads) if threads else {})
+    return subprocess.run([sys.executable, "-m", "digitlab", *map(str, args)], capture_output=True, text=True,
+                          env=env, timeout=300)
+
+
+def test_reproduce_matches_and_names_a_changed_blas_thread_count(tmp_path):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump({**TINY, "epochs": 2}))
+    trained = digitlab("train", config, "--threads", "1", "--runs-dir", tmp_path / "runs", "--quiet")
+    assert trained.returncode == 0, trained.stderr
+    run = Path(trained.stdout.strip())
+    same = digitlab("reproduce", run, "--runs-dir", tmp_path / "again")
+    assert same.returncode == 0, same.stdout + same.stderr
+    assert same.stdout.splitlines()[-1] == "metrics match (2 epochs, seconds aside)"
+    copy = Path(same.stdout.splitlines()[0].rsplit(": ", 1)[1])
+    assert json.loads((copy / "run.json").read_text())["reproduces"] == str(run)
+    other = digitlab("reproduce", run, "--runs-dir", tmp_path / "again", "--threads", "2")
+    assert "blas_threads 1 -> 2" in other.stdout.splitlines()[-1], other.stdout + other.stderr
+
+
+def test_reproduce_says_how_metrics_differ_and_what_changed(tmp_path, monkeypatch):
+    run = start(validate({**TINY, "epochs": 2}), run_dir=tmp_path / "run", quiet=True, progress=False)
+    lines = (run / "metrics.csv").read_text().splitlines()
+    cells = lines[2].split(",")
+    cells[1] = "9.999999"  # as if the original's epoch 2 had ended with another train loss
+    (run / "metrics.csv").write_text("\n".join(lines[:2] + [",".join(cells)]) + "\n")
+    info = json.loads((run / "run.json").read_text())
+    info.update(blas_threads="7", versions={**info["versions"], "numpy": "0.0.1"})
+    (run / "run.json").write_text(json.dumps(info))
+    for name in LIMIT_VARIABLES:  # restored after the test: reproduce --threads sets them in this process
+        monkeypatch.setenv(name, "1")
+    result = cli("reproduce", run.path, "--runs-dir", tmp_path / "again", "--threads", "3")
+    assert result.exit_code == 1, result.output
+    last = result.output.splitlines()[-1]
+    assert last.startswith("metrics differ: 1 of 2 epochs, first at epoch 2: train_loss ")
+    assert "9.999999 in the original" in last and "blas_threads 7 -> 3" in last
+    assert f"numpy 0.0.1 -> {np.__version__}" in last
+
+
+def test_reproduce_a_pruned_point_trains_as_far_as_it_got(runs, tmp_path):
+    pruned = next(p for p in runs.glob("s/*") if '"pruned"' in (p / "run.json").read_text())
+    result = cli("reproduce", pruned, "--runs-dir", tmp_path)
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[-1].startswith("metrics match (1 epochs")
+    bad = cli("reproduce", tmp_path / "nope")
+    assert bad.exit_code == 2 and bad.output.startswith("error: ")
