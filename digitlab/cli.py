@@ -362,11 +362,10 @@ def bench(tasks, engines, epochs, threads, json_path, limit, no_peers):
 def report_pages(folders, out, threads):
     """Write report.html, a page to open in a browser, for each run folder (figures made again from the folder)
     and each sweep folder in FOLDERS; with --out, one page comparing all their runs."""
-    if "numpy" not in sys.modules:  # BLAS reads these once, when numpy loads; later they would only leak into
-        from digitlab.threads import limits  # the processes this one starts
+    from digitlab.threads import limits
+    if "numpy" not in sys.modules:  # BLAS reads them as numpy loads; later they would only leak into subprocesses
         os.environ.update(limits(threads))
     from digitlab.report import report
-
     if out is not None:
         try:
             written = report(list(folders), out)
@@ -388,7 +387,6 @@ def predict_digits(run_dir, images, fmt, explain_path):
     """Classify your own digit images (PNG or JPEG, any size, dark on light or light on dark) with RUN_DIR's
     trained model."""
     from digitlab import predict
-
     predictions = predict.predict(run_dir, list(images))
     click.echo(predict.as_json(predictions) if fmt == "json" else predict.as_text(predictions))
     if explain_path is not None:
@@ -418,11 +416,4 @@ def lr_find_command(config, overrides, runs_dir, start, end, steps):
 
     if end <= start:
         raise click.UsageError(f"--end ({end:g}) must be larger than --start ({start:g})")
-    found = lr_find(load_config(config, tuple(overrides)), runs_dir, start=start, end=end, steps=steps)
-    if not found.lrs:
-        raise UserError(f"{config}: the loss was not finite from the first batch at lr {start:g} ({found.stopped}); "
-                        f"check the config")
-    click.echo(f"{len(found.lrs)} batches, lr {found.lrs[0]:.3g} to {found.lrs[-1]:.3g}: {found.stopped}")
-    click.echo(f"lowest smoothed loss {found.smoothed[found.minimum]:.4f} at lr {found.lrs[found.minimum]:.3g}")
-    click.echo(f"plot: {found.folder.path / 'lr_find.png'}")
-    click.echo(f"suggested lr: {found.suggested:.3g}")
+    click.echo(lr_find(load_config(config, tuple(overrides)), runs_dir, start=start, end=end, steps=steps).told())

@@ -19,6 +19,7 @@ import numpy as np
 from digitlab.config import dump
 from digitlab.data import DataLoader, Sampler
 from digitlab.data.augment import make_augment
+from digitlab.errors import RunError
 from digitlab.runs import RunFolder
 from digitlab.storage import png_bytes
 
@@ -42,6 +43,13 @@ class Search:
     @property
     def suggested(self) -> float:
         return self.lrs[self.minimum] / 10
+
+    def told(self) -> str:
+        """What the command prints: the range gone through and why it stopped, the lowest loss, the plot, and
+        last the line `suggested lr: X`."""
+        return "\n".join([f"{len(self.lrs)} batches, lr {self.lrs[0]:.3g} to {self.lrs[-1]:.3g}: {self.stopped}",
+                          f"lowest smoothed loss {self.smoothed[self.minimum]:.4f} at lr {self.lrs[self.minimum]:.3g}",
+                          f"plot: {self.folder.path / 'lr_find.png'}", f"suggested lr: {self.suggested:.3g}"])
 
 
 def search(setup, start: float, end: float, steps: int) -> Search:
@@ -114,15 +122,16 @@ def lr_find(cfg: dict, runs_dir, start: float = 1e-7, end: float = 10.0, steps: 
     folder.write("lr_find.yaml", dump(cfg))
     found = search(setup, start, end, steps)
     found.folder = folder
+    if not found.lrs:
+        raise RunError(f"{folder.path}: the loss was not finite from the first batch at lr {start:g} "
+                       f"({found.stopped}); check the config")
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["step", "lr", "loss", "smoothed"])
     writer.writerows([i + 1, f"{lr:.6g}", f"{loss:.6g}", f"{smooth:.6g}"]
                      for i, (lr, loss, smooth) in enumerate(zip(found.lrs, found.losses, found.smoothed)))
     folder.write("lr_find.csv", buffer.getvalue())
-    if found.lrs:
-        folder.write("lr_find.png", png_bytes(figure(found, cfg["name"])))
-        folder.write_json("lr_find.json", {"suggested_lr": found.suggested, "lowest_loss_lr": found.lrs[found.minimum],
-                                           "steps": len(found.lrs), "stopped": found.stopped,
-                                           "start": start, "end": end})
+    folder.write("lr_find.png", png_bytes(figure(found, cfg["name"])))
+    folder.write_json("lr_find.json", {"suggested_lr": found.suggested, "lowest_loss_lr": found.lrs[found.minimum],
+                                       "steps": len(found.lrs), "stopped": found.stopped, "start": start, "end": end})
     return found

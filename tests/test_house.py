@@ -105,5 +105,6 @@ def test_every_readme_command_runs(tmp_path):
         assert "Traceback" not in proc.stderr, (command, proc.stderr)
     assert (tmp_path / "tour.png").is_file() and (tmp_path / "runs" / "quick" / "points.csv").is_file()
     assert (tmp_path / "tour.html").is_file() and (tmp_path / "seen.png").is_file()
-    assert len(list((tmp_path / "runs").glob("tour-*/report.html"))) == 2
+    tours = list((tmp_path / "runs").glob("tour-*"))
+    assert len(tours) >= 2 and all((run / "report.html").is_file() for run in tours)
     assert (tmp_path / "runs" / "quick" / "report.html").is_file()
