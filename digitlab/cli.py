@@ -349,3 +349,71 @@ def bench(tasks, engines, epochs, threads, json_path, limit, no_peers):
         except StorageError as exc:
             raise exc.because("the figures above were not saved (--json)", exit_code=2) from None
         click.echo(f"figures written to {json_path}")
+
+
+# --- digitlab report, predict, lr-find (issue 11) ---------------------------------------------------------------
+@main.command(name="report")
+@click.argument("folders", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write one page comparing every run in FOLDERS here (the compare table, the curves overlaid, "
+                   "a sweep's parallel coordinates and seed groups).")
+@click.option("--threads", default=1, show_default=True, type=click.IntRange(1),
+              help="BLAS threads for scoring the test set (one is steadiest on a busy machine).")
+def report_pages(folders, out, threads):
+    """Write report.html, a page to open in a browser, for each run folder (figures made again from the folder)
+    and each sweep folder in FOLDERS; with --out, one page comparing all their runs."""
+    from digitlab.threads import limits
+    if "numpy" not in sys.modules:  # BLAS reads them as numpy loads; later they would only leak into subprocesses
+        os.environ.update(limits(threads))
+    from digitlab.report import report
+    if out is not None:
+        try:
+            written = report(list(folders), out)
+        except StorageError as exc:
+            raise exc.because("the page was not written (--out)", exit_code=2) from None
+        click.echo(str(written[0]))
+        return
+    report(list(folders), echo=click.echo)
+
+
+@main.command(name="predict")
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="text: a line per image with the top three digits; json: a list with every probability.")
+@click.option("--explain", "explain_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Draw each image as read, as the model saw it, and its probabilities into this PNG.")
+def predict_digits(run_dir, images, fmt, explain_path):
+    """Classify your own digit images (PNG or JPEG, any size, dark on light or light on dark) with RUN_DIR's
+    trained model."""
+    from digitlab import predict
+    predictions = predict.predict(run_dir, list(images))
+    click.echo(predict.as_json(predictions) if fmt == "json" else predict.as_text(predictions))
+    if explain_path is not None:
+        try:
+            predict.explain(predictions, explain_path)
+        except StorageError as exc:
+            raise exc.because("the drawing was not written (--explain)", exit_code=2) from None
+        click.echo(f"explained: {explain_path}", err=True)
+
+
+@main.command(name="lr-find")
+@click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key, as for train.")
+@click.option("--runs-dir", default="runs", show_default=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder that receives the lr-find folder.")
+@click.option("--start", default=1e-7, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="The first learning rate.")
+@click.option("--end", default=10.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="The last learning rate.")
+@click.option("--steps", default=200, show_default=True, type=click.IntRange(10, 100_000),
+              help="Batches from --start to --end.")
+def lr_find_command(config, overrides, runs_dir, start, end, steps):
+    """The learning-rate range test: train CONFIG's initial weights while the learning rate grows exponentially,
+    stop when the loss explodes, plot loss against lr and suggest one."""
+    from digitlab.config import load_config
+    from digitlab.lr_find import lr_find
+
+    if end <= start:
+        raise click.UsageError(f"--end ({end:g}) must be larger than --start ({start:g})")
+    click.echo(lr_find(load_config(config, tuple(overrides)), runs_dir, start=start, end=end, steps=steps).told())

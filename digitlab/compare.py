@@ -29,7 +29,7 @@ ALIASES = {"train_accuracy": "train_acc", "test_accuracy": "test_acc", "best_val
            "val_accuracy": "best_val", "architecture": "arch", "epochs done": "epochs_done", "time": "seconds"}
 BEST_FIRST = {"train_acc", "test_acc", "best_val"}  # sorted descending; every other column ascending
 FORMATS = ("table", "csv", "json", "markdown")
-SWEEP_FILES = {"sweep.yaml", "points.csv", "compare.png", "replaced", ".locks"}
+SWEEP_FILES = {"sweep.yaml", "points.csv", "compare.png", "report.html", "replaced", ".locks"}
 
 
 @dataclass
@@ -363,9 +363,15 @@ def legend_labels(runs: list[Run]) -> list[str]:
 
 
 def plot(runs: list[Run], path: str | Path, title: str = "") -> Path | None:
+    """The overlay figure (see `overlay`) written atomically to `path`; None when no run has a finished epoch
+    yet."""
+    fig = overlay(runs, title)
+    return save_png(path, fig) if fig is not None else None
+
+
+def overlay(runs: list[Run], title: str = ""):
     """Test accuracy per epoch of every run (solid) and its train accuracy (dashed, same colour), one colour per
-    run, the legend naming each run by its differing config values. Written atomically; None when no run has
-    a finished epoch yet."""
+    run, the legend naming each run by its differing config values; None when no run has a finished epoch."""
     drawn = [r for r in runs if r.metrics]
     if not drawn:
         return None
@@ -391,7 +397,7 @@ def plot(runs: list[Run], path: str | Path, title: str = "") -> Path | None:
     if max(len(r.metrics) for r in drawn) < 10:
         ax.set_xticks(sorted({r["epoch"] for run in drawn for r in run.metrics}))
     fig.tight_layout()
-    return save_png(path, fig)
+    return fig
 
 
 def _nan(value):

@@ -31,3 +31,14 @@ def precision_recall(confusion: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     precision = np.divide(right, predicted, out=np.zeros_like(right), where=predicted > 0)
     recall = np.divide(right, actual, out=np.zeros_like(right), where=actual > 0)
     return precision, recall
+
+
+def class_probabilities(outputs: np.ndarray) -> np.ndarray:
+    """(N, K) probabilities per class from a model's outputs (after its output activation): a single output p
+    is [p, 1 - p] (class 0 when it is high, as predict_classes reads it); several outputs that are not a
+    distribution already (MSE on sigmoids) are scaled to sum to 1."""
+    outputs = np.asarray(outputs, dtype=np.float64)
+    if outputs.shape[1] == 1:
+        return np.concatenate([outputs, 1 - outputs], axis=1)
+    outputs = np.clip(outputs, 0, None)
+    return outputs / np.maximum(outputs.sum(axis=1, keepdims=True), 1e-12)

@@ -1,7 +1,7 @@
 """Any file of a run folder may be damaged or foreign: truncated, garbled, edited by hand, or copied in from another
-run. Every command that reads run folders (compare, evaluate, train --resume, sweep) either works, lists the run as
-`damaged` with the file and the reason, or refuses with one line; never a traceback, never a silently wrong
-result."""
+run. Every command that reads run folders (compare, evaluate, train --resume, sweep, report, predict) either works,
+lists the run as `damaged` with the file and the reason, or refuses with one line; never a traceback, never a
+silently wrong result."""
 
 from __future__ import annotations
 
@@ -23,8 +23,9 @@ from digitlab.cli import main
 TINY = {"name": "tiny", "seed": 0, "data": {"digits": [3, 8], "validation": 0.1, "limit": 300},
         "model": [{"linear": 8}, "relu", {"linear": 2}, {"linear": 1}, "sigmoid"], "loss": "bce",
         "optimizer": {"name": "sgd", "lr": 0.1, "momentum": 0.9}, "epochs": 2, "batch_size": 50}
-OTHER = {**TINY, "name": "other", "model": [{"linear": 12}, "relu", {"linear": 1}, "sigmoid"]}
-FILES = ["config.yaml", "run.json", "metrics.csv", "summary.json", "model.npz", "checkpoint.npz", "splits.npz"]
+OTHER = {**TINY, "name": "other", "model": [{"linear": 12}, "relu", {"linear": 2}, {"linear": 1}, "sigmoid"]}
+FILES = ["config.yaml", "run.json", "metrics.csv", "summary.json", "model.npz", "checkpoint.npz", "splits.npz",
+         "layer_health.csv", "embedding_epochs.npz"]
 
 
 def cli(*args):
@@ -51,6 +52,11 @@ def finished(tmp_path_factory):
         result = cli("train", path, "--runs-dir", root / "runs", "--quiet")
         assert result.exit_code == 0, result.output
         out[cfg["name"]] = Path(result.output.strip().splitlines()[-1])
+    from PIL import Image
+    digit = np.zeros((28, 28), dtype=np.uint8)
+    digit[6:22, 12:16] = 255  # a stroke, white on black, as MNIST stores it
+    out["image"] = root / "digit.png"
+    Image.fromarray(digit).save(out["image"])
     return out
 
 
@@ -114,14 +120,19 @@ def test_every_reading_command_survives_any_damaged_file(finished, tmp_path_fact
     run = copy_run(finished, tmp_path_factory.mktemp("case"))
     damage(run, finished["other"], name, kind, data)
     for args in (["compare", run], ["compare", run, "--format", "json"], ["evaluate", run],
-                 ["train", "--resume", run, "--quiet"]):
+                 ["report", run], ["predict", run, finished["image"]], ["train", "--resume", run, "--quiet"]):
         assert_clean(cli(*args))
 
 
-@pytest.mark.parametrize("name", ["model.npz", "checkpoint.npz", "splits.npz", "summary.json"])
+@pytest.mark.parametrize("name", ["model.npz", "checkpoint.npz", "splits.npz", "summary.json", "layer_health.csv",
+                                  "embedding_epochs.npz"])
 def test_a_file_copied_from_another_run_is_refused_or_flagged(finished, tmp_path, name):
     run = copy_run(finished, tmp_path)
     shutil.copyfile(finished["other"] / name, run / name)
+    if name in ("layer_health.csv", "embedding_epochs.npz"):  # read by report: a note, the rest shown
+        result = assert_clean(cli("report", run), codes=(0,))
+        assert f"{run / name}: damaged (" in (run / "report.html").read_text()
+        return
     if name == "summary.json":
         result = assert_clean(cli("compare", run), codes=(0,))
         assert "damaged" in result.output and "belongs to run 'other'" in result.output
@@ -195,3 +206,21 @@ def test_weights_that_are_not_finite_are_refused(finished, tmp_path):
     np.savez(run / "model.npz", **arrays)
     result = assert_clean(cli("evaluate", run), codes=(2,))
     assert "not finite" in result.output
+
+
+@pytest.mark.parametrize("name", ["model.npz", "metrics.csv", "splits.npz", "layer_health.csv", "embedding_epochs.npz"])
+def test_report_shows_what_it_can_and_names_the_damaged_file(finished, tmp_path, name):
+    run = copy_run(finished, tmp_path)
+    (run / name).write_bytes(b"damaged")
+    result = assert_clean(cli("report", run), codes=(0,))
+    assert result.output.strip() == str(run / "report.html")
+    page = (run / "report.html").read_text()
+    assert f"{run / name}: damaged" in page and "<b>notes</b>" in page
+    assert page.count("<img") >= 1  # the rest is still shown
+
+
+def test_predict_on_a_damaged_model_is_one_line(finished, tmp_path):
+    run = copy_run(finished, tmp_path)
+    (run / "model.npz").write_bytes(b"damaged")
+    result = assert_clean(cli("predict", run, finished["image"]), codes=(2,))
+    assert result.output.startswith(f"error: {run / 'model.npz'}: damaged")

@@ -94,6 +94,7 @@ def test_every_readme_command_runs(tmp_path):
     commands = readme_commands()
     assert len(commands) >= 6 and any(c.startswith("digitlab sweep") for c in commands)
     os.symlink(ROOT / "configs", tmp_path / "configs")
+    os.symlink(ROOT / "examples", tmp_path / "examples")
     digitlab = Path(sys.executable).with_name("digitlab")
     for command in commands:
         if command.startswith("digitlab train"):
@@ -103,3 +104,7 @@ def test_every_readme_command_runs(tmp_path):
         assert proc.returncode == 0, (command, proc.stdout[-2000:], proc.stderr[-2000:])
         assert "Traceback" not in proc.stderr, (command, proc.stderr)
     assert (tmp_path / "tour.png").is_file() and (tmp_path / "runs" / "quick" / "points.csv").is_file()
+    assert (tmp_path / "tour.html").is_file() and (tmp_path / "seen.png").is_file()
+    tours = list((tmp_path / "runs").glob("tour-*"))
+    assert len(tours) >= 2 and all((run / "report.html").is_file() for run in tours)
+    assert (tmp_path / "runs" / "quick" / "report.html").is_file()

@@ -31,6 +31,8 @@ from digitlab.run.callbacks import EpochLogger, RunWriter, StopCheck
 from digitlab.run.console import Console
 from digitlab.run.files import save_git_diff, save_model, save_splits
 from digitlab.run.outputs import AT_START, OUTPUTS, write_outputs
+from digitlab.run.records import recorders
+from digitlab.run.report import write_report
 from digitlab.run.setup import Setup, prepare, train_eval_rows
 from digitlab.run.view import RunView
 from digitlab.runs import FINISHED_FIELDS, RunFolder, utc_now
@@ -151,7 +153,8 @@ def resume(run_dir: str | Path, quiet: bool = False, progress: bool = True, stop
 def _learner(run: RunFolder, setup: Setup, console: Console, config_yaml: str, start_epoch: int, progress: bool,
              callbacks, callback_states: dict | None = None) -> Learner:
     """The Learner of a prepared setup, with the callbacks that report and record each epoch. Callback order
-    matters at an epoch's end: metrics first (ScoreSplits), then those that print and write them."""
+    matters at an epoch's end: metrics first (ScoreSplits), then those that print and write them; the records
+    of the inside (embedding, layer health) are written before the checkpoint that makes the epoch count."""
     cfg, data = setup.cfg, setup.data
     x_train = setup.inputs(data.train)
     rows = train_eval_rows(cfg, len(data.train), len(data.test))
@@ -161,7 +164,8 @@ def _learner(run: RunFolder, setup: Setup, console: Console, config_yaml: str, s
     if cfg["test_every_epoch"]:
         splits["test"] = (setup.inputs(data.test), data.test.y)
     report = [ScoreSplits(splits), *([EarlyStopping(**cfg["early_stopping"])] if cfg.get("early_stopping") else []),
-              EpochLogger(console, cfg["epochs"]), RunWriter(run, setup, config_yaml)]
+              EpochLogger(console, cfg["epochs"]), *recorders(run, setup, start_epoch, console),
+              RunWriter(run, setup, config_yaml)]
     for cb in report:  # a resumed run's stateful callbacks carry on from the checkpoint
         if hasattr(cb, "load_state_dict") and cb.name in (callback_states or {}):
             cb.load_state_dict(callback_states[cb.name])
@@ -189,8 +193,8 @@ def _fit(run: RunFolder, setup: Setup, console: Console, config_yaml: str, start
     signals: list[int] = []
     nan_guard = TerminateOnNaN()
     stop_check = StopCheck(run, stop, cfg["epochs"])  # after RunWriter: the epoch it stops at is recorded
-    summary = None
-    with failures_recorded(run):
+    view = None
+    with reported_on_failure(run, console), failures_recorded(run):
         try:
             learner = _learner(run, setup, console, config_yaml, start_epoch, progress,
                                [nan_guard, *callbacks, stop_check], callback_states)
@@ -202,7 +206,7 @@ def _fit(run: RunFolder, setup: Setup, console: Console, config_yaml: str, start
                 if stopper is not None and stopper.stopped_epoch:
                     console.echo(f"early stop after epoch {stopper.stopped_epoch}: {stopper.monitor} did not improve "
                                  f"for {stopper.patience} epochs; best epoch {stopper.best_epoch}")
-                summary = finish(run, setup, stopper.weights_epoch if stopper is not None else None)
+                view = finish(run, setup, stopper.weights_epoch if stopper is not None else None)
         except KeyboardInterrupt:
             signals = signals or [signal.SIGINT]
     done = len(run.read_metrics())
@@ -210,27 +214,50 @@ def _fit(run: RunFolder, setup: Setup, console: Console, config_yaml: str, start
         run.update_status(status="interrupted", ended=utc_now(), epoch=done, signal=signals[0])
         console.echo(f"interrupted after epoch {done} of {cfg['epochs']}; resume with: "
                      f"digitlab train --resume {run.path}")
-        return
-    if nan_guard.diverged:
+    elif nan_guard.diverged:
         d = nan_guard.diverged
         run.update_status(status="diverged", ended=utc_now(), diverged=d, hint="lower optimizer.lr")
         console.echo(f"diverged: the loss became {d['loss']} at epoch {d['epoch']}, batch {d['batch']}; "
                      f"try a lower optimizer.lr (now {cfg['optimizer']['lr']})")
-        return
-    if stop_check.reason:
+    elif stop_check.reason:
         run.update_status(status="pruned", ended=utc_now(), epoch=done, pruned=stop_check.reason)
         console.echo(f"pruned after epoch {done} of {cfg['epochs']}: {stop_check.reason}")
-        return
-    run.update_status(status="complete", ended=utc_now())
-    console.echo(f"test accuracy {summary['test_accuracy']:.4f}")
+    else:
+        run.update_status(status="complete", ended=utc_now())
+        console.echo(f"test accuracy {run.read_json('summary.json')['test_accuracy']:.4f}")
+    _report(run, console, view)
 
 
-def finish(run: RunFolder, setup: Setup, weights_epoch: int | None = None) -> dict:
+def finish(run: RunFolder, setup: Setup, weights_epoch: int | None = None) -> RunView:
     """model.npz, then every end-of-run output (summary.json last), from the weights training ended with: those
-    of the last epoch, or of `weights_epoch` when early stopping restored its best."""
+    of the last epoch, or of `weights_epoch` when early stopping restored its best. Returns the view they were
+    made from (the report uses its figures)."""
     epoch = weights_epoch or len(run.read_metrics())
     save_model(run, setup.model, setup.cfg, epoch=epoch)
     view = RunView(run, cfg=setup.cfg, data=setup.data, model=setup.model, model_meta={"epoch": epoch},
                    loss_fn=setup.loss_fn)
     write_outputs(run, view, names=set(OUTPUTS) - AT_START)
-    return run.read_json("summary.json")
+    return view
+
+
+def _report(run: RunFolder, console: Console, view: RunView | None) -> None:
+    """report.html, however the run ended: from the outputs just written (`view`, a complete run), or made from
+    what the folder has. A report that cannot be written is a warning; the run's own files stand."""
+    try:
+        write_report(run, view, remake=view is None)
+    except Exception as exc:  # noqa: BLE001 (the run is recorded already; the page is a view of it)
+        with contextlib.suppress(Exception):  # a full disk may refuse log.txt the warning too
+            console.warn(f"{run / 'report.html'} was not written ({type(exc).__name__}: {exc})")
+
+
+@contextlib.contextmanager
+def reported_on_failure(run: RunFolder, console: Console):
+    """A run that fails (run.json already says so, see failures_recorded) still gets its report.html, unless a
+    write failed: the disk is then no place for more files."""
+    try:
+        yield
+    except StorageError:
+        raise
+    except Exception:
+        _report(run, console, None)
+        raise

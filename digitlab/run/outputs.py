@@ -13,6 +13,7 @@ from digitlab import plots
 from digitlab.data.augment import make_augment
 from digitlab.metrics import confusion_matrix, precision_recall
 from digitlab.nn import ClassMeans, Conv2d
+from digitlab.run.inside import INSIDE
 from digitlab.run.setup import train_eval_rows
 from digitlab.run.view import RunView
 from digitlab.runs import RunFolder
@@ -151,3 +152,6 @@ def summary_json(view: RunView) -> dict:
             best = max(scored, key=lambda r: r["val_accuracy"])
             summary["best_epoch"], summary["best_val_accuracy"] = best["epoch"], best["val_accuracy"]
     return summary
+
+
+OUTPUTS.update(INSIDE)  # the figures of the network's inside (digitlab.run.inside)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from digitlab.errors import RunError, StorageError
 from digitlab.locks import LOCKS, waiting_lock
+from digitlab.report import write_sweep_report
 from digitlab.runs import RunFolder
 from digitlab.storage import check_writable, make_folder
 from digitlab.sweep.files import write_compare_png, write_points_csv, write_sweep_file
@@ -154,6 +155,7 @@ def _write_sweep_files(sweep: Sweep, sweep_dir: Path, result: SweepResult) -> No
         result.best = best_of(result.outcomes, sweep.maximize)
         write_points_csv(sweep, sweep_dir, result.outcomes)
         write_compare_png(sweep, sweep_dir, result.outcomes)
+        write_sweep_report(sweep_dir, sweep.select)
 
 
 def _signal_of(folder: Path | None) -> int:

@@ -1,0 +1,175 @@
+"""A person's own digit, as a file (PNG or JPEG, any size, dark ink on light paper or the reverse, colour or
+grey), made into an image the way the dataset's images were made, so that a model trained on them can read it.
+
+MNIST's recipe (LeCun et al.): grey levels; the digit's bounding box scaled, keeping its aspect ratio, so that
+its longer side is 20 pixels (anti-aliased, hence the grey edges); placed in the 28x28 field with its centre of
+mass at the centre (pixel 14.0, 14.0, as measured on MNIST's test set; here to a fraction of a pixel). The
+background is read from the image's border (light paper is inverted), faint noise (paper texture, JPEG ringing)
+is dropped before the box is found, and the ink is scaled to the range 0..1. The 8x8 digits get theirs: the
+digit's box filling a 32x32 bitmap, centred by mass, then the share of ink in each 4x4 block (UCI's optdigits);
+any other size the box scaled to fill the image, centred.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from digitlab.errors import DataError
+
+MAX_BYTES = 64 << 20
+MAX_PIXELS = 64_000_000
+WORKING_SIDE = 1024  # larger images are reduced to this (longer side) before anything else
+MIN_CONTRAST = 0.15  # ink must differ from the background by this much (of the full grey range)
+NOISE = 0.12  # ink fainter than this (after scaling the darkest stroke to 1) is background
+MNIST_BOX = 20  # MNIST's digits: the longer side of their box, in the 28x28 field
+
+
+def read_grey(path: str | Path) -> np.ndarray:
+    """The image at `path` as grey levels (H, W) in [0, 1], white 1. DataError (one line) for a file that is
+    missing, empty, not an image, damaged, or over MAX_PIXELS."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such image file")
+    size = path.stat().st_size
+    if size == 0:
+        raise DataError(f"{path}: empty file, not an image")
+    if size > MAX_BYTES:
+        raise DataError(f"{path}: {size / 2**20:.0f} MB; the largest image digitlab reads is {MAX_BYTES >> 20} MB")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                w, h = image.size
+                if w * h > MAX_PIXELS:
+                    raise DataError(f"{path}: {w}x{h} pixels ({w * h / 1e6:.0f} megapixels); the largest image "
+                                    f"digitlab reads is {MAX_PIXELS / 1e6:.0f} megapixels: scale it down first")
+                image.draft("L", (WORKING_SIDE, WORKING_SIDE))  # JPEG: decode at a reduced size when large
+                grey = _grey(ImageOps.exif_transpose(image))
+    except DataError:
+        raise
+    except UnidentifiedImageError:
+        raise DataError(f"{path}: not an image that can be read (PNG or JPEG expected)") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:  # Pillow's own limit, lower down
+        pixels = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"{int(pixels.group(1)) / 1e6:.0f} megapixels" if pixels else "too many pixels"
+        raise DataError(f"{path}: {size}; the largest image digitlab reads is {MAX_PIXELS / 1e6:.0f} megapixels: "
+                        f"scale it down first") from None
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise DataError(f"{path}: damaged or truncated image ({exc})") from None
+    return grey
+
+
+def _grey(image) -> np.ndarray:
+    """Grey levels of a Pillow image in [0, 1], reduced to WORKING_SIDE. Transparency is flattened onto a
+    background that contrasts with the strokes (dark strokes on white, light ones on black)."""
+    from PIL import Image
+
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+        a = np.asarray(image, dtype=np.float64)
+        a = (a - a.min()) / max(a.max() - a.min(), 1e-12)
+        image = Image.fromarray((a * 255).astype(np.uint8), mode="L")
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        alpha = np.asarray(rgba.getchannel("A"), dtype=np.float32) / 255
+        grey = np.asarray(rgba.convert("L"), dtype=np.float32) / 255
+        strokes = grey[alpha > 0.5]
+        background = 1.0 if not len(strokes) or strokes.mean() < 0.5 else 0.0
+        image = Image.fromarray(np.uint8(np.round(255 * (grey * alpha + background * (1 - alpha)))), mode="L")
+    else:
+        image = image.convert("L")
+    if max(image.size) > WORKING_SIDE:
+        image.thumbnail((WORKING_SIDE, WORKING_SIDE), Image.Resampling.BOX)
+    return np.asarray(image, dtype=np.float32) / 255
+
+
+def ink(grey: np.ndarray, name: str = "image") -> np.ndarray:
+    """Ink as 1 on background 0: inverted when the border (the paper) is light, the background level
+    subtracted, the strongest stroke scaled to 1, faint noise set to 0. DataError for a blank image."""
+    border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
+    paper = float(np.median(border))
+    strokes = 1 - grey if paper > 0.5 else grey
+    level = 1 - paper if paper > 0.5 else paper
+    contrast = float(strokes.max()) - level
+    if contrast < MIN_CONTRAST:
+        raise DataError(f"{name}: no digit found: the image is blank (or its ink is too faint)")
+    out = np.clip((strokes - level) / contrast, 0, 1)
+    out[out < NOISE] = 0
+    return out
+
+
+def to_digit(grey: np.ndarray, image_shape: tuple[int, int, int], name: str = "image") -> np.ndarray:
+    """An image (channels, rows, cols) float32 in [0, 1] from grey levels, as the dataset's images were made."""
+    strokes = ink(grey, name)
+    rows, cols = np.flatnonzero(strokes.any(axis=1)), np.flatnonzero(strokes.any(axis=0))
+    crop = strokes[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+    channels, height, width = image_shape
+    if (height, width) == (28, 28):
+        out = _mnist(crop)
+    elif (height, width) == (8, 8):
+        out = _blocks(crop)
+    else:  # another size: the box fills the image, centred
+        out = _centred(_resized(crop, min(height, width) / max(crop.shape)), (height, width))
+    return np.repeat(out[None], channels, axis=0)
+
+
+def _resized(crop: np.ndarray, scale: float, resample: str = "LANCZOS") -> np.ndarray:
+    """The crop scaled by `scale`, aspect kept (at least one pixel each way), clipped to [0, 1]."""
+    from PIL import Image
+
+    size = (max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale)))  # (width, height)
+    image = Image.fromarray(crop.astype(np.float32), mode="F").resize(size, getattr(Image.Resampling, resample))
+    return np.clip(np.asarray(image), 0, 1)
+
+
+def _centred(small: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    out = np.zeros(shape, dtype=np.float32)
+    bh, bw = small.shape
+    top, left = (shape[0] - bh) // 2, (shape[1] - bw) // 2
+    out[top:top + bh, left:left + bw] = small
+    return out
+
+
+def _mnist(crop: np.ndarray) -> np.ndarray:
+    """MNIST: the longer side to 20 pixels, anti-aliased, the centre of mass at (14.0, 14.0) of 28x28."""
+    small = _resized(crop, MNIST_BOX / max(crop.shape))
+    total = small.sum()
+    if total <= 0:
+        return _centred(small, (28, 28))
+    cy = float(small.sum(axis=1) @ np.arange(small.shape[0]) / total)
+    cx = float(small.sum(axis=0) @ np.arange(small.shape[1]) / total)
+    return _place(small, 14 - cy, 14 - cx, (28, 28))
+
+
+def _blocks(crop: np.ndarray) -> np.ndarray:
+    """The 8x8 digits (UCI optdigits, scikit-learn's load_digits): the digit's longer side filling a 32x32
+    bitmap (area-averaged), its centre of mass at the centre, then the share of ink in each 4x4 block."""
+    small = _resized(crop, 32 / max(crop.shape), "BOX")
+    total = small.sum()
+    cy = float(small.sum(axis=1) @ np.arange(small.shape[0]) / total)
+    cx = float(small.sum(axis=0) @ np.arange(small.shape[1]) / total)
+    bitmap = _place(small, 15.5 - cy, 15.5 - cx, (32, 32))
+    return bitmap.reshape(8, 4, 8, 4).mean(axis=(1, 3)).astype(np.float32)
+
+
+def _place(small: np.ndarray, top: float, left: float, shape: tuple[int, int]) -> np.ndarray:
+    """`small` put into a zero field of `shape` with its top-left corner at the fractional position (top, left),
+    kept inside the field; the fraction is spread over two neighbouring pixels (linear interpolation)."""
+    bh, bw = small.shape
+    top = min(max(top, 0.0), shape[0] - bh)
+    left = min(max(left, 0.0), shape[1] - bw)
+    padded = np.zeros((bh + 1, bw + 1), dtype=np.float32)
+    padded[:bh, :bw] = small
+    fy, fx = top - np.floor(top), left - np.floor(left)
+    shifted = (1 - fy) * padded + fy * np.roll(padded, 1, axis=0)
+    shifted = (1 - fx) * shifted + fx * np.roll(shifted, 1, axis=1)
+    out = np.zeros(shape, dtype=np.float32)
+    t, le = int(np.floor(top)), int(np.floor(left))
+    h, w = min(bh + 1, shape[0] - t), min(bw + 1, shape[1] - le)
+    out[t:t + h, le:le + w] = shifted[:h, :w]
+    return out

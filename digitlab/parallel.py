@@ -1,0 +1,71 @@
+"""A parallel-coordinates figure of a sweep (as Weights & Biases and Optuna draw them): one vertical axis per
+varied config key and the metric last, one line per point, coloured by the metric, so the settings that lead to
+good results show as bundles of bright lines."""
+
+from __future__ import annotations
+
+import math
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def _axis(values: list) -> tuple[np.ndarray, list[tuple[float, str]]]:
+    """Positions in [0, 1] for one axis's values and its tick labels: numbers on a linear or (for a range over
+    more than a factor of 10, all positive) log scale; anything else as evenly spaced categories."""
+    numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)]
+    if len(numbers) == len([v for v in values if v is not None]) and numbers:
+        low, high = min(numbers), max(numbers)
+        log = low > 0 and high / low > 10
+        f = (lambda v: math.log10(v)) if log else (lambda v: float(v))
+        span = (f(high) - f(low)) or 1.0
+        pos = np.array([np.nan if v is None else (f(v) - f(low)) / span if high > low else 0.5 for v in values])
+        ticks = sorted({v for v in numbers})
+        if len(ticks) > 6:
+            ticks = [low, high]
+        return pos, [((f(t) - f(low)) / span if high > low else 0.5, f"{t:g}") for t in ticks]
+    categories = sorted({str(v) for v in values if v is not None})
+    where = {c: (i / (len(categories) - 1) if len(categories) > 1 else 0.5) for i, c in enumerate(categories)}
+    pos = np.array([np.nan if v is None else where[str(v)] for v in values])
+    return pos, [(where[c], c if len(c) <= 18 else c[:17] + "…") for c in categories]
+
+
+def parallel_coordinates(keys: list[str], rows: list[dict], metric: str, maximize: bool = True) -> plt.Figure:
+    """`rows` map each key and `metric` to a value (None where missing); lines are coloured by the metric (the
+    best brightest) and drawn best last, on top."""
+    columns = keys + [metric]
+    scored = [r for r in rows if r.get(metric) is not None]
+    missing = [r for r in rows if r.get(metric) is None]
+    scored.sort(key=lambda r: r[metric], reverse=not maximize)
+    ordered = missing + scored
+    axes = [_axis([r.get(c) for r in ordered]) for c in columns]
+    values = np.array([r[metric] for r in scored], dtype=float)
+    low, high = (values.min(), values.max()) if len(values) else (0.0, 1.0)
+    norm = plt.Normalize(low, high if high > low else low + 1e-9)
+    cmap = plt.get_cmap("viridis" if maximize else "viridis_r")
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.9 * len(columns) + 1.5), 4.6))
+    x = np.arange(len(columns))
+    for n, row in enumerate(ordered):
+        y = np.array([pos[n] for pos, _ in axes])
+        colour = "#bbbbbb" if row.get(metric) is None else cmap(norm(row[metric]))
+        ax.plot(x, y, color=colour, lw=1.6, alpha=0.85, marker="o", ms=3)
+    for i, (_, ticks) in enumerate(axes):
+        ax.axvline(i, color="black", lw=0.8)
+        for where, text in ticks:
+            ax.text(i + 0.04, where, text, fontsize=8, va="center", ha="left",
+                    bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.8))
+    ax.set_xticks(x, columns, fontsize=9)
+    ax.set_yticks([])
+    ax.set_xlim(-0.2, len(columns) - 0.4)
+    ax.set_ylim(-0.06, 1.06)
+    for side in ("top", "right", "left"):
+        ax.spines[side].set_visible(False)
+    bar = fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, fraction=0.03, pad=0.02)
+    bar.set_label(metric)
+    ax.set_title(f"one line per point, coloured by {metric}" + (" (grey: no result)" if missing else ""), fontsize=10)
+    fig.tight_layout()
+    return fig

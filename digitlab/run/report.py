@@ -1,0 +1,314 @@
+"""report.html: one page per run that a browser opens from file://, with everything the run folder tells: what
+ran, the result against chance, the curves, the mistakes, the network's inside, the augmentation and the log.
+
+It is written when a run ends, however it ends, and `digitlab report` writes it again for any run folder, old
+ones included, making the figures again from the folder first (so a run made before a figure existed gets it,
+and a damaged or foreign PNG is never shown). A run that failed, diverged, was interrupted or is still running
+says so at the top and shows what it has; a damaged file is named in a note and its sections are left out.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from digitlab import html
+from digitlab.config import dump
+from digitlab.errors import StorageError, UserError
+from digitlab.inside.health import alarm
+from digitlab.metrics import confusion_matrix, precision_recall
+from digitlab.nn.summary import summary_rows
+from digitlab.run.files import MODEL
+from digitlab.run.outputs import OUTPUTS
+from digitlab.run.records import HEALTH, read_health
+from digitlab.run.setup import make_model
+from digitlab.run.view import RunView
+from digitlab.runs import RunFolder
+
+REPORT = "report.html"
+LOG_LINES = 400
+# The figures the page shows, by section: (file, caption).
+FIGURES = {
+    "curves": [("curves.png", "Loss, accuracy and error rate (log scale, with the chance level) per epoch: "
+                              "train dashed, validation dash-dot, test solid.")],
+    "mistakes": [("mistakes.png", "Every misclassified test image, the most confident mistakes first (lowest "
+                                  "probability for the true class), with the model's probabilities.")],
+    "inside": [
+        ("weights.png", "First layer's weights: what each hidden unit looks for in the image."),
+        ("means.png", "The class means (the average digits) the model compares each image with."),
+        ("filters.png", "First convolution's kernels."),
+        ("embedding.png", "The test set in the 2-unit layer's plane, over what the rest of the network "
+                          "makes of each point of it."),
+        ("embedding_epochs.gif", "The plane through training, animated."),
+        ("embedding_epochs.png", "The same plane through training, on fixed axes."),
+        ("saliency.png", "Saliency: where more ink would raise (red) or lower (blue) the predicted class's score."),
+        ("activations.png", "Activation maps: each convolution's channels for one test digit."),
+        ("layer_health.png", "Layer health per epoch on a fixed probe batch: output mean and spread, gradient "
+                             "spread, dead ReLU and saturated units."),
+    ],
+    "augmentation": [("augment.png", "Training images before and after augmentation.")],
+}
+NARROW = {"weights.png", "filters.png", "embedding.png", "embedding_epochs.gif"}  # side by side
+SHOWN_OTHERWISE = {"failures.png", "confusion.png"}  # on the page as mistakes.png and the confusion table
+
+
+def _more() -> list[tuple[str, str]]:
+    """Figures registered as outputs that no section names (added since this page was written): shown last."""
+    named = {name for items in FIGURES.values() for name, _ in items} | SHOWN_OTHERWISE
+    return [(name, name) for name in OUTPUTS if name.endswith((".png", ".gif")) and name not in named]
+
+
+FIGURES["more"] = _more()
+MADE = ["summary.json"] + [name for items in FIGURES.values() for name, _ in items]
+SIGNATURES = {".png": b"\x89PNG\r\n\x1a\n", ".gif": b"GIF8"}
+
+
+@dataclass
+class Page:
+    """What the page is made from: the figures' bytes by file name, the summary, and the notes about what is
+    missing or damaged."""
+
+    figures: dict[str, bytes] = field(default_factory=dict)
+    summary: dict | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def note(self, text: str) -> None:
+        if text not in self.notes:
+            self.notes.append(text)
+
+
+def write_report(run: RunFolder, view: RunView | None = None, remake: bool = True) -> RunFolder:
+    """Write `run`'s report.html. With `remake`, the figures and summary.json are made again from the folder
+    (and written there); without, the files an ending run has just written are used. A config.yaml that cannot
+    be read is refused (ConfigError or DamagedRun): nothing on the page would mean anything without it."""
+    view = view or RunView(run)
+    cfg = view.cfg
+    page = Page()
+    status, info = _status(run, page)
+    for name in MADE:
+        _gather(view, name, page, remake)
+    body = "\n".join([
+        _header(cfg, status, info, run, page), _what_ran(view, cfg, info, status, page), _result(view, page),
+        _figures("curves", "Curves", page), _figures("mistakes", "The mistakes", page), _inside(view, page),
+        _figures("augmentation", "Augmentation", page, empty="No augmentation: the training images are used as "
+                                                               "they are."),
+        _figures("more", "More figures", page) if any(n in page.figures for n, _ in FIGURES["more"]) else "",
+        _log(run)])
+    run.write(REPORT, html.page(f"{cfg['name']}: digitlab report", body, sortable=True))
+    return run
+
+
+def _status(run: RunFolder, page: Page) -> tuple[str, dict]:
+    try:
+        return run.status(), run.info()
+    except UserError as exc:
+        page.note(f"{exc}: the run's status is unknown")
+        return "unknown", {}
+
+
+def _gather(view: RunView, name: str, page: Page, remake: bool) -> None:
+    """One output into the page: read back when it is on disk and not to be remade, else made (and written)."""
+    path = view.run / name
+    if not remake and name != "summary.json" and path.is_file():
+        content = path.read_bytes()
+        if content.startswith(SIGNATURES[path.suffix]):
+            page.figures[name] = content
+            return
+    try:
+        content = OUTPUTS[name](view)
+    except UserError as exc:
+        missing = not (view.run / MODEL).exists() and str(exc).startswith(str(view.run / MODEL))
+        page.note("no model.npz: the run has not finished, so the views of the trained network are missing"
+                  if missing else str(exc))
+        return
+    if content is None:
+        return
+    if isinstance(content, dict):
+        page.summary = content
+    else:
+        page.figures[name] = content
+    if remake:
+        try:
+            view.run.write_json(name, content) if isinstance(content, dict) else view.run.write(name, content)
+        except StorageError as exc:
+            page.note(f"{exc}; shown here, not saved")
+
+
+# -- sections ------------------------------------------------------------------------------------------------
+STATUS_TEXT = {
+    "complete": "complete", "running": "still running: this page shows the epochs so far and is written again "
+    "when the run ends", "crashed": "crashed: its process died without recording how the run ended",
+    "interrupted": "interrupted", "diverged": "diverged", "failed": "failed", "pruned": "pruned by its sweep",
+    "unknown": "status unknown",
+}
+
+
+def _header(cfg: dict, status: str, info: dict, run: RunFolder, page: Page) -> str:
+    epochs_done = info.get("epoch")
+    text = STATUS_TEXT.get(status, status)
+    if status == "interrupted":
+        text += f" after epoch {epochs_done or 0} of {cfg['epochs']}; continue it with: " \
+                f"digitlab train --resume {run.path}"
+    elif status == "crashed":
+        text += f" (last epoch recorded: {epochs_done or 0} of {cfg['epochs']}); continue it with: " \
+                f"digitlab train --resume {run.path}"
+    elif status == "diverged" and isinstance(info.get("diverged"), dict):
+        d = info["diverged"]
+        text += f": the loss became {d.get('loss')} at epoch {d.get('epoch')}, batch {d.get('batch')}; " \
+                f"try a lower optimizer.lr (now {cfg['optimizer']['lr']})"
+    elif status == "failed":
+        text += f": {info.get('error', 'no reason recorded')}"
+    elif status == "running":
+        text = f"{text} (epoch {epochs_done or 0} of {cfg['epochs']} done)"
+    elif status == "pruned":
+        text += f" after epoch {epochs_done or 0} of {cfg['epochs']} ({info.get('pruned', 'no reason recorded')}); " \
+                f"continue it with: digitlab train --resume {run.path}"
+    if status == "complete" and page.summary:
+        text = f"test accuracy {page.summary['test_accuracy']:.2%} after {page.summary['epochs']} epochs " \
+               f"({page.summary['seconds']:.1f} s of training)"
+    kind = "complete" if status == "complete" else "warn" if status in ("running", "interrupted", "pruned") else "bad"
+    notes = "".join(f"<li>{html.esc(n)}</li>" for n in page.notes)
+    nav = " ".join(f'<a href="#{a}">{t}</a>' for a, t in (
+        ("what-ran", "what ran"), ("result", "result"), ("curves", "curves"), ("mistakes", "mistakes"),
+        ("inside", "inside"), ("augmentation", "augmentation"), ("log", "log")))
+    return (f"<h1>{html.esc(cfg['name'])}</h1>\n<nav>{nav}</nav>\n"
+            f'<div class="banner {kind}"><b>{html.esc(status)}</b>: {html.esc(text)}</div>\n'
+            + (f'<div class="banner warn"><b>notes</b><ul>{notes}</ul></div>' if notes else ""))
+
+
+def _what_ran(view: RunView, cfg: dict, info: dict, status: str, page: Page) -> str:
+    sizes = _try(lambda: view.data.sizes(), page)
+    seconds = page.summary.get("seconds") if page.summary else _try(
+        lambda: round(sum(r["seconds"] or 0 for r in view.rows), 1), page)
+    resumes = info.get("resumes") or []
+    facts = [
+        ("name", cfg["name"]), ("status", status), ("folder", str(view.run.path)),
+        ("started", info.get("started")), ("ended", info.get("ended")),
+        ("training time", f"{seconds:.1f} s" if isinstance(seconds, (int, float)) else None),
+        ("command", info.get("command")),
+        ("resumed", "; ".join(f"{r.get('at')} from epoch {r.get('from_epoch')}" for r in resumes
+                              if isinstance(r, dict))),
+        ("seed", cfg.get("seed")), ("digits", " ".join(map(str, cfg["data"]["digits"]))),
+        ("data", f"{sizes['train']} train / {sizes['val']} validation / {sizes['test']} test images"
+                 if sizes else None),
+        ("versions", " ".join(f"{k} {info[k]}" for k in ("digitlab", "python", "numpy") if info.get(k))),
+        ("commit", info.get("git_commit")), ("host", info.get("host")), ("BLAS threads", info.get("blas_threads")),
+    ]
+    parts = ['<h2 id="what-ran">What ran</h2>', html.facts(facts), "<h3>Model</h3>", _model_table(view, cfg, page),
+             "<h3>Config</h3>", html.pre(dump(cfg))]
+    return "\n".join(parts)
+
+
+def _model_table(view: RunView, cfg: dict, page: Page) -> str:
+    try:
+        model, _ = make_model(cfg, view.image_shape)
+    except (UserError, ValueError) as exc:
+        page.note(f"model summary: {exc}")
+        return '<p class="note">The model summary could not be made.</p>'
+    rows = summary_rows(model)
+    cells = [[html.cell(f"{r['index']} {r['name']}"), html.cell(r["type"]),
+              html.cell(str(r["shape"]).replace(",)", ")")), html.cell(r["params"], shown=f"{r['params']:,}")]
+             for r in rows]
+    total = sum(r["params"] for r in rows)
+    cells.append(["<td><b>total</b></td>", "<td></td>", f"<td>input {html.esc(model.in_shape)}</td>",
+                  html.cell(total, shown=f"{total:,}")])
+    return html.table(["layer", "type", "output shape", "parameters"], cells)
+
+
+def _result(view: RunView, page: Page) -> str:
+    out = ['<h2 id="result">Result</h2>']
+    summary = page.summary
+    if summary is None:
+        rows = _try(lambda: view.rows, page) or []
+        last = rows[-1] if rows else {}
+        shown = [f"{s} accuracy {last[f'{s}_accuracy']:.4f}" for s in ("train", "val", "test")
+                 if last.get(f"{s}_accuracy") is not None]
+        out.append('<p>No final test score: it is measured on the saved model (model.npz), which this run does not '
+                   'have.' + (f" After epoch {last['epoch']}: {', '.join(shown)}." if shown else "") + "</p>")
+        return "\n".join(out)
+    chance_ = summary.get("chance") or {}
+    classes = summary.get("classes") or view.classes
+    out.append(f'<p><span class="big">test accuracy {summary["test_accuracy"]:.2%}</span> '
+               f'({summary["dataset_sizes"]["test"]} test images; test loss {summary["test_loss"]:.4f})<br>'
+               f'chance: {chance_.get("majority", float("nan")):.2%} by always answering the commonest digit, '
+               f'{chance_.get("uniform", float("nan")):.2%} by guessing uniformly'
+               + (f'; best validation accuracy {summary["best_val_accuracy"]:.2%} after epoch {summary["best_epoch"]}'
+                  if summary.get("best_epoch") else "") + "</p>")
+    matrix = _try(lambda: confusion_matrix(view.data.test.y, view.test["predictions"], len(classes)), page)
+    if matrix is None:
+        return "\n".join(out)
+    precision, recall = precision_recall(matrix)
+    support = matrix.sum(axis=1)
+    cells = [[html.cell(str(c)), html.cell(float(p), shown=f"{p:.4f}"), html.cell(float(r), shown=f"{r:.4f}"),
+              html.cell(int(n))] for c, p, r, n in zip(classes, precision, recall, support)]
+    out += ["<h3>Per class</h3>", html.table(["digit", "precision", "recall", "test images"], cells, sortable=True),
+            "<h3>Confusion matrix</h3>", '<p class="note">Rows: the true digit; columns: the digit predicted. '
+            "Shaded by the share of the row.</p>", _confusion_table(matrix, classes)]
+    return "\n".join(out)
+
+
+def _confusion_table(matrix: np.ndarray, classes: list) -> str:
+    shares = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    rows = []
+    for i, c in enumerate(classes):
+        cells = [f"<th>{html.esc(c)}</th>"]
+        for j in range(len(classes)):
+            share = shares[i, j]
+            colour = f"rgba(9,105,218,{0.08 + 0.8 * share:.2f})" if matrix[i, j] else "transparent"
+            ink = "color:#fff;" if share > 0.5 else ""
+            cells.append(html.cell(int(matrix[i, j]), style=f"background:{colour};{ink}"))
+        rows.append(cells)
+    return html.table(["true \\ predicted"] + [str(c) for c in classes], rows)
+
+
+def _figures(section: str, title: str, page: Page, empty: str = "") -> str:
+    out = [f'<h2 id="{section}">{html.esc(title)}</h2>', '<div class="figs">']
+    for name, caption in FIGURES[section]:
+        content = page.figures.get(name)
+        if content is not None:
+            out.append(html.figure(content, alt=name, caption=html.esc(caption), link=name, narrow=name in NARROW,
+                                   kind="gif" if name.endswith(".gif") else "png"))
+    if len(out) == 2:
+        out.append(f'<p class="note">{html.esc(empty or "Not available for this run (see the notes at the top).")}</p>')
+    return "\n".join(out + ["</div>"])
+
+
+def _inside(view: RunView, page: Page) -> str:
+    figures = _figures("inside", "Inside the network", page)
+    head, rest = figures.split("\n", 1)
+    out = [head, rest]
+    if not (view.run / HEALTH).exists():
+        out.append('<p class="note">Layer health and the 2-D plane through training are recorded while a run trains; '
+                   "this run has no record of them (it is older than they are).</p>")
+    model = _try(lambda: make_model(view.cfg, view.image_shape)[0], page)
+    rows = (_try(lambda: read_health(view.run, view.cfg), page) or []) if model else []
+    for epoch in dict.fromkeys(r["epoch"] for r in rows):
+        message = alarm([r for r in rows if r["epoch"] == epoch], fused_output=model.output_activation is not None)
+        if message:
+            when = "at the start" if epoch == 0 else f"after epoch {epoch}"
+            out.insert(1, f'<div class="banner warn"><b>layer health</b> ({when}): {html.esc(message)}</div>')
+            break
+    return "\n".join(out)
+
+
+def _log(run: RunFolder) -> str:
+    path = run / "log.txt"
+    try:
+        lines = path.read_bytes().decode("utf-8", errors="replace").splitlines()
+    except OSError:
+        return '<h2 id="log">Log</h2><p class="note">No log.txt.</p>'
+    cut = f" (the last {LOG_LINES} of {len(lines)} lines)" if len(lines) > LOG_LINES else ""
+    return f'<h2 id="log">Log</h2><p class="note">log.txt{cut}, as of {time.strftime("%Y-%m-%d %H:%M:%S")}' \
+           f"</p>{html.pre(chr(10).join(lines[-LOG_LINES:]))}"
+
+
+def _try(fn, page: Page):
+    """fn(), or None with a note when a file it reads is missing or damaged."""
+    try:
+        return fn()
+    except UserError as exc:
+        page.note(str(exc))
+    return None
+
