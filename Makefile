@@ -11,10 +11,13 @@ TESTS  := $(VENV)/.installed-test
 train: $(STAMP)
 	$(BIN)/digitlab train configs/3v8.yaml
 
+# One BLAS thread for the whole session: the tests' timings then hold on a busy 2-core machine (two threads fighting
+# for a busy core make small products many times slower), and runs trained in the test process and in the
+# processes it starts sum in the same order.
 test: lint
-	$(BIN)/python -m pytest -q
+	OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m pytest -q
 
-# ruff: pyflakes, pycodestyle, import order and a few bug patterns (pyproject.toml); then no import cycles.
+# ruff: pyflakes, pycodestyle, import order and a few bug patterns (pyproject.toml).
 lint: $(TESTS)
 	$(BIN)/ruff check digitlab tests
 

@@ -112,7 +112,7 @@ def damage(run: Path, other: Path, name: str, kind: str, data) -> None:
         path.unlink()
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_every_reading_command_survives_any_damaged_file(finished, tmp_path_factory, data):
     name = data.draw(st.sampled_from(FILES), label="file")
