@@ -59,6 +59,7 @@ def test_asha_decides_early_only_what_no_missing_result_can_change():
     assert states(decisions) == [PRUNED, WAIT, PRUNED, WAIT, PRUNED, WAIT, RUN, RUN, RUN]
     assert [d.until for d in decisions[6:]] == [1, 1, 1]
     assert decisions[1].why == "waits at rung 1 (epoch 1): ranked 3 of the 6 in, 3 to come"
+    assert decisions[0].why.endswith("ranked 6 of the 6 in, 3 to come, the top 3 go on")  # its rank can only fall
     tracks[6], tracks[7] = Track(curve(6, 1), 9), Track(curve(7, 1), 9)
     decisions = rule.plan(tracks)
     assert states(decisions) == [PRUNED, WAIT, PRUNED, RUN, PRUNED, RUN, PRUNED, PRUNED, RUN]

@@ -103,9 +103,10 @@ class ASHA:
                 ahead = sum(1 for key in keys.values() if key < keys[i])
                 if ahead + missing < quota:
                     promoted.append(i)
-                elif ahead >= quota:
+                elif ahead >= quota:  # with results still to come, its rank can only fall: say among whom
+                    among = f"{size}" if not missing else f"the {len(keys)} in, {missing} to come"
                     decisions[i] = _final(tracks[i], f"rung {k + 1} (epoch {at}): {self.metric} "
-                                                     f"{_show(_at(tracks[i], epoch))} ranked {ahead + 1} of {size}, "
+                                                     f"{_show(_at(tracks[i], epoch))} ranked {ahead + 1} of {among}, "
                                                      f"the top {quota} {'goes' if quota == 1 else 'go'} on")
                 else:
                     decisions[i] = _final(tracks[i], f"waits at rung {k + 1} (epoch {at}): ranked {ahead + 1} of "
