@@ -57,6 +57,14 @@ def spans(n: int, parts: int | None = None, min_chunk: int = MIN_CHUNK) -> list[
     return list(zip(bounds[:-1], bounds[1:]))
 
 
+def batch_spans(n: int, per_item: int) -> list[tuple[int, int]]:
+    """[lo, hi) slices of a batch of n items (per_item numbers each) along its first axis, whatever its memory
+    layout: a share per thread, none smaller than MIN_CHUNK numbers."""
+    parts = max(1, min(count(), n * per_item // MIN_CHUNK, n))
+    bounds = [n * i // parts for i in range(parts + 1)]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
 def _executor(workers: int) -> ThreadPoolExecutor:
     global _pool, _pool_owner
     with _lock:

@@ -126,6 +126,33 @@ def test_maxpool2d_forward_and_ties():
     np.testing.assert_array_equal(dx, [[[[0, 0, 1, 0], [0, 1, 0, 0], [1, 0, 1, 0], [0, 0, 0, 0]]]])
 
 
+@pytest.mark.parametrize("hw", [8, 9])  # 9: a last row and column that no window reaches
+def test_maxpool2d_in_threads_equals_one_thread(monkeypatch, hw):
+    """A batch big enough to be split across threads gives the same output and gradient, bit for bit, as one
+    thread; the output is the maximum of each 2x2 block, and each window's gradient lands once, on a maximum."""
+    rng = np.random.default_rng(0)
+    n, c = 160, 16  # 160 * 16 * 8 * 8 = 163,840 numbers: more than threads.MIN_CHUNK, so two slices
+    x = rng.integers(0, 4, (n, c, hw, hw)).astype(np.float32)  # small integers: many ties
+    g = rng.standard_normal((n, c, hw // 2, hw // 2)).astype(np.float32)
+    results = []
+    for count in ("1", "2"):
+        monkeypatch.setenv("DIGITLAB_THREADS", count)
+        layer = MaxPool2d(2)
+        Sequential([layer], (c, hw, hw))
+        results.append((layer.forward(x).copy(), layer.backward(g).copy()))
+    np.testing.assert_array_equal(results[0][0], results[1][0])
+    np.testing.assert_array_equal(results[0][1], results[1][1])
+    m = hw // 2 * 2
+    expected = x[:, :, :m, :m].reshape(n, c, m // 2, 2, m // 2, 2).max(axis=(3, 5))
+    np.testing.assert_array_equal(results[1][0], expected)
+    dx = results[1][1]
+    assert np.all(dx[:, :, m:] == 0) and np.all(dx[:, :, :, m:] == 0)
+    # every window's gradient lands once, on a position holding the window's maximum
+    windows = dx[:, :, :m, :m].reshape(n, c, m // 2, 2, m // 2, 2)
+    np.testing.assert_allclose(windows.sum(axis=(3, 5)), g, rtol=0, atol=0)
+    assert ((windows != 0).sum(axis=(3, 5)) <= 1).all()
+
+
 @pytest.mark.parametrize("in_shape, n", [((5,), 6), ((3, 4, 5), 2), ((2, 3, 3), 1)])
 def test_batchnorm_gradients_in_training(in_shape, n, check_layer):
     check_layer(BatchNorm(), in_shape, n)

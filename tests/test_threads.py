@@ -1,5 +1,6 @@
 """Elementwise work split across threads gives byte-identical results, whatever the number of threads: the
-optimizers' updates and the pixel conversion. And Adam's flush of subnormal moments."""
+optimizers' updates, the pixel conversion, ReLU and 2x2 max pooling (tests/test_conv.py). And Adam's flush of
+subnormal moments."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pytest
 
 from digitlab import threads
 from digitlab.data.splits import to_dataset
-from digitlab.nn import SGD, Adam, Parameters
+from digitlab.nn import SGD, Adam, Parameters, ReLU
 
 
 def test_spans_cover_the_buffer_on_aligned_boundaries():
@@ -107,3 +108,19 @@ def test_train_threads_option_reaches_blas_and_run_json(tmp_path):
     assert done.returncode == 0, done.stderr
     run = done.stdout.strip().splitlines()[-1]
     assert json.loads(open(f"{run}/run.json").read())["blas_threads"] == "1"
+
+
+def test_relu_backward_in_threads_is_the_masked_gradient(monkeypatch):
+    """A batch big enough to split (2 x 65,536 numbers per half) gives dL/dy where y > 0 and 0 elsewhere, the same
+    with one thread or two, for a channel-first view of channel-last memory as the conv layers hand it."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((64, 16, 16, 64)).astype(np.float32).transpose(0, 3, 1, 2)  # (N, C, H, W) view
+    g = rng.standard_normal(x.shape).astype(np.float32)
+    results = []
+    for count in ("1", "2"):
+        monkeypatch.setenv("DIGITLAB_THREADS", count)
+        layer = ReLU()
+        layer.forward(x.copy())
+        results.append(layer.backward(g.copy()))
+    np.testing.assert_array_equal(results[0], results[1])
+    np.testing.assert_array_equal(results[1], np.where(x > 0, g, 0))

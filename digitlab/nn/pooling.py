@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from digitlab import threads
 from digitlab.nn.base import Layer
 from digitlab.nn.functional import channels_first, channels_last, image_shape
 from digitlab.options import Integer
@@ -68,15 +69,25 @@ class MaxPool2d(Pool2d):
 
     def _forward_2x2(self, xl):
         """Windows a b / c d: the first maximum in row-major order wins ties, as in PyTorch; `top` (the top pair
-        won), `ab` (a beat or tied b) and `cd` say where it was."""
-        (ho, wo) = self.out_hw
-        a, b = xl[:, 0:2 * ho:2, 0:2 * wo:2], xl[:, 0:2 * ho:2, 1:2 * wo:2]
-        c, d = xl[:, 1:2 * ho:2, 0:2 * wo:2], xl[:, 1:2 * ho:2, 1:2 * wo:2]
-        top_max, bottom_max = np.maximum(a, b), np.maximum(c, d)
-        out = np.maximum(top_max, bottom_max)
-        if self.keeps_cache:
-            self.wins = (top_max >= bottom_max, a >= b, c >= d)
-        del top_max, bottom_max
+        won), `ab` (a beat or tied b) and `cd` say where it was. Slices of the batch run in threads (numpy
+        releases the GIL; the arithmetic is elementwise, so any split gives the same numbers)."""
+        (ho, wo), n, c = self.out_hw, len(xl), xl.shape[3]
+        out = np.empty((n, ho, wo, c), dtype=xl.dtype)
+        wins = tuple(np.empty(out.shape, dtype=bool) for _ in range(3)) if self.keeps_cache else None
+
+        def part(lo, hi):
+            x = xl[lo:hi]
+            a, b = x[:, 0:2 * ho:2, 0:2 * wo:2], x[:, 0:2 * ho:2, 1:2 * wo:2]
+            c_, d = x[:, 1:2 * ho:2, 0:2 * wo:2], x[:, 1:2 * ho:2, 1:2 * wo:2]
+            top_max, bottom_max = np.maximum(a, b), np.maximum(c_, d)
+            np.maximum(top_max, bottom_max, out=out[lo:hi])
+            if wins is not None:
+                np.greater_equal(top_max, bottom_max, out=wins[0][lo:hi])
+                np.greater_equal(a, b, out=wins[1][lo:hi])
+                np.greater_equal(c_, d, out=wins[2][lo:hi])
+
+        threads.run(part, threads.batch_spans(n, xl.size // max(n, 1)))
+        self.wins = wins
         self.x = self.out = None
         return out
 
@@ -105,20 +116,25 @@ class MaxPool2d(Pool2d):
     def _backward_2x2(self, g, h, w, c):
         """Each window's gradient goes to a, b, c or d: g * top splits into a (where ab) and b, the rest into c
         (where cd) and d. Six passes, and every input position is written once (no zero fill but for a last
-        row or column that no window reaches)."""
+        row or column that no window reaches); slices of the batch in threads, as forward."""
         top, ab, cd = self.wins
         (ho, wo) = self.out_hw
         dx = np.empty((len(g), h, w, c), dtype=g.dtype)
-        if h > 2 * ho:
-            dx[:, 2 * ho:] = 0
-        if w > 2 * wo:
-            dx[:, :, 2 * wo:] = 0
-        upper = g * top
-        lower = g - upper
-        np.multiply(upper, ab, out=dx[:, 0:2 * ho:2, 0:2 * wo:2])
-        np.subtract(upper, dx[:, 0:2 * ho:2, 0:2 * wo:2], out=dx[:, 0:2 * ho:2, 1:2 * wo:2])
-        np.multiply(lower, cd, out=dx[:, 1:2 * ho:2, 0:2 * wo:2])
-        np.subtract(lower, dx[:, 1:2 * ho:2, 0:2 * wo:2], out=dx[:, 1:2 * ho:2, 1:2 * wo:2])
+
+        def part(lo, hi):
+            d = dx[lo:hi]
+            if h > 2 * ho:
+                d[:, 2 * ho:] = 0
+            if w > 2 * wo:
+                d[:, :, 2 * wo:] = 0
+            upper = g[lo:hi] * top[lo:hi]
+            lower = g[lo:hi] - upper
+            np.multiply(upper, ab[lo:hi], out=d[:, 0:2 * ho:2, 0:2 * wo:2])
+            np.subtract(upper, d[:, 0:2 * ho:2, 0:2 * wo:2], out=d[:, 0:2 * ho:2, 1:2 * wo:2])
+            np.multiply(lower, cd[lo:hi], out=d[:, 1:2 * ho:2, 0:2 * wo:2])
+            np.subtract(lower, d[:, 1:2 * ho:2, 0:2 * wo:2], out=d[:, 1:2 * ho:2, 1:2 * wo:2])
+
+        threads.run(part, threads.batch_spans(len(g), h * w * c))
         self.wins = None
         return dx
 
