@@ -72,6 +72,18 @@ class Layer:
         """State that is saved with the weights but not trained (batch norm's running statistics)."""
         return {}
 
+    def scratch(self, name: str, shape: tuple, dtype, zero: bool = False) -> np.ndarray:
+        """A scratch array of `shape` kept on the layer and reused batch after batch (never saved, unlike
+        `buffers`): a fresh 30 MB array per batch costs the kernel's zeroing of every page on first touch. Larger
+        batches grow it; smaller ones (an epoch's last) use the front of it. `zero` fills a new one with zeros.
+        Only for arrays the layer reads again itself or the next layer consumes within the same pass."""
+        kept = self.__dict__.setdefault("_scratch", {})
+        have = kept.get(name)
+        rows, rest = shape[0], tuple(shape[1:])
+        if have is None or have.dtype != dtype or have.shape[1:] != rest or len(have) < rows:
+            have = kept[name] = (np.zeros if zero else np.empty)((rows,) + rest, dtype=dtype)
+        return have[:rows]
+
     def forward(self, x: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 

@@ -63,20 +63,9 @@ class Conv2d(WeightLayer):
         if not any(self.pad):
             return np.ascontiguousarray(x)
         n, h, w, c = x.shape
-        xp = self._buffer("padded", (n, h + top + bottom, w + left + right, c), x.dtype, zero=True)
+        xp = self.scratch("padded", (n, h + top + bottom, w + left + right, c), x.dtype, zero=True)
         xp[:, top:top + h, left:left + w] = x  # the border stays zero from the buffer's first use
         return xp
-
-    def _buffer(self, name: str, shape: tuple, dtype, zero: bool = False) -> np.ndarray:
-        """A scratch array of `shape` kept on the layer and reused batch after batch: a fresh 30 MB array per
-        batch costs the kernel's zeroing of every page on first touch. Larger batches grow it; smaller ones
-        (an epoch's last) use the front of it. `zero` fills a new one with zeros."""
-        buffers = self.__dict__.setdefault("_buffers", {})
-        have = buffers.get(name)
-        rows, rest = shape[0], tuple(shape[1:])
-        if have is None or have.dtype != dtype or have.shape[1:] != rest or len(have) < rows:
-            have = buffers[name] = (np.zeros if zero else np.empty)((rows,) + rest, dtype=dtype)
-        return have[:rows]
 
     def _windows(self, xp: np.ndarray) -> np.ndarray:
         """The strided view (N, Ho, Wo, k rows, k*C) of every window of the padded channel-last batch. In
@@ -94,7 +83,7 @@ class Conv2d(WeightLayer):
         in the weight gradient's). Copied once into a reused buffer, in slices of the batch across threads."""
         n, (ho, wo) = len(xp), self.out_hw
         depth = self.kernel * self.kernel * xp.shape[3]
-        cols = self._buffer("cols", (n * ho * wo, depth + (self.bias is not None)), xp.dtype)
+        cols = self.scratch("cols", (n * ho * wo, depth + (self.bias is not None)), xp.dtype)
         if self.bias is not None:
             cols[:, depth] = 1
         windows, target = self._windows(xp), cols[:, :depth].reshape(n, ho, wo, self.kernel, -1)
@@ -132,12 +121,12 @@ class Conv2d(WeightLayer):
             return None
         c, h, w = self.in_shape
         top, bottom, left, right = self.pad
-        dxp = self._buffer("dx", (n, h + top + bottom, w + left + right, c), grad.dtype)
+        dxp = self.scratch("dx", (n, h + top + bottom, w + left + right, c), grad.dtype)
         dxp.fill(0)
         # One (N*Ho*Wo, F) x (F, C) matmul per offset into a scratch block, added to the shifted window (in
         # slices of the batch across threads): the (N*Ho*Wo, k*k*C) matrix dL/dP is never materialised.
         w_offsets = np.ascontiguousarray(self.weight.data.transpose(2, 3, 0, 1))  # (k, k, F, C)
-        block = self._buffer("block", (n, ho, wo, c), grad.dtype)
+        block = self.scratch("block", (n, ho, wo, c), grad.dtype)
         spans = threads.spans(n, min_chunk=16)
         for i in range(k):
             for j in range(k):

@@ -73,7 +73,7 @@ class MaxPool2d(Pool2d):
         releases the GIL; the arithmetic is elementwise, so any split gives the same numbers)."""
         (ho, wo), n, c = self.out_hw, len(xl), xl.shape[3]
         out = np.empty((n, ho, wo, c), dtype=xl.dtype)
-        wins = tuple(np.empty(out.shape, dtype=bool) for _ in range(3)) if self.keeps_cache else None
+        wins = tuple(self.scratch(name, out.shape, bool) for name in ('top', 'ab', 'cd')) if self.keeps_cache else None
 
         def part(lo, hi):
             x = xl[lo:hi]
@@ -119,7 +119,7 @@ class MaxPool2d(Pool2d):
         row or column that no window reaches); slices of the batch in threads, as forward."""
         top, ab, cd = self.wins
         (ho, wo) = self.out_hw
-        dx = np.empty((len(g), h, w, c), dtype=g.dtype)
+        dx = self.scratch("dx", (len(g), h, w, c), g.dtype)  # the layer below consumes it before the next batch
 
         def part(lo, hi):
             d = dx[lo:hi]
