@@ -1,5 +1,5 @@
-"""Shared fixtures: a private cache for decoded MNIST, IDX writers, config files, and gradient checking (central
-differences, and a layer's backward against them).
+"""Shared fixtures: a private cache for decoded MNIST, IDX writers, config files, gradient checking (central
+differences, and a layer's backward against them), and a training run that SIGKILLs itself at a chosen point.
 
 The decoded-array cache goes to a per-session temporary folder, so running the tests never touches the user's
 ~/.cache/digitlab (a cold decode of the bundled MNIST costs about a second, once per session).
@@ -10,6 +10,8 @@ from __future__ import annotations
 import gzip
 import os
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -132,3 +134,44 @@ def check_layer_gradients(layer, in_shape, n, seed=0, before_forward=lambda: Non
 def check_layer():
     """check_layer(layer, in_shape, n, seed=0, before_forward=...): see check_layer_gradients."""
     return check_layer_gradients
+
+
+# A child process that trains a config and SIGKILLs itself at a chosen point: after epoch E is fully recorded
+# (after-epoch), at batch B of epoch E (mid-epoch), or after epoch E's records were written but before its
+# checkpoint (before-checkpoint).
+KILLER = r"""
+import os, signal, sys
+from digitlab.config import load_config
+from digitlab.learner import Callback
+from digitlab.run import start
+from digitlab.run.callbacks import RunWriter
+config, run_dir, where, epoch, at_batch = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+die = lambda: os.kill(os.getpid(), signal.SIGKILL)
+
+class Kill(Callback):
+    def on_epoch_end(self, e, logs):
+        if where == "after-epoch" and e == epoch:
+            die()
+    def on_batch_end(self, batch, logs):
+        if where == "mid-epoch" and self.learner.epoch == epoch and batch == at_batch:
+            die()
+
+if where == "before-checkpoint":
+    save = RunWriter.save_checkpoint
+    def patched(self, e):
+        if e == epoch:
+            die()
+        save(self, e)
+    RunWriter.save_checkpoint = patched
+start(load_config(config), run_dir=run_dir, quiet=True, callbacks=[Kill()])
+"""
+
+
+@pytest.fixture
+def kill_run():
+    """kill_run(config, run_dir, where, epoch, batch=7, env=None, timeout=120): train `config` into `run_dir` in a
+    child process that SIGKILLs itself at `where` (see KILLER); returns the finished subprocess."""
+    def run(config, run_dir, where: str, epoch: int, batch: int = 7, env=None, timeout: float = 120):
+        return subprocess.run([sys.executable, "-c", KILLER, str(config), str(run_dir), where, str(epoch), str(batch)],
+                              env=env, capture_output=True, text=True, timeout=timeout)
+    return run

@@ -313,14 +313,12 @@ def test_tiny_cnn_trains_through_the_cli(tmp_path):
     assert again["test_accuracy"] == pytest.approx(summary["test_accuracy"])
 
 
-def test_killed_cnn_with_batchnorm_and_augmentation_resumes_exactly(tmp_path):
+def test_killed_cnn_with_batchnorm_and_augmentation_resumes_exactly(tmp_path, kill_run):
     """Running statistics are in the checkpoint and augmentation draws from the checkpointed Generator, so a
     conv run SIGKILLed in the middle of epoch 2 and resumed ends exactly as one that never stopped."""
     import signal
-    import subprocess
-    import sys
 
-    from test_resume import KILLER, metrics_without_seconds, weights
+    from test_resume import metrics_without_seconds, weights
 
     from digitlab.run import start as train
 
@@ -334,8 +332,7 @@ def test_killed_cnn_with_batchnorm_and_augmentation_resumes_exactly(tmp_path):
     path.write_text(yaml.safe_dump(cfg))
     straight = train(load_config(path), run_dir=tmp_path / "straight", quiet=True).path
     run = tmp_path / "run"
-    child = subprocess.run([sys.executable, "-c", KILLER, str(path), str(run), "mid-epoch", "2"],
-                           capture_output=True, text=True, timeout=120)
+    child = kill_run(path, run, "mid-epoch", 2)
     assert child.returncode == -signal.SIGKILL, child.stderr
     result = CliRunner().invoke(main, ["train", "--resume", str(run)])
     assert result.exit_code == 0, result.output

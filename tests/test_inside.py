@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import csv
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -187,36 +185,12 @@ def test_a_sigmoid_mse_net_at_too_high_a_learning_rate_warns_once(tmp_path):
     assert "warning:" not in result.output
 
 
-KILLER = r"""
-import os, signal, sys
-from digitlab.config import load_config
-from digitlab.run import start
-from digitlab.run.callbacks import RunWriter
-from digitlab.learner import Callback
-config, run_dir, where, epoch = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-die = lambda: os.kill(os.getpid(), signal.SIGKILL)
-class Kill(Callback):
-    def on_batch_end(self, batch, logs):
-        if where == "mid-epoch" and self.learner.epoch == epoch and batch == 3:
-            die()
-if where == "before-checkpoint":  # the epoch's records are written, its checkpoint is not
-    save = RunWriter.save_checkpoint
-    def patched(self, e):
-        if e == epoch:
-            die()
-        save(self, e)
-    RunWriter.save_checkpoint = patched
-start(load_config(config), run_dir=run_dir, quiet=True, callbacks=[Kill()])
-"""
-
-
 @pytest.mark.parametrize("where,epoch", [("before-checkpoint", 2), ("mid-epoch", 3), ("mid-epoch", 1)])
-def test_a_killed_and_resumed_run_ends_with_the_same_records(tmp_path, where, epoch):
+def test_a_killed_and_resumed_run_ends_with_the_same_records(tmp_path, kill_run, where, epoch):
     straight, _ = train(tmp_path, PLANE, "--quiet")
     config = tmp_path / "plane.yaml"
     run = tmp_path / "killed"
-    child = subprocess.run([sys.executable, "-c", KILLER, str(config), str(run), where, str(epoch)],
-                           capture_output=True, text=True, timeout=120)
+    child = kill_run(config, run, where, epoch, batch=3)
     assert child.returncode == -signal.SIGKILL, child.stderr
     recorded = {r["epoch"] for r in read_health_of(run)}
     assert max(recorded) == (epoch if where == "before-checkpoint" else epoch - 1)  # past the checkpoint, or not

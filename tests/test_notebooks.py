@@ -7,10 +7,7 @@ from __future__ import annotations
 import gzip
 import json
 import math
-import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -260,25 +257,11 @@ def test_early_stopping_stops_and_restores_the_best_weights(stopped):
     assert summary["val_loss"] == pytest.approx(losses[best - 1], abs=1e-6)
 
 
-KILL_AT = r"""
-import os, signal, sys
-from digitlab.config import load_config
-from digitlab.learner import Callback
-from digitlab.run import start
-class Kill(Callback):
-    def on_epoch_end(self, epoch, logs):
-        if epoch == int(sys.argv[3]):
-            os.kill(os.getpid(), signal.SIGKILL)
-start(load_config(sys.argv[1]), run_dir=sys.argv[2], quiet=True, callbacks=[Kill()])
-"""
-
-
-def test_early_stopping_survives_a_kill_and_resume(stopped, tmp_path):
+def test_early_stopping_survives_a_kill_and_resume(stopped, tmp_path, kill_run):
     cfg, straight, _ = stopped
     kill_at = len(metrics(straight)) - 2  # after the best epoch, while it is counting the epochs that do not improve
     run = tmp_path / "run"
-    child = subprocess.run([sys.executable, "-c", KILL_AT, str(cfg), str(run), str(kill_at)], capture_output=True,
-                           text=True, timeout=120, env={**os.environ})
+    child = kill_run(cfg, run, "after-epoch", kill_at)
     assert child.returncode == -signal.SIGKILL, child.stderr
     assert cli("train", "--resume", run, "--quiet").exit_code == 0
     strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731

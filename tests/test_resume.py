@@ -34,36 +34,6 @@ CONFIG = {
     "epochs": 5, "batch_size": 50,
 }
 
-# A child process that trains and SIGKILLs itself at a chosen point: after an epoch is fully recorded, in the
-# middle of an epoch, or after a metrics row was written but before that epoch's checkpoint.
-KILLER = r"""
-import os, signal, sys
-from digitlab.config import load_config
-from digitlab.run import start as train
-from digitlab.run.callbacks import RunWriter
-from digitlab.learner import Callback
-config, run_dir, where, epoch = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-die = lambda: os.kill(os.getpid(), signal.SIGKILL)
-
-class Kill(Callback):
-    def on_epoch_end(self, e, logs):
-        if where == "after-epoch" and e == epoch:
-            die()
-    def on_batch_end(self, batch, logs):
-        if where == "mid-epoch" and self.learner.epoch == epoch and batch == 7:
-            die()
-
-if where == "before-checkpoint":
-    save = RunWriter.save_checkpoint
-    def patched(self, e):
-        if e == epoch:
-            die()
-        save(self, e)
-    RunWriter.save_checkpoint = patched
-train(load_config(config), run_dir=run_dir, quiet=True, callbacks=[Kill()])
-"""
-
-
 def metrics_without_seconds(run: Path) -> list[str]:
     return [line.rsplit(",", 1)[0] for line in (run / "metrics.csv").read_text().splitlines()]
 
@@ -85,11 +55,10 @@ def straight_run(tmp_path_factory):
 
 @pytest.mark.parametrize("where,epoch", [("after-epoch", 2), ("mid-epoch", 3), ("before-checkpoint", 2),
                                          ("mid-epoch", 1)])
-def test_sigkill_then_resume_equals_an_uninterrupted_run(straight_run, tmp_path, where, epoch):
+def test_sigkill_then_resume_equals_an_uninterrupted_run(straight_run, tmp_path, kill_run, where, epoch):
     straight, cfg_path = straight_run
     run = tmp_path / "run"
-    child = subprocess.run([sys.executable, "-c", KILLER, str(cfg_path), str(run), where, str(epoch)],
-                           capture_output=True, text=True, timeout=120)
+    child = kill_run(cfg_path, run, where, epoch)
     assert child.returncode == -signal.SIGKILL, child.stderr
     info = json.loads((run / "run.json").read_text())
     assert info["status"] == "running"  # what a killed process leaves behind...
@@ -239,15 +208,14 @@ def threaded(tmp_path_factory):
 
 
 @pytest.mark.parametrize("where,epoch", [("after-epoch", 1), ("mid-epoch", 2), ("before-checkpoint", 3)])
-def test_a_bare_resume_continues_with_the_threads_the_run_started_with(threaded, tmp_path, where, epoch):
+def test_a_bare_resume_continues_with_the_threads_the_run_started_with(threaded, tmp_path, kill_run, where, epoch):
     """Started with one BLAS thread and killed, a run resumed with a bare `--resume RUN` (from a shell that sets
     no thread variables) ends exactly as the uninterrupted one-thread run."""
     from digitlab.threads import LIMIT_VARIABLES, limits
     cfg, straight, _ = threaded
     run = tmp_path / "run"
     env = {**{k: v for k, v in os.environ.items() if k not in LIMIT_VARIABLES}, **limits(1)}
-    child = subprocess.run([sys.executable, "-c", KILLER, str(cfg), str(run), where, str(epoch)], env=env,
-                           capture_output=True, text=True, timeout=300)
+    child = kill_run(cfg, run, where, epoch, env=env, timeout=300)
     assert child.returncode == -signal.SIGKILL, child.stderr
     started = json.loads((run / "run.json").read_text())
     assert started["blas_threads"] == "1"
@@ -264,13 +232,12 @@ def test_a_bare_resume_continues_with_the_threads_the_run_started_with(threaded,
     assert info["resumes"][0]["command"].endswith(f"--resume {run}")
 
 
-def test_a_different_thread_count_on_resume_is_allowed_with_a_warning(threaded, tmp_path):
+def test_a_different_thread_count_on_resume_is_allowed_with_a_warning(threaded, tmp_path, kill_run):
     cfg, straight, default = threaded
     run = tmp_path / "run"
     from digitlab.threads import limits
     env = {**os.environ, **limits(1)}
-    child = subprocess.run([sys.executable, "-c", KILLER, str(cfg), str(run), "after-epoch", "2"], env=env,
-                           capture_output=True, text=True, timeout=300)
+    child = kill_run(cfg, run, "after-epoch", 2, env=env, timeout=300)
     assert child.returncode == -signal.SIGKILL
     resumed = digitlab("train", "--resume", run, "--threads", "2")
     assert resumed.returncode == 0, resumed.stderr

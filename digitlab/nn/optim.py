@@ -31,15 +31,15 @@ class Optimizer:
     # with parameter groups); each optimizer that decays lists these among its options
     decay_options = {"weight_decay": Number(0), "decay_all": Boolean()}
 
-    def __init__(self, params: Parameters, lr: float):
+    def __init__(self, params: Parameters, lr: float, weight_decay: float = 0.0, decay_all: bool = True):
         self.params, self.lr = params, float(lr)
+        self.weight_decay, self.decay_all = float(weight_decay), bool(decay_all)
         self.p, self.g = params.data, params.grad
         self.scratch = np.empty_like(self.p)
         self.steps = 0
         self.ranges = threads.spans(self.p.size)
         self.lr_scale: np.ndarray | None = None  # per element, when some layers learn faster or slower
-        self.decay_mask: np.ndarray | None = None  # per element, 0 where weight decay does not apply
-        self.weight_decay = 0.0
+        self.decay_mask: np.ndarray | None = None  # per element, 0 where weight decay does not apply (see decay_all)
 
     def mask_decay(self, mask: np.ndarray | None) -> None:
         """1 for the parameters weight decay applies to, 0 for the others (biases and batch norm's parameters,
@@ -97,9 +97,8 @@ class SGD(Optimizer):
 
     def __init__(self, params: Parameters, lr: float = 0.01, momentum: float = 0.0, nesterov: bool = False,
                  weight_decay: float = 0.0, decay_all: bool = True):
-        super().__init__(params, lr)
-        self.momentum, self.nesterov, self.weight_decay = float(momentum), bool(nesterov), float(weight_decay)
-        self.decay_all = bool(decay_all)
+        super().__init__(params, lr, weight_decay, decay_all)
+        self.momentum, self.nesterov = float(momentum), bool(nesterov)
         self.velocity = np.zeros_like(self.p) if self.momentum else None
 
     def update(self, lo, hi):
@@ -138,9 +137,9 @@ class Adam(Optimizer):
 
     def __init__(self, params: Parameters, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0, decay_all: bool = True):
-        super().__init__(params, lr)
+        super().__init__(params, lr, weight_decay, decay_all)
         self.b1, self.b2 = (float(b) for b in betas)
-        self.eps, self.weight_decay, self.decay_all = float(eps), float(weight_decay), bool(decay_all)
+        self.eps = float(eps)
         self.m = np.zeros_like(self.p)
         self.v = np.zeros_like(self.p)
         self.small = np.empty(self.p.shape, dtype=bool)  # scratch for the flush
@@ -183,9 +182,8 @@ class RMSprop(Optimizer):
 
     def __init__(self, params: Parameters, lr: float = 0.01, alpha: float = 0.99, eps: float = 1e-8,
                  momentum: float = 0.0, centered: bool = False, weight_decay: float = 0.0, decay_all: bool = True):
-        super().__init__(params, lr)
-        self.alpha, self.eps, self.momentum = float(alpha), float(eps), float(momentum)
-        self.centered, self.weight_decay, self.decay_all = bool(centered), float(weight_decay), bool(decay_all)
+        super().__init__(params, lr, weight_decay, decay_all)
+        self.alpha, self.eps, self.momentum, self.centered = float(alpha), float(eps), float(momentum), bool(centered)
         self.v = np.zeros_like(self.p)
         self.a = np.zeros_like(self.p) if self.centered else None
         self.b = np.zeros_like(self.p) if self.momentum else None
@@ -233,9 +231,8 @@ class Adadelta(Optimizer):
 
     def __init__(self, params: Parameters, lr: float = 1.0, rho: float = 0.9, eps: float = 1e-6,
                  weight_decay: float = 0.0, decay_all: bool = True):
-        super().__init__(params, lr)
-        self.rho, self.eps, self.weight_decay, self.decay_all = float(rho), float(eps), float(weight_decay), \
-            bool(decay_all)
+        super().__init__(params, lr, weight_decay, decay_all)
+        self.rho, self.eps = float(rho), float(eps)
         self.v = np.zeros_like(self.p)
         self.u = np.zeros_like(self.p)
         self.scratch2 = np.empty_like(self.p)

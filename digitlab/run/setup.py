@@ -57,7 +57,7 @@ def make_optimizer(cfg: dict, model: Sequential) -> Optimizer:
     opts = {k: v for k, v in cfg["optimizer"].items() if k not in ("name", "schedule")}
     optimizer = OPTIMIZERS[cfg["optimizer"]["name"]](model.parameters(), **opts)
     optimizer.scale_lr(model.lr_scales())
-    if not opts.get("decay_all", True):
+    if not optimizer.decay_all:
         optimizer.mask_decay(model.decay_mask())
     return optimizer
 
