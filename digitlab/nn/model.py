@@ -113,25 +113,24 @@ class Sequential:
     def decay_mask(self) -> np.ndarray:
         """1 for the weights of linear and conv layers, 0 for biases and batch norm's parameters: where weight
         decay applies when an optimizer has `decay_all: false`."""
-        mask = np.zeros(len(self.params), dtype=self.params.data.dtype)
-        offset = 0
-        for name, p in self.params.named.items():
-            index, kind = name.split(".", 1)
-            layer = self.layers[int(index)]
-            mask[offset:offset + p.data.size] = kind == "weight" and isinstance(layer, WeightLayer)
-            offset += p.data.size
-        return mask
+        return self._per_element(lambda layer, kind: kind == "weight" and isinstance(layer, WeightLayer))
 
     def lr_scales(self) -> np.ndarray | None:
         """Each parameter element's learning-rate multiplier (its layer's lr_scale), or None when all are 1."""
         if all(layer.lr_scale == 1 for layer in self.layers):
             return None
-        scales = np.ones(len(self.params), dtype=self.params.data.dtype)
+        return self._per_element(lambda layer, kind: layer.lr_scale)
+
+    def _per_element(self, value) -> np.ndarray:
+        """An array over the flat parameter buffer: value(layer, kind) for every element of each parameter
+        ("3.weight" is layer 3's, kind "weight")."""
+        out = np.empty(len(self.params), dtype=self.params.data.dtype)
         offset = 0
         for name, p in self.params.named.items():
-            scales[offset:offset + p.data.size] = self.layers[int(name.split(".")[0])].lr_scale
+            index, kind = name.split(".", 1)
+            out[offset:offset + p.data.size] = value(self.layers[int(index)], kind)
             offset += p.data.size
-        return scales
+        return out
 
     def num_parameters(self) -> int:
         return len(self.params)
