@@ -212,3 +212,20 @@ def test_a_damaged_record_is_refused_by_its_reader_and_recorded_again_on_resume(
         read_health_of(run)
     with pytest.raises(DamagedRun, match="embedding_epochs.npz: damaged"):
         read_embedding_of(run)
+
+
+def test_a_trace_keeps_each_layers_own_output_and_gradient():
+    """ReLU overwrites a fresh input in place and the gradient it is handed: the trace still holds the linear
+    layer's output before the ReLU (negatives included) and dL/d(ReLU output) unmasked."""
+    from digitlab.inside.probe import trace
+
+    net = model([("linear", {"units": 6}), ("relu", {}), ("linear", {"units": 3})], shape=(4,))
+    assert net.layers[1].inplace  # the case in question: ReLU overwrites the linear layer's fresh output
+    x = np.random.default_rng(1).standard_normal((8, 4))
+    result = trace(net, x, CrossEntropyLoss(), np.arange(8) % 3)
+    first = net.layers[0]
+    np.testing.assert_allclose(result.outputs[0], x @ first.weight.data + first.bias.data)
+    assert result.outputs[0].min() < 0
+    np.testing.assert_array_equal(result.outputs[1], np.maximum(result.outputs[0], 0))
+    np.testing.assert_allclose(result.grads[1], result.grads[2] @ net.layers[2].weight.data.T)
+    np.testing.assert_array_equal(result.grads[0], np.where(result.outputs[0] > 0, result.grads[1], 0))

@@ -40,7 +40,7 @@ def trace(model: Sequential, x: np.ndarray, loss_fn: Loss | None = None, y: np.n
             out = x
             for layer in layers:
                 out = layer.forward(out)
-                outputs.append(out)
+                outputs.append(out.copy())  # the next layer may overwrite its input (ReLU in place)
             probabilities = model.output_activation.forward(out) if model.output_activation is not None and \
                 upto is None else out
             grads: list[np.ndarray | None] = [None] * len(layers)
@@ -48,7 +48,7 @@ def trace(model: Sequential, x: np.ndarray, loss_fn: Loss | None = None, y: np.n
                 loss_fn.forward(out, loss_fn.targets(y, model.out_shape[0]))
                 grad = loss_fn.backward()
                 for i in range(len(layers) - 1, -1, -1):
-                    grads[i] = grad
+                    grads[i] = grad.copy()  # backward may overwrite the gradient it is handed (ReLU does)
                     grad = layers[i].backward(grad)
                     if grad is None:
                         break
