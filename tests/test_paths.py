@@ -150,8 +150,12 @@ def test_a_run_folder_made_read_only_mid_run_fails_with_one_line(shared, config)
             break
         time.sleep(0.05)
     run = metrics[0].parent
-    subprocess.run(["chown", "-R", "root:root", str(run)], check=True)
+    # the folder first: from then on nobody can create, rename or remove a file in it; then what is inside, where
+    # a temporary file may vanish between chown's listing and its chown (so "No such file" is no failure)
+    subprocess.run(["chown", "root:root", str(run)], check=True)
     run.chmod(0o755)
+    subprocess.run(["chown", "-R", "root:root", str(run)], capture_output=True)
+    assert run.stat().st_uid == 0
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 1, err
     message = one_line(err)
