@@ -248,7 +248,7 @@ def test_a_different_thread_count_on_resume_is_allowed_with_a_warning(threaded, 
 def test_an_interrupted_then_resumed_run_keeps_its_story_in_run_json(tmp_path, monkeypatch):
     """run.json keeps the command that started the run, lists each resume (when, how, from which epoch), and
     drops the fields of a finished state (ended, signal) as soon as the run is running again."""
-    cfg = write_tiny(tmp_path, epochs=40, data={"digits": [3, 8], "limit": 3000})
+    cfg = write_tiny(tmp_path, epochs=200, data={"digits": [3, 8], "limit": 3000})
     proc = subprocess.Popen([sys.executable, "-m", "digitlab", "train", str(cfg), "--runs-dir", str(tmp_path / "runs"),
                              "--seed", "3"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 60
