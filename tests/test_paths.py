@@ -182,8 +182,10 @@ def test_a_full_disk_ends_the_run_with_one_line_and_status_failed(tmp_path):
     config.write_text(yaml.safe_dump(TINY))
     disk = tmp_path / "disk"
     disk.mkdir()
-    # 124 kB: config, run.json, splits, layer health and the first checkpoints fit; the figures at the end do not
-    result = in_small_tmpfs(disk, "124k", f"{DIGITLAB} train {config} --runs-dir {disk}/runs; echo exit=$?; "
+    # 124 kB: config, run.json, splits, layer health and the first checkpoints fit; the figures at the end do not.
+    # GIT_DIR points nowhere, so the run keeps no git.diff and the test does not depend on the tree's changes.
+    result = in_small_tmpfs(disk, "124k", f"GIT_DIR={tmp_path}/no-git {DIGITLAB} train {config} --runs-dir "
+                                          f"{disk}/runs; echo exit=$?; "
                                           f"cat {disk}/runs/*/run.json")
     assert "exit=1" in result.stdout, (result.stdout, result.stderr)
     message = one_line(result.stderr)
