@@ -1,5 +1,6 @@
 """Shared fixtures: a private cache for decoded MNIST, IDX writers, config files, gradient checking (central
-differences, and a layer's backward against them), and a training run that SIGKILLs itself at a chosen point.
+differences, and a layer's backward against them), a training run that SIGKILLs itself at a chosen point, and the
+check that two run folders hold the same run.
 
 The decoded-array cache goes to a per-session temporary folder, so running the tests never touches the user's
 ~/.cache/digitlab (a cold decode of the bundled MNIST costs about a second, once per session).
@@ -175,3 +176,27 @@ def kill_run():
         return subprocess.run([sys.executable, "-c", KILLER, str(config), str(run_dir), where, str(epoch), str(batch)],
                               env=env, capture_output=True, text=True, timeout=timeout)
     return run
+
+
+def same_run(run: Path, other: Path) -> dict[str, np.ndarray]:
+    """Assert two run folders hold the same run: metrics.csv equal but for the seconds column, model.npz's arrays
+    equal to the last bit. Returns the first run's arrays for further checks."""
+    def metrics(folder):
+        return [line.rsplit(",", 1)[0] for line in (folder / "metrics.csv").read_text().splitlines()]
+
+    def arrays(folder):
+        with np.load(folder / "model.npz", allow_pickle=False) as npz:
+            return {k: npz[k] for k in npz.files if k != "__architecture__"}
+
+    assert metrics(run) == metrics(other)
+    a, b = arrays(run), arrays(other)
+    assert a.keys() == b.keys()
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+    return a
+
+
+@pytest.fixture(name="same_run")
+def same_run_fixture():
+    """same_run(run, other): the two run folders hold the same run (see same_run)."""
+    return same_run

@@ -34,15 +34,6 @@ CONFIG = {
     "epochs": 5, "batch_size": 50,
 }
 
-def metrics_without_seconds(run: Path) -> list[str]:
-    return [line.rsplit(",", 1)[0] for line in (run / "metrics.csv").read_text().splitlines()]
-
-
-def weights(run: Path) -> dict[str, np.ndarray]:
-    with np.load(run / "model.npz", allow_pickle=False) as npz:
-        return {k: npz[k] for k in npz.files if k != "__architecture__"}
-
-
 @pytest.fixture(scope="module")
 def straight_run(tmp_path_factory):
     """The same config trained without interruption."""
@@ -55,7 +46,7 @@ def straight_run(tmp_path_factory):
 
 @pytest.mark.parametrize("where,epoch", [("after-epoch", 2), ("mid-epoch", 3), ("before-checkpoint", 2),
                                          ("mid-epoch", 1)])
-def test_sigkill_then_resume_equals_an_uninterrupted_run(straight_run, tmp_path, kill_run, where, epoch):
+def test_sigkill_then_resume_equals_an_uninterrupted_run(straight_run, tmp_path, kill_run, same_run, where, epoch):
     straight, cfg_path = straight_run
     run = tmp_path / "run"
     child = kill_run(cfg_path, run, where, epoch)
@@ -69,11 +60,7 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(straight_run, tmp_path,
     assert result.exit_code == 0, result.output
     assert result.output.strip().splitlines()[-1] == str(run)
     assert json.loads((run / "run.json").read_text())["status"] == "complete"
-    assert metrics_without_seconds(run) == metrics_without_seconds(straight)
-    a, b = weights(run), weights(straight)
-    assert a.keys() == b.keys()
-    for name in a:
-        np.testing.assert_array_equal(a[name], b[name])
+    same_run(run, straight)
 
 
 def test_resume_refuses_a_complete_run_and_a_changed_config(straight_run, tmp_path):
@@ -208,7 +195,8 @@ def threaded(tmp_path_factory):
 
 
 @pytest.mark.parametrize("where,epoch", [("after-epoch", 1), ("mid-epoch", 2), ("before-checkpoint", 3)])
-def test_a_bare_resume_continues_with_the_threads_the_run_started_with(threaded, tmp_path, kill_run, where, epoch):
+def test_a_bare_resume_continues_with_the_threads_the_run_started_with(threaded, tmp_path, kill_run, same_run,
+                                                                       where, epoch):
     """Started with one BLAS thread and killed, a run resumed with a bare `--resume RUN` (from a shell that sets
     no thread variables) ends exactly as the uninterrupted one-thread run."""
     from digitlab.threads import LIMIT_VARIABLES, limits
@@ -222,10 +210,7 @@ def test_a_bare_resume_continues_with_the_threads_the_run_started_with(threaded,
     resumed = digitlab("train", "--resume", run)
     assert resumed.returncode == 0, resumed.stderr
     assert "warning" not in resumed.stderr
-    assert metrics_without_seconds(run) == metrics_without_seconds(straight)
-    a, b = weights(run), weights(straight)
-    for name in a:
-        np.testing.assert_array_equal(a[name], b[name])
+    same_run(run, straight)
     info = json.loads((run / "run.json").read_text())
     assert info["command"] == started["command"] and info["blas_threads"] == "1"
     assert [r["blas_threads"] for r in info["resumes"]] == ["1"]
