@@ -229,3 +229,21 @@ def test_a_trace_keeps_each_layers_own_output_and_gradient():
     np.testing.assert_array_equal(result.outputs[1], np.maximum(result.outputs[0], 0))
     np.testing.assert_allclose(result.grads[1], result.grads[2] @ net.layers[2].weight.data.T)
     np.testing.assert_array_equal(result.grads[0], np.where(result.outputs[0] > 0, result.grads[1], 0))
+
+
+@pytest.mark.parametrize("damage", ["delete", "garbage", "empty"])
+def test_a_resume_whose_plane_record_is_lost_records_from_there_on(tmp_path, kill_run, damage):
+    """The plane's epochs before the checkpoint cannot be measured again: a resumed run whose record is lost or
+    damaged goes on (before, it failed for good on np.stack of nothing) and records the epochs still to come."""
+    train(tmp_path, PLANE, "--quiet")
+    run = tmp_path / "killed"
+    child = kill_run(tmp_path / "plane.yaml", run, "after-epoch", 2)
+    assert child.returncode == -signal.SIGKILL, child.stderr
+    record = run / "embedding_epochs.npz"
+    {"delete": record.unlink, "garbage": lambda: record.write_bytes(b"PK\x03\x04 not a zip"),
+     "empty": lambda: record.write_bytes(b"")}[damage]()
+    result = CliRunner().invoke(main, ["train", "--resume", str(run), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert read_embedding_of(run)["epochs"].tolist() == [3, 4]
+    report = CliRunner().invoke(main, ["report", str(run)])
+    assert report.exit_code == 0 and (run / "embedding_epochs.png").is_file(), report.output

@@ -68,7 +68,8 @@ class EmbeddingRecorder(Callback):
             self.saved = {int(e): p for e, p in zip(record["epochs"], record["points"]) if e < self.start_epoch}
         if self.start_epoch == 1 and 0 not in self.saved:
             self.saved[0] = project(self.model, self.x, self.layer)
-        self.save()
+        if self.saved:  # a resume whose record was damaged or lost has nothing to keep until its next snapshot
+            self.save()
 
     def on_epoch_end(self, epoch, logs):
         if self.layer is not None and epoch in self.epochs:
