@@ -198,6 +198,16 @@ def test_a_damaged_config_or_run_json_is_one_line_for_evaluate_and_resume(finish
     assert "config.yaml: model.0.linear: expected a whole number >= 1, got -3" in result.output
 
 
+@pytest.mark.parametrize("config", [b"\xff\xfe bad", b"model: [{linear: -3}]\n", b"epochs: [\n"])
+def test_resume_of_a_stopped_run_with_a_damaged_config_is_one_line(finished, tmp_path, config):
+    run = copy_run(finished, tmp_path)
+    info = json.loads((run / "run.json").read_text())
+    (run / "run.json").write_text(json.dumps({**info, "status": "interrupted"}))
+    (run / "config.yaml").write_bytes(config)
+    result = assert_clean(cli("train", "--resume", run), codes=(2,))
+    assert result.output.startswith(f"error: {run / 'config.yaml'}: "), result.output
+
+
 def test_weights_that_are_not_finite_are_refused(finished, tmp_path):
     run = copy_run(finished, tmp_path)
     with np.load(run / "model.npz", allow_pickle=False) as npz:

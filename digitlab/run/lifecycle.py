@@ -123,8 +123,8 @@ def resume(run_dir: str | Path, quiet: bool = False, progress: bool = True, stop
         status = run.status()
         if status == "complete":
             raise RunError(f"{run.path}: is complete already; nothing to resume")
+        cfg = load_config(run / "config.yaml")  # first: it names what is wrong with the file (not UTF-8, ...)
         config_yaml = (run / "config.yaml").read_text(encoding="utf-8")
-        cfg = load_config(run / "config.yaml")
         state = checkpoint.load(run / checkpoint.NAME)
         if state.config_yaml != config_yaml:
             raise CheckpointError(f"{run / checkpoint.NAME}: was written for another config (config.yaml changed "
