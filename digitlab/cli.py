@@ -1,6 +1,6 @@
 """The command line: parse, call, print. No training logic lives here.
 
-A UserError (bad config, data or run folder) prints one line and exits with code 2, without a traceback.
+Errors end as one line and an exit code (digitlab.arguments): 2 for a bad config, argument or run folder.
 """
 
 from __future__ import annotations
@@ -12,39 +12,25 @@ from pathlib import Path
 
 import click
 
-from digitlab import __version__
-from digitlab.errors import StorageError, UserError, one_line
+from digitlab import __version__, arguments
+from digitlab.errors import StorageError, UserError
 
 
-class Group(click.Group):
-    """Turns UserError into a one-line message and exit code 2."""
-
-    def invoke(self, ctx):
-        try:
-            return super().invoke(ctx)
-        except UserError as exc:
-            click.echo(f"error: {one_line(str(exc))}", err=True)
-            sys.exit(exc.exit_code)
-        except KeyboardInterrupt:  # Ctrl-C outside a training loop (which handles its own)
-            click.echo("interrupted", err=True)
-            sys.exit(130)
-
-
-@click.group(cls=Group)
+@click.group(cls=arguments.Group)
 @click.version_option(__version__, prog_name="digitlab")
 def main():
     """digitlab: neural-network experiments on handwritten digits, with a from-scratch numpy engine."""
 
 
 @main.command()
-@click.argument("config", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("config", required=False, type=arguments.Path(dir_okay=False))
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a config key (YAML value); dotted paths reach into lists: model.2.dropout=0.3")
-@click.option("--runs-dir", default="runs", show_default=True, type=click.Path(file_okay=False, path_type=Path),
+@click.option("--runs-dir", default="runs", show_default=True, type=arguments.Path(file_okay=False),
               help="Folder that receives the run folder.")
 @click.option("--name", help="Run name (default: the config's name).")
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), help="Random seed (overrides the config's).")
-@click.option("--resume", "resume_dir", type=click.Path(file_okay=False, path_type=Path),
+@click.option("--resume", "resume_dir", type=arguments.Path(file_okay=False),
               help="Continue a stopped run folder from its last checkpoint (no CONFIG then).")
 @click.option("--threads", type=click.IntRange(1), help="Threads for matrix products and the optimizer (default: "
               "every core). On a machine busy with other work, 1 is often several times faster.")
@@ -119,7 +105,7 @@ def _resume_threads(run_dir: Path, threads: int | None) -> int | None:
 
 
 @main.command()
-@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("run_dir", type=arguments.Path(file_okay=False))
 def evaluate(run_dir):
     """Reload RUN_DIR's model.npz and recompute its test metrics."""
     from digitlab.run import evaluate_run
@@ -129,14 +115,14 @@ def evaluate(run_dir):
 
 
 @main.command(name="data")
-@click.argument("config", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("config", required=False, type=arguments.Path(dir_okay=False))
 @click.option("--dataset", help="A dataset by name (mnist, digits8x8), instead of a CONFIG's data section.")
 @click.option("--digits", metavar="LIST", help="Digits, e.g. 3,8 (default: all the dataset has).")
 @click.option("--validation", type=float, help="Fraction of the training pool held out for validation.")
 @click.option("--test", "test_fraction", type=float, help="Fraction held out for testing (datasets without an "
                                                           "official test split).")
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), help="Seed of the splits and the samples shown.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+@click.option("--out", type=arguments.Path(file_okay=False),
               help="Folder for the figures (default: runs/data-<dataset>).")
 def data_look(config, dataset, digits, validation, test_fraction, seed, out):
     """A look at the data: split sizes and class counts, and figures of samples, counts, class means and pixels."""
@@ -167,8 +153,8 @@ def data_look(config, dataset, digits, validation, test_fraction, seed, out):
 
 # --- digitlab reproduce (issue 12) ------------------------------------------------------------------------------
 @main.command(name="reproduce")
-@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--runs-dir", default="runs", show_default=True, type=click.Path(file_okay=False, path_type=Path),
+@click.argument("run_dir", type=arguments.Path(file_okay=False))
+@click.option("--runs-dir", default="runs", show_default=True, type=arguments.Path(file_okay=False),
               help="Folder that receives the new run folder.")
 @click.option("--threads", type=click.IntRange(1), help="BLAS threads (default: those the run started with).")
 def reproduce_command(run_dir, runs_dir, threads):
@@ -189,13 +175,13 @@ def reproduce_command(run_dir, runs_dir, threads):
 
 # --- digitlab compare (issue 3) ---------------------------------------------------------------------------------
 @main.command(name="compare")
-@click.argument("folders", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("folders", nargs=-1, required=True, type=arguments.Path())
 @click.option("--sort", metavar="KEY", help="Sort by a column (test_acc, best_val, seconds, lr...); accuracies "
                                             "best first, everything else ascending.")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "markdown"]), default="table",
               show_default=True, help="Output format.")
 @click.option("--all-columns", is_flag=True, help="Show every config column, not only those that differ.")
-@click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--plot", "plot_path", type=arguments.Path(dir_okay=False),
               help="Write the overlay of accuracy per epoch to this PNG (default for one sweep folder: its "
                    "compare.png).")
 @click.option("--group-seeds", is_flag=True, help="One row per config: mean and std over runs that differ only "
@@ -234,7 +220,7 @@ def compare_runs(folders, sort, fmt, all_columns, plot_path, group_seeds, condit
 
 # --- digitlab runs (issue 12) -----------------------------------------------------------------------------------
 @main.command(name="runs")
-@click.argument("folders", nargs=-1, type=click.Path(path_type=Path))
+@click.argument("folders", nargs=-1, type=arguments.Path())
 @click.option("--where", "conditions", multiple=True, metavar="EXPR", help="Only runs whose column meets EXPR: "
               "test_acc>0.99, lr<=0.01, digits=[3,8], status!=complete, optimizer=adam (repeat: all must hold); "
               "any column of digitlab compare, and started, sweep, point.")
@@ -263,7 +249,7 @@ def list_runs(folders, conditions, statuses, fmt):
 
 # --- digitlab sweep (issue 3) -----------------------------------------------------------------------------------
 @main.command(name="sweep")
-@click.argument("sweep_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("sweep_file", type=arguments.Path(dir_okay=False))
 @click.option("--workers", type=click.IntRange(1, 1024), help="Points in parallel: processes here (BLAS threads "
               "split between them), or the local Dask cluster's workers. Default 1 (local), 2 (dask).")
 @click.option("--dry-run", is_flag=True, help="Print the points and what would run; train nothing.")
@@ -271,7 +257,7 @@ def list_runs(folders, conditions, statuses, fmt):
               help="Where points run: this machine, or a Dask distributed cluster.")
 @click.option("--address", metavar="URL", help="Dask scheduler, e.g. tcp://host:8786 (default: a local cluster).")
 @click.option("--retry-failed", is_flag=True, help="Also run again the points that failed or diverged.")
-@click.option("--runs-dir", default="runs", show_default=True, type=click.Path(file_okay=False, path_type=Path),
+@click.option("--runs-dir", default="runs", show_default=True, type=arguments.Path(file_okay=False),
               help="The sweep's folder is <runs-dir>/<sweep name>.")
 @click.option("--threads", type=click.IntRange(1), help="BLAS threads for the points run here one after the other "
               "(as train --threads; --workers gives each worker cores / workers).")
@@ -323,7 +309,7 @@ def sweep_points(sweep_file, workers, dry_run, executor, address, retry_failed, 
 @click.option("--epochs", default=3, show_default=True, type=click.IntRange(1),
               help="Epochs per engine; seconds per epoch are the median of the epochs after the first.")
 @click.option("--threads", type=click.IntRange(1), help="Threads for every engine (default: the CPUs available).")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the figures here.")
+@click.option("--json", "json_path", type=arguments.Path(dir_okay=False), help="Write the figures here.")
 @click.option("--limit", type=click.IntRange(1), help="Train and test on the first N examples only (for tests).")
 @click.option("--no-peers", is_flag=True, help="Skip PyTorch and scikit-learn even when installed.")
 def bench(tasks, engines, epochs, threads, json_path, limit, no_peers):
@@ -353,8 +339,8 @@ def bench(tasks, engines, epochs, threads, json_path, limit, no_peers):
 
 # --- digitlab report, predict, lr-find (issue 11) ---------------------------------------------------------------
 @main.command(name="report")
-@click.argument("folders", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+@click.argument("folders", nargs=-1, required=True, type=arguments.Path())
+@click.option("--out", type=arguments.Path(dir_okay=False),
               help="Write one page comparing every run in FOLDERS here (the compare table, the curves overlaid, "
                    "a sweep's parallel coordinates and seed groups).")
 @click.option("--threads", default=1, show_default=True, type=click.IntRange(1),
@@ -377,11 +363,11 @@ def report_pages(folders, out, threads):
 
 
 @main.command(name="predict")
-@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("run_dir", type=arguments.Path(file_okay=False))
+@click.argument("images", nargs=-1, required=True, type=arguments.Path())
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
               help="text: a line per image with the top three digits; json: a list with every probability.")
-@click.option("--explain", "explain_path", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--explain", "explain_path", type=arguments.Path(dir_okay=False),
               help="Draw each image as read, as the model saw it, and its probabilities into this PNG.")
 def predict_digits(run_dir, images, fmt, explain_path):
     """Classify your own digit images (PNG or JPEG, any size, dark on light or light on dark) with RUN_DIR's
@@ -398,13 +384,13 @@ def predict_digits(run_dir, images, fmt, explain_path):
 
 
 @main.command(name="lr-find")
-@click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("config", type=arguments.Path(dir_okay=False))
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key, as for train.")
-@click.option("--runs-dir", default="runs", show_default=True, type=click.Path(file_okay=False, path_type=Path),
+@click.option("--runs-dir", default="runs", show_default=True, type=arguments.Path(file_okay=False),
               help="Folder that receives the lr-find folder.")
-@click.option("--start", default=1e-7, show_default=True, type=click.FloatRange(min=0, min_open=True),
+@click.option("--start", default=1e-7, show_default=True, type=arguments.Positive(),
               help="The first learning rate.")
-@click.option("--end", default=10.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+@click.option("--end", default=10.0, show_default=True, type=arguments.Positive(),
               help="The last learning rate.")
 @click.option("--steps", default=200, show_default=True, type=click.IntRange(10, 100_000),
               help="Batches from --start to --end.")
