@@ -8,13 +8,14 @@ line, the error). Paths may not be empty and numbers must be finite: click lets 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import pathlib
 import sys
 
 import click
 
-from digitlab.errors import UserError, one_line
+from digitlab.errors import SplitError, UserError, one_line
 
 
 def _fail(message: str, code: int) -> None:
@@ -49,6 +50,15 @@ class Group(click.Group):
         except KeyboardInterrupt:  # a training loop handles its own
             click.echo("interrupted", err=True)
             sys.exit(130)
+
+
+@contextlib.contextmanager
+def blaming(config):
+    """A SplitError (the config's fractions leave a split empty) is named after the config file that set them."""
+    try:
+        yield
+    except SplitError as exc:
+        raise SplitError(f"{config}: {exc}") from None
 
 
 class Path(click.Path):

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from digitlab.errors import CheckpointError
+from digitlab.storage import read_npz
 
 NAME = "checkpoint.npz"
 
@@ -48,8 +49,7 @@ def load(path: str | Path) -> Checkpoint:
     if not path.is_file():
         raise CheckpointError(f"{path}: no checkpoint to resume from")
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
+        arrays = read_npz(path)
         return Checkpoint(
             epoch=int(arrays["epoch"]),
             model={k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("model/")},

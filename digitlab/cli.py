@@ -60,11 +60,12 @@ def train(config, overrides, runs_dir, name, seed, resume_dir, threads, quiet, d
         extra = tuple(overrides) + ((f"name={name}",) if name is not None else ()) + \
             ((f"seed={seed}",) if seed is not None else ())
         cfg = load_config(config, extra)
-        if dry_run:
-            from digitlab.run.setup import describe, prepare
-            click.echo(describe(prepare(cfg)))
-            return
-        run = start(cfg, runs_dir, quiet=quiet)
+        with arguments.blaming(config):
+            if dry_run:
+                from digitlab.run.setup import describe, prepare
+                click.echo(describe(prepare(cfg)))
+                return
+            run = start(cfg, runs_dir, quiet=quiet)
     click.echo(str(run.path))
     info = run.read_json("run.json")
     if info["status"] == "interrupted":
@@ -145,7 +146,8 @@ def data_look(config, dataset, digits, validation, test_fraction, seed, out):
         data, seed = validate_data(raw, "--dataset/--digits"), seed or 0
     target = out or Path("runs") / f"data-{data.get('dataset') or 'mnist'}"
     try:
-        written = look(data, seed, target, echo=click.echo)
+        with arguments.blaming(config or "--dataset/--digits/--validation/--test"):
+            written = look(data, seed, target, echo=click.echo)
     except StorageError as exc:
         raise exc.because("cannot write the figures (--out)", exit_code=2) from None
     click.echo(f"\nfigures: {', '.join(p.name for p in written)} in {target}")

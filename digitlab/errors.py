@@ -36,6 +36,10 @@ class DataError(UserError):
     """A data file that is missing, corrupt, truncated or inconsistent."""
 
 
+class SplitError(DataError):
+    """Fractions or a limit that leave a split (or a class of it) empty: the config's doing, not the data's."""
+
+
 class RunError(UserError):
     """A run folder that is missing, incomplete or does not match what is asked of it."""
 

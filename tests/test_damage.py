@@ -234,3 +234,34 @@ def test_predict_on_a_damaged_model_is_one_line(finished, tmp_path):
     (run / "model.npz").write_bytes(b"damaged")
     result = assert_clean(cli("predict", run, finished["image"]), codes=(2,))
     assert result.output.startswith(f"error: {run / 'model.npz'}: damaged")
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_a_splits_file_with_an_empty_split_is_damaged(finished, tmp_path, split):
+    """Before, evaluate scored an empty test split as nan (exit 0) and report ended in a traceback."""
+    run = copy_run(finished, tmp_path)
+    with np.load(run / "splits.npz", allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    arrays[split] = arrays[split][:0]
+    np.savez(run / "splits.npz", **arrays)
+    result = assert_clean(cli("evaluate", run), codes=(2,))
+    assert result.output.startswith(f"error: {run / 'splits.npz'}: damaged ({split} split: holds no image)")
+    report = assert_clean(cli("report", run), codes=(0,))
+    assert f"{run / 'splits.npz'}: damaged" in (run / "report.html").read_text(), report.output
+
+
+@pytest.mark.parametrize("name", ["model.npz", "checkpoint.npz", "splits.npz", "embedding_epochs.npz"])
+def test_an_npz_that_is_no_zip_is_named_so_without_suggesting_to_unpickle_it(finished, tmp_path, name):
+    """np.load takes any file that is neither .npy nor zip for a pickle, and its error suggests allow_pickle=True:
+    advice to run code from a file that came from who knows where."""
+    run = copy_run(finished, tmp_path)
+    (run / name).write_bytes(bytes(range(256)) * 4)
+    command = ("train", "--resume", run) if name == "checkpoint.npz" else ("report", run) \
+        if name == "embedding_epochs.npz" else ("evaluate", run)
+    if name == "checkpoint.npz":
+        info = json.loads((run / "run.json").read_text())
+        (run / "run.json").write_text(json.dumps({**info, "status": "interrupted"}))
+    result = assert_clean(cli(*command))
+    shown = result.output + ((run / "report.html").read_text() if command[0] == "report" else "")
+    assert "not an .npz archive (it does not start as a zip file does)" in shown, shown[-2000:]
+    assert "pickle" not in shown

@@ -202,3 +202,32 @@ def test_an_argument_error_is_one_line_with_the_command_to_ask_for_help(tmp_path
     lines = result.output.splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and words in lines[0], result.output
     assert "--help)" in lines[0] and list(tmp_path.iterdir()) == []
+
+
+EIGHTS = {**TINY, "data": {"dataset": "digits8x8", "digits": [3, 8]}}
+
+
+@pytest.mark.parametrize("data,words", [
+    ({"test": 0.0001}, "data.test: 0.0001 of the 357 images of digits [3, 8] holds out no test image; raise "
+                       "data.test"),
+    ({"test": 0.999}, "data: digit 3 has no image in digits8x8's training pool once data.test 0.999 is held out; "
+                      "lower data.test"),
+    ({"validation": 0.0001}, "data.validation: 0.0001 of a training pool of 285 images holds out no validation "
+                             "image"),
+])
+def test_fractions_that_leave_a_split_empty_are_refused_naming_the_config(tmp_path, data, words):
+    """Before, an empty test or validation split trained, scored nan and exited 0 as `complete`."""
+    cfg = {**EIGHTS, "name": "empty", "data": {**EIGHTS["data"], **data}}
+    for args in ((), ("--dry-run",)):
+        result, _ = train(tmp_path, cfg, *args)
+        assert result.exit_code == 2 and len(result.output.splitlines()) == 1
+        assert result.output.startswith(f"error: {tmp_path / 'tiny.yaml'}: {words}"), result.output
+    assert not (tmp_path / "runs").exists()
+    look = cli("data", "--dataset", "digits8x8", "--digits", "3,8", *[f"--{k}={v}" for k, v in data.items()])
+    assert look.exit_code == 2 and words in look.output and len(look.output.splitlines()) == 1
+
+
+def test_a_data_path_without_an_image_of_a_digit_says_which_part(tmp_path, fake_idx_folder):
+    folder = fake_idx_folder(n_train=40, n_test=3)  # test labels 0, 1, 2
+    result, _ = train(tmp_path, {**TINY, "data": {"digits": [3, 8], "path": str(folder)}})
+    assert result.exit_code == 2 and "test part has no image of digits [3, 8]" in result.output, result.output

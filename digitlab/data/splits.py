@@ -14,7 +14,7 @@ import numpy as np
 
 from digitlab import threads
 from digitlab.data.source import Source
-from digitlab.errors import DataError
+from digitlab.errors import DataError, SplitError
 
 CHUNK_ROWS = 2048  # images gathered and converted at a time (1.6 MB of uint8 for MNIST)
 TEST_SPLIT_SEED = 0  # the test split of a dataset without an official one: the same images for every run
@@ -107,19 +107,30 @@ def draw_splits(source: Source, digits: list[int], validation: float = 0.0, test
         kept, held = stratified_split(class_indices(parts["all"][1], digits)[candidates], test or 0.0,
                                       np.random.default_rng(TEST_SPLIT_SEED))
         pool, test_rows = candidates[kept], candidates[held]
+    if not len(test_rows):
+        raise SplitError(f"data.test: {test} of the {len(candidates)} images of digits {digits} holds out no test "
+                        f"image; raise data.test" if test_part == "all" else
+                        f"data: {source.name}'s test part has no image of digits {digits}")
+    whole_pool = pool
     if limit is not None and limit < len(pool):
         pool = np.sort(rng.choice(pool, size=limit, replace=False))
     indices = {"train": pool, "test": test_rows}
     if validation > 0:
         kept, held = stratified_split(class_indices(parts[train_part][1], digits)[pool], validation, rng)
+        if not len(held):
+            raise SplitError(f"data.validation: {validation} of a training pool of {len(pool)} images holds out "
+                            f"no validation image; raise it, or set 0 for no validation split")
         indices["train"], indices["val"] = pool[kept], pool[held]
-    data = from_indices(source, digits, indices, {"train": train_part, "val": train_part, "test": test_part},
-                        parts)
-    counts = np.bincount(data.train.y, minlength=len(digits))
+    counts = np.bincount(class_indices(parts[train_part][1], digits)[indices["train"]], minlength=len(digits))
     if (counts == 0).any():
         missing = digits[int(np.flatnonzero(counts == 0)[0])]
-        raise DataError(f"data: digit {missing} has no training example left (limit {limit}, validation "
+        if not (class_indices(parts[train_part][1], digits)[whole_pool] == digits.index(missing)).any():
+            raise SplitError(f"data: digit {missing} has no image in {source.name}'s training pool" +
+                            (f" once data.test {test} is held out; lower data.test" if train_part == "all" else ""))
+        raise SplitError(f"data: digit {missing} has no training example left (limit {limit}, validation "
                         f"{validation}); raise data.limit or lower data.validation")
+    data = from_indices(source, digits, indices, {"train": train_part, "val": train_part, "test": test_part},
+                        parts)
     return data
 
 
@@ -132,6 +143,8 @@ def from_indices(source: Source, digits: list[int], indices: dict[str, np.ndarra
     for split, rows in indices.items():
         images, labels = parts[part_of[split]]
         rows = np.asarray(rows, dtype=np.int64)
+        if not len(rows):
+            raise DataError(f"{split} split: holds no image")
         if len(rows) and (rows.min() < 0 or rows.max() >= len(labels)):
             raise DataError(f"{split} split: rows outside the {len(labels)} images of {source.name}'s "
                             f"{part_of[split]} part")

@@ -12,6 +12,7 @@ import numpy as np
 
 from digitlab.nn.model import Sequential
 from digitlab.nn.registry import architecture
+from digitlab.storage import read_npz
 
 META_KEY = "__architecture__"
 
@@ -26,8 +27,7 @@ def read_model_file(path) -> tuple[dict[str, np.ndarray], dict]:
     """(arrays, meta) of a model.npz. Raises FileNotFoundError, or ValueError for anything that is not such a
     file (not a zip, a damaged member, no architecture, arrays that are not numbers)."""
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
+        arrays = read_npz(path)
     except FileNotFoundError:
         raise
     except Exception as exc:  # zipfile, zlib, format and OS errors alike mean a damaged file

@@ -20,6 +20,7 @@ from digitlab.nn import Sequential, architecture
 from digitlab.nn.serialization import model_arrays, read_model_file
 from digitlab.run.setup import make_model
 from digitlab.runs import RunFolder
+from digitlab.storage import read_npz
 
 MODEL = "model.npz"
 SPLITS = "splits.npz"
@@ -70,8 +71,7 @@ def load_splits(run: RunFolder, cfg: dict) -> DigitData | None:
     if not path.exists():
         return None
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
+        arrays = read_npz(path)
         meta = json.loads(str(arrays.pop("__meta__")))
         parts = meta["parts"]
     except Exception as exc:  # zip, JSON, key and value errors alike mean a damaged file

@@ -26,7 +26,7 @@ from digitlab.learner import Callback
 from digitlab.run.console import Console
 from digitlab.run.setup import Setup
 from digitlab.runs import RunFolder
-from digitlab.storage import append_line
+from digitlab.storage import append_line, read_npz
 
 EMBEDDING = "embedding_epochs.npz"
 HEALTH = "layer_health.csv"
@@ -143,8 +143,8 @@ def read_embedding(run: RunFolder, cfg: dict) -> dict | None:
     if not path.exists():
         return None
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            record = {k: npz[k] for k in ("epochs", "points", "labels", "layer", "config_hash")}
+        arrays = read_npz(path)
+        record = {k: arrays[k] for k in ("epochs", "points", "labels", "layer", "config_hash")}
         made_for = str(record["config_hash"])
     except Exception as exc:  # zip, key and value errors alike mean a damaged file
         raise DamagedRun(path, f"{type(exc).__name__}: {exc}") from None
