@@ -81,7 +81,7 @@ def _resume_threads(run_dir: Path, threads: int | None) -> int | None:
     try:
         info = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
         recorded, core = info.get("blas_threads"), info.get("blas_core")
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, RecursionError):
         return threads  # the resume itself reports a missing or damaged run.json
     if isinstance(core, str) and core != (os.environ.get("OPENBLAS_CORETYPE") or "auto"):
         if core == "auto":

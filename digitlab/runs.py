@@ -110,6 +110,8 @@ class RunFolder:
             raise RunError(f"{path}: file not found") from None
         except (ValueError, UnicodeDecodeError) as exc:
             raise DamagedRun(path, f"not JSON: {exc}") from None
+        except RecursionError:
+            raise DamagedRun(path, "nested too deeply for a file digitlab writes") from None
         except OSError as exc:
             raise RunError(f"{path}: cannot be read ({exc.strerror or exc})") from None
         if not isinstance(data, dict):
