@@ -119,6 +119,27 @@ def test_yaml_aliases_are_refused(write_config):
         load_config(path)
 
 
+@pytest.mark.parametrize("text, shown", [
+    ("name: t\nepochs: 1\nepochs: 5\n", "line 3, column 1: duplicate key 'epochs' (first on line 2)"),
+    ("name: t\ndata: {limit: 300, limit: 400}\n", "line 2, column 20: duplicate key 'limit' (first on line 2)"),
+    ("name: t\nmodel:\n- linear: {units: 4,\n    units: 8}\n", "line 4, column 5: duplicate key 'units' (first on "
+                                                              "line 3)"),
+])
+def test_a_key_written_twice_is_refused_where_yaml_would_keep_the_last(text, shown, write_config):
+    path = write_config(text)
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    assert str(error.value) == f"{path}: invalid YAML: {shown}"
+
+
+def test_a_sweep_grid_key_written_twice_is_refused(tmp_path):
+    from digitlab.sweep import load_sweep
+    path = tmp_path / "s.yaml"
+    path.write_text("name: s\nbase: {epochs: 1}\ngrid:\n  optimizer.lr: [0.1]\n  optimizer.lr: [0.2]\n")
+    with pytest.raises(ConfigError, match="line 5, column 3: duplicate key 'optimizer.lr' \\(first on line 4\\)"):
+        load_sweep(path)
+
+
 def test_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="file not found"):
         load_config(tmp_path / "nope.yaml")

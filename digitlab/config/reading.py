@@ -23,6 +23,21 @@ class SafeLoader(yaml.SafeLoader):
             raise yaml.YAMLError(f"line {event.start_mark.line + 1}: YAML aliases (*{event.anchor}) are not allowed")
         return super().compose_node(parent, index)
 
+    def construct_mapping(self, node, deep=False):
+        """A key written twice is a mistake (YAML keeps the last one silently: `epochs: 1` then `epochs: 5`
+        trains 5), so it is refused, naming the line of each."""
+        first: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                if key in first:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key!r} (first on line {first[key] + 1})", key_node.start_mark)
+                first[key] = key_node.start_mark.line
+            except TypeError:  # an unhashable key: the constructor below says so
+                pass
+        return super().construct_mapping(node, deep=deep)
+
 
 def _load(text: str) -> tuple[Any, Any]:
     """(data, node): the document and its node tree, which keeps every scalar as it was written."""
