@@ -125,8 +125,15 @@ def read_run(path: Path) -> Run:
     summary = read(lambda: folder.read_summary(cfg["name"] if cfg else None), {}) \
         if (folder / "summary.json").is_file() else {}
     metrics = read(folder.read_metrics, [])
+    if cfg and not damage:
+        read(lambda: _check_agreement(folder, cfg, info, metrics), None)
     return Run(path, "damaged" if damage else status, cfg, summary, metrics, damage[0] if damage else None,
                info=info)
+
+
+def _check_agreement(folder: RunFolder, cfg: dict, info: dict, metrics: list[dict]) -> None:
+    from digitlab.run.files import check_agreement
+    check_agreement(folder, cfg, info, metrics)
 
 
 def _read_config(folder: RunFolder) -> dict:

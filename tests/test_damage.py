@@ -276,3 +276,57 @@ def test_json_nested_too_deeply_is_damaged_not_a_recursion_error(finished, tmp_p
         result = assert_clean(cli(*command))
         if command in readers:
             assert f"{name}: damaged (nested too deeply for a file digitlab writes)" in result.output, command
+
+
+def _cut_config(run: Path) -> None:
+    """config.yaml cut short where it still parses and validates: the optimizer, epochs and batch size fall to
+    their defaults."""
+    text = (run / "config.yaml").read_text()
+    (run / "config.yaml").write_text(text[:text.index("\noptimizer:") + 1])
+
+
+def _accuracy(run: Path, value: str) -> None:
+    rows = list(csv.reader(io.StringIO((run / "metrics.csv").read_text())))
+    rows[1][rows[0].index("train_accuracy")] = value
+    (run / "metrics.csv").write_text("".join(",".join(row) + "\n" for row in rows))
+
+
+@pytest.mark.parametrize("damage, file, words", [
+    (_cut_config, "config.yaml", "is not the config model.npz was trained from"),
+    (lambda run: shutil.copyfile(run.parent / "other.yaml", run / "config.yaml"), "config.yaml",
+     "is not the config model.npz was trained from"),
+    (lambda run: (run / "metrics.csv").write_text(""), "metrics.csv", "holds 0 epoch(s); run.json says the run did 2"),
+    (lambda run: (run / "metrics.csv").write_text((run / "metrics.csv").read_text().splitlines()[0] + "\n"),
+     "metrics.csv", "holds 0 epoch(s); run.json says the run did 2"),
+    (lambda run: _accuracy(run, "2.5"), "metrics.csv", "line 2: train_accuracy is 2.5, not an accuracy between 0 "
+                                                      "and 1"),
+    (lambda run: _accuracy(run, "-inf"), "metrics.csv", "line 2: train_accuracy is -inf, not an accuracy"),
+    (lambda run: (run / "summary.json").write_text(json.dumps(
+        {**json.loads((run / "summary.json").read_text()), "test_accuracy": 1e308})), "summary.json",
+     "test_accuracy is 1e+308, not an accuracy between 0 and 1"),
+    (lambda run: (run / "summary.json").write_text(json.dumps(
+        {**json.loads((run / "summary.json").read_text()), "seconds": -5})), "summary.json",
+     "seconds is -5, not a number of seconds"),
+])
+def test_files_that_parse_but_disagree_with_the_run_make_it_damaged(finished, tmp_path, damage, file, words):
+    """A config.yaml cut short or copied in still parses; an emptied metrics.csv or an accuracy of 2.5 is still
+    CSV: compare and runs listed such a run as `complete` with the wrong values."""
+    run = copy_run(finished, tmp_path)
+    (tmp_path / "other.yaml").write_text(yaml.safe_dump({**OTHER, "name": "tiny"}))  # another run of that name
+    damage(run)
+    for command in (("compare", run), ("runs", tmp_path)):
+        result = assert_clean(cli(*command), codes=(0,))
+        assert f"warning: {run / file}: damaged ({words}" in result.output, (command, result.output)
+        assert " damaged " in next(line for line in result.output.splitlines() if "run" in line and "damaged" in line)
+
+
+def test_a_sweep_point_whose_config_was_cut_short_is_damaged_not_best(tmp_path):
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump({**TINY, "epochs": 1}))
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text(yaml.safe_dump({"name": "s", "base": "base.yaml", "grid": {"optimizer.lr": [0.1, 0.05]}}))
+    assert cli("sweep", sweep, "--runs-dir", tmp_path / "runs").exit_code == 0
+    points = sorted(p for p in (tmp_path / "runs" / "s").iterdir() if (p / "run.json").is_file())
+    _cut_config(points[0])
+    again = assert_clean(cli("sweep", sweep, "--runs-dir", tmp_path / "runs"), codes=(1,))
+    with open(tmp_path / "runs" / "s" / "points.csv") as f:
+        assert sorted(r["status"] for r in csv.DictReader(f)) == ["complete", "damaged"], again.output

@@ -11,8 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from digitlab import checkpoint
-from digitlab.errors import DamagedRun, RunError, StorageError, os_reason
+from digitlab.config import load_config
+from digitlab.errors import ConfigError, DamagedRun, RunError, StorageError, os_reason
 from digitlab.locks import FileLock, held_elsewhere, lock_path
+from digitlab.run.files import check_agreement
 from digitlab.runs import RunFolder
 from digitlab.storage import make_folder
 from digitlab.sweep.spec import Point
@@ -66,21 +68,43 @@ def find_folder(sweep_dir: Path, point: Point) -> Path | None:
 def folder_status(folder: Path, locked_here: bool = False) -> str:
     """A point folder's status. `running` with nobody holding the point's lock is `crashed` (the kernel drops a
     lock when its holder dies); a folder without run.json is `crashed` too. A run.json, metrics.csv or (for a
-    complete point) summary.json that is not what digitlab writes makes it `damaged`."""
+    complete point) summary.json that is not what digitlab writes makes it `damaged`, and so does, for a finished
+    point, a config.yaml or metrics.csv that disagrees with the rest of the folder (run.files.check_agreement)."""
     run = RunFolder(folder)
     try:
         status = run.status()
         point = run.info().get("point") or folder.name.rsplit("-", 1)[-1]  # older folders: the name's id
-        run.read_metrics()
+        metrics = run.read_metrics()
         if status == "complete":
             run.read_summary()
-    except DamagedRun:
+        if status in ("complete", "pruned"):
+            _check_agreement(run, metrics)
+    except (DamagedRun, ConfigError):
         return "damaged"
     except RunError:
         return "crashed"
     if status == "running" and (locked_here or held_elsewhere(lock_path(folder.parent, str(point))) is None):
         return "crashed"
     return status
+
+
+_AGREED: set[tuple] = set()  # folders found to agree, with the stat of each file read: a pruned sweep looks
+                             # at every point after every job, and an unchanged folder need not be read again
+
+
+def _check_agreement(run: RunFolder, metrics: list[dict]) -> None:
+    names = ("config.yaml", "run.json", "metrics.csv", "model.npz", checkpoint.NAME)
+    key = (str(run.path),) + tuple((s.st_mtime_ns, s.st_size) if (s := _stat(run / n)) else None for n in names)
+    if key not in _AGREED:
+        check_agreement(run, load_config(run / "config.yaml"), run.info(), metrics)
+        _AGREED.add(key)
+
+
+def _stat(path: Path) -> os.stat_result | None:
+    try:
+        return path.stat()
+    except OSError:
+        return None
 
 
 def point_state(sweep_dir: Path, point: Point) -> tuple[str, Path | None, str | None]:
