@@ -132,11 +132,22 @@ def machine() -> dict:
 
 def command_line() -> str:
     """The command this process runs, as a shell would take it back (`python -m digitlab` shown as digitlab)."""
-    import shlex
     import sys
     argv = list(sys.argv)
     if argv and os.path.basename(argv[0]) in ("digitlab", "__main__.py"):
         argv[0] = "digitlab"
     elif argv:
         argv[0] = os.path.basename(argv[0])
-    return " ".join(shlex.quote(a) for a in argv)
+    return " ".join(_shell_quote(a) for a in argv)
+
+
+def _shell_quote(arg: str) -> str:
+    """shlex.quote, or for an argument that is not UTF-8 (Python keeps its bytes as surrogates, which no text
+    file can hold) bash's $'...' with each byte that is not plain ASCII as \\xNN."""
+    import shlex
+    raw = os.fsencode(arg)
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return "$'" + "".join(chr(b) if 32 <= b < 127 and b not in b"'\\" else f"\\x{b:02x}" for b in raw) + "'"
+    return shlex.quote(arg)

@@ -19,7 +19,7 @@ import numpy as np
 from digitlab.config import dump
 from digitlab.data import DataLoader, Sampler
 from digitlab.data.augment import make_augment
-from digitlab.errors import RunError
+from digitlab.errors import RunError, UserError
 from digitlab.runs import RunFolder
 from digitlab.storage import png_bytes
 
@@ -118,6 +118,9 @@ def lr_find(cfg: dict, runs_dir, start: float = 1e-7, end: float = 10.0, steps: 
     from digitlab.run.setup import prepare
 
     setup = prepare(cfg)
+    if setup.model.closed_form:
+        raise UserError(f"{cfg['name']}: the model is fitted in one pass (class means), without a learning rate; "
+                        f"lr-find has nothing to search")
     folder = RunFolder.create(runs_dir, f"{cfg['name']}-lr-find")
     folder.write("lr_find.yaml", dump(cfg))
     found = search(setup, start, end, steps)

@@ -226,7 +226,8 @@ def check_keys(given: dict, allowed, key: str = "") -> None:
     allowed = list(allowed)
     for k in given:
         if k not in allowed:
-            hint = did_you_mean(k, allowed) or f"; expected one of: {', '.join(map(str, allowed))}"
+            hint = did_you_mean(k, allowed) or (f"; expected one of: {', '.join(map(str, allowed))}" if allowed
+                                                else "; no options are accepted here")
             raise Invalid(f"unknown key{hint}", f"{key}.{k}" if key else str(k))
 
 

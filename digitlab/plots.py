@@ -51,7 +51,8 @@ def curves(rows: list[dict], title: str = "", chance: float | None = None) -> pl
     ax_err.set(xlabel="epoch", ylabel="error rate (1 - accuracy)", title="error rate, log scale", yscale="log")
     for ax in (ax_loss, ax_acc, ax_err):
         ax.grid(alpha=0.3, which="both" if ax is ax_err else "major")
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:  # a run without a finite value has nothing to name
+            ax.legend(fontsize=8)
         if len(epochs) < 12:
             ax.set_xticks(epochs)
     if title:

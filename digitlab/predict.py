@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from digitlab.data.photo import read_grey, to_digit
-from digitlab.errors import RunError
+from digitlab.errors import DamagedRun, RunError
 from digitlab.metrics import class_probabilities
 from digitlab.run.files import MODEL
 from digitlab.run.view import RunView
@@ -42,6 +42,8 @@ def classifier(run_dir: str | Path) -> RunView:
     complete), DamagedRun when the file is not this run's."""
     run = RunFolder.open(run_dir)
     view = RunView(run)
+    if (run / MODEL).exists() and not (run / MODEL).is_file():
+        raise DamagedRun(run / MODEL, "is a folder, not a file")
     if not (run / MODEL).is_file():
         try:
             status = run.status()

@@ -240,3 +240,9 @@ def test_apply_override_reaches_into_a_bare_layer_name():
     assert cfg["model"][1] == {"linear": {"units": 3, "init": "he"}}
     apply_override(cfg, "model.0.relu=null")
     assert cfg["model"][0] == {"relu": None}
+
+
+def test_an_option_of_a_loss_that_takes_none_says_so(write_config):
+    path = write_config({**BASE, "loss": {"name": "bce", "label_smoothing": 0.1}})
+    with pytest.raises(ConfigError, match=r"loss.label_smoothing: unknown key; no options are accepted here$"):
+        load_config(path)

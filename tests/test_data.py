@@ -225,6 +225,27 @@ def test_images_and_labels_of_different_counts(fake_idx_folder, tmp_cache):
     assert "train-images-idx3-ubyte.gz holds 40 images" in message and "39 labels" in message
 
 
+@pytest.mark.parametrize("gz", [True, False])
+def test_a_header_that_declares_more_than_the_file_holds_is_refused_before_any_memory_is_sized(tmp_path, gz):
+    """2^32-1 images of 28x28 in a 39-byte file: before, the config was blamed for needing 3 million GiB."""
+    import struct
+
+    from digitlab.config import load_config
+    folder = copy_of_mnist(tmp_path / "mnist", "train-images-idx3-ubyte.gz", lambda data: gzip.compress(
+        struct.pack(">HBB", 0, 8, 3) + struct.pack(">III", 2**32 - 1, 28, 28) + bytes(1000)))
+    name = "train-images-idx3-ubyte.gz"
+    if not gz:
+        (folder / name.removesuffix(".gz")).write_bytes(gzip.decompress((folder / name).read_bytes()))
+        (folder / name).unlink()
+        name = name.removesuffix(".gz")
+    config = tmp_path / "c.yaml"
+    config.write_text(f"data: {{digits: [3, 8], path: {folder}}}\nmodel: [{{linear: 1}}, sigmoid]\nloss: bce\n")
+    with pytest.raises(DataError) as error:
+        load_config(config)
+    message = one_line_naming(error, folder / name)
+    assert "header declares 4294967295 x 28 x 28 values" in message and "truncated or its header damaged" in message
+
+
 def test_not_an_idx_file(fake_idx_folder, tmp_cache):
     folder = fake_idx_folder()
     (folder / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(b"\x01\x02\x03\x04 not idx"))

@@ -81,3 +81,10 @@ def test_bad_ranges_and_configs_are_one_line(tmp_path):
     config.write_text(yaml.safe_dump(TINY))
     result = CliRunner().invoke(main, ["lr-find", str(config), "--runs-dir", str(tmp_path / "file" / "runs")])
     assert result.exit_code == 2 and "(--runs-dir)" in result.output and result.output.count("\n") == 1
+
+
+def test_a_model_fitted_in_one_pass_has_no_learning_rate_to_find(tmp_path):
+    config = Path(__file__).parent.parent / "configs" / "seeds" / "digits8x8-average.yaml"
+    result = CliRunner().invoke(main, ["lr-find", str(config), "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 2 and "fitted in one pass (class means), without a learning rate" in result.output
+    assert not (tmp_path / "runs").exists()

@@ -156,7 +156,7 @@ def bad_inputs(tmp_path: Path) -> dict[str, tuple[Path, str]]:
             "large": (huge_png(tmp_path / "large.png", 9000, 8000), "9000x8000 pixels (72 megapixels)"),
             "truncated": (tmp_path / "cut.jpg", "damaged or truncated image"),
             "missing": (tmp_path / "nowhere.png", "no such image file"),
-            "a folder": (tmp_path, "no such image file")}
+            "a folder": (tmp_path, "is a folder, expected an image file")}
 
 
 @pytest.mark.parametrize("case", ["not an image", "empty", "blank", "huge", "large", "truncated", "missing",
@@ -216,3 +216,12 @@ def test_an_8x8_run_reads_a_users_image_as_its_digits_were_made(tmp_path):
     said = [p["predicted"] for p in json.loads(result.stdout)]
     originals = [view.classes[c] for c in view.test["predictions"][:200]]
     assert np.mean(np.array(said) == np.array(originals)) >= 0.9
+
+
+def test_a_folder_in_place_of_the_model_is_named_so(run, user_images, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    (copy / "model.npz").unlink()
+    (copy / "model.npz").mkdir()
+    result = cli("predict", copy, user_images[0][0])
+    assert result.exit_code == 2 and f"{copy / 'model.npz'}: damaged (is a folder, not a file)" in result.output

@@ -210,6 +210,7 @@ def test_an_interrupted_run_says_so_and_shows_what_it_has(tmp_path):
     assert {"curves.png", "layer_health.png", "embedding_epochs.png"} <= shown and "mistakes.png" not in shown
 
 
+@pytest.mark.filterwarnings("error::UserWarning")  # matplotlib: a legend with nothing to name
 def test_a_diverged_run_says_so(tmp_path):
     run = train(tmp_path, {**PLANE, "name": "wild", "optimizer": {"name": "sgd", "lr": 1e9}})
     p = page(run / "report.html")

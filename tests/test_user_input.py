@@ -231,3 +231,16 @@ def test_a_data_path_without_an_image_of_a_digit_says_which_part(tmp_path, fake_
     folder = fake_idx_folder(n_train=40, n_test=3)  # test labels 0, 1, 2
     result, _ = train(tmp_path, {**TINY, "data": {"digits": [3, 8], "path": str(folder)}})
     assert result.exit_code == 2 and "test part has no image of digits [3, 8]" in result.output, result.output
+
+
+def test_a_command_line_with_bytes_that_are_not_utf8_is_recorded_as_bash_would_take_it_back(monkeypatch):
+    """Python keeps such bytes as surrogates, which no UTF-8 file can hold: report.html was not written."""
+    import subprocess
+
+    from digitlab.environment import command_line
+    monkeypatch.setattr("sys.argv", ["/usr/bin/digitlab", "train", "x.yaml", "--name", "ab\udcffc d'é"])
+    line = command_line()
+    assert line == "digitlab train x.yaml --name $'ab\\xffc d\\x27\\xc3\\xa9'"
+    line.encode("utf-8")
+    echoed = subprocess.run(["bash", "-c", f"printf %s {line.split(' ', 4)[4]}"], capture_output=True).stdout
+    assert echoed == b"ab\xffc d'\xc3\xa9"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import math
 import os
 import struct
 import zlib
@@ -29,6 +30,10 @@ FILES = {
     "test_images": "t10k-images-idx3-ubyte.gz",
     "test_labels": "t10k-labels-idx1-ubyte.gz",
 }
+
+
+ITEM_BYTES = {0x08: 1, 0x09: 1, 0x0B: 2, 0x0C: 4, 0x0D: 4, 0x0E: 8}  # IDX type byte -> bytes per value
+GZIP_MOST = 1100  # deflate expands at most about 1032 times
 
 
 def cache_dir() -> Path:
@@ -71,7 +76,14 @@ def header_shape(path: Path) -> tuple[int, ...]:
     dims = read_bytes(path, 4 + 4 * ndim)[4:]
     if len(dims) != 4 * ndim:
         raise DataError(f"{path}: not a valid IDX file (header cut short)")
-    return struct.unpack(f">{ndim}I", dims)
+    shape = struct.unpack(f">{ndim}I", dims)
+    needed = 4 + 4 * ndim + math.prod(shape) * ITEM_BYTES.get(head[2], 1)
+    size = path.stat().st_size
+    if needed > size * (GZIP_MOST if path.suffix == ".gz" else 1):  # sized before anything is allocated for it
+        raise DataError(f"{path}: its header declares {' x '.join(map(str, shape))} values ({needed} bytes), but the "
+                        f"file holds {size} bytes{' compressed' if path.suffix == '.gz' else ''}; the file is "
+                        f"truncated or its header damaged")
+    return shape
 
 
 def _decode(path: Path, expected_md5: str | None) -> np.ndarray:

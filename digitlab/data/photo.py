@@ -34,6 +34,8 @@ def read_grey(path: str | Path) -> np.ndarray:
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder, expected an image file")
     if not path.is_file():
         raise DataError(f"{path}: no such image file")
     size = path.stat().st_size
