@@ -147,6 +147,10 @@ def test_tied_keys_take_one_value():
     ({"base": "missing.yaml"}, "missing.yaml: file not found"),
     ({"base": "base.yaml", "random": {"n": 2, "params": {"optimizer.lr": {"gauss": [0, 1]}}}},
      "random.params.optimizer.lr: expected one of"),
+    ({"base": "base.yaml", "random": {"n": 2, "seed": -1, "params": {"optimizer.lr": {"choice": [0.1, 0.2]}}}},
+     "random.seed: expected a whole number >= 0, got -1"),
+    ({"base": "base.yaml", "grid": {"name": ["a", "b"]}}, "grid.name: the sweep names each point after its values"),
+    ({"base": "base.yaml", "grid": {"seed": [0, 1]}, "seeds": [2, 3]}, "grid.seed: seeds are given twice"),
 ])
 def test_a_bad_sweep_file_is_one_line_and_exit_2(tmp_path, spec, message):
     (tmp_path / "base.yaml").write_text(yaml.safe_dump(TINY))

@@ -86,8 +86,12 @@ def load_sweep(path: str | os.PathLike) -> Sweep:
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
             fail(f"grid.{key}", f"expected a non-empty list of values, got {values!r}")
+        if key == "name":  # a point's name is made from its values: it would not tell the points apart
+            fail("grid.name", "the sweep names each point after its values; vary something else")
     samples = _random_samples(spec.get("random"), fail)
     seeds = spec.get("seeds")
+    if seeds is not None and "seed" in grid:
+        fail("grid.seed", "seeds are given twice: in grid.seed and in seeds; keep one")
     if seeds is not None:
         if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool)
                                                                and 0 <= s < 2**32 for s in seeds):
@@ -159,8 +163,8 @@ def _random_samples(spec, fail) -> list[dict]:
     n, seed, params = spec.get("n"), spec.get("seed", 0), spec.get("params")
     if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= MAX_POINTS:
         fail("random.n", f"expected a whole number from 1 to {MAX_POINTS}, got {n!r}")
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        fail("random.seed", f"expected a whole number, got {seed!r}")
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        fail("random.seed", f"expected a whole number >= 0, got {seed!r}")
     if not isinstance(params, dict) or not params:
         fail("random.params", "expected a mapping of config keys to distributions, e.g. "
                               "{optimizer.lr: {loguniform: [1e-4, 1e-2]}}")
