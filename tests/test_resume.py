@@ -63,6 +63,21 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(straight_run, tmp_path,
     same_run(run, straight)
 
 
+@pytest.mark.parametrize("damage", ["epoch,garbage\n1,2\n", "", "\x00\xff"])
+def test_a_resume_rewrites_a_damaged_metrics_csv_from_the_checkpoint_and_says_so(straight_run, tmp_path, kill_run,
+                                                                                 same_run, damage):
+    straight, cfg_path = straight_run
+    run = tmp_path / "run"
+    assert kill_run(cfg_path, run, "after-epoch", 2).returncode == -signal.SIGKILL
+    (run / "metrics.csv").write_bytes(damage.encode("latin-1"))
+    result = CliRunner().invoke(main, ["train", "--resume", str(run)])
+    assert result.exit_code == 0, result.output
+    warned = f"warning: {run / 'metrics.csv'}: damaged ("
+    assert (warned in result.output) == bool(damage), result.output  # an empty file is read as no epochs yet
+    assert "rewritten from the checkpoint's copy" in result.output or not damage
+    same_run(run, straight)
+
+
 def test_resume_refuses_a_complete_run_and_a_changed_config(straight_run, tmp_path):
     straight, _ = straight_run
     result = CliRunner().invoke(main, ["train", "--resume", str(straight)])

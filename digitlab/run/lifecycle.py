@@ -23,7 +23,7 @@ from digitlab.config import dump, load_config
 from digitlab.data import DataLoader, Sampler
 from digitlab.data.augment import make_augment
 from digitlab.environment import command_line, environment
-from digitlab.errors import CheckpointError, RunError, StorageError
+from digitlab.errors import CheckpointError, DamagedRun, RunError, StorageError
 from digitlab.learner import EarlyStopping, Learner, LRScheduler, OnePass, ProgressBar, ScoreSplits, TerminateOnNaN
 from digitlab.nn import SCHEDULES
 from digitlab.nn.summary import format_summary
@@ -136,9 +136,16 @@ def resume(run_dir: str | Path, quiet: bool = False, progress: bool = True, stop
             setup.rng.bit_generator.state = state.rng_state
         except (ValueError, KeyError, TypeError) as exc:
             raise CheckpointError(f"{run / checkpoint.NAME}: does not match the run's architecture ({exc})") from None
+        try:
+            damaged = None
+            run.read_metrics()
+        except DamagedRun as exc:
+            damaged = f"{exc}; rewritten from the checkpoint's copy"
         run.write("metrics.csv", state.metrics_csv)  # drops a row written after the checkpoint, if any
         console = Console(quiet)
         console.attach(run)
+        if damaged:
+            console.warn(damaged)
         info = run.info()
         # run.json keeps how the run started; each resume records when, how, from which epoch and where
         resume_record = {"at": utc_now(), "command": command_line(), "from_epoch": state.epoch, **environment()}
