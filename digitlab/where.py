@@ -76,6 +76,8 @@ def parse(text: str) -> Condition:
         value = "".join(str(d) for d in digits)
     elif (column in NUMERIC or column == "dropout" and value != "none") and as_number(value) is None:
         fail(f"{column} is a number; expected a number after {op}")
+    elif column not in NUMERIC and column != "dropout":
+        value = raw.strip("'\"")  # text as written: started>2026 compares with "2026", not "2026.0"
     return Condition(column, op, value, text)
 
 

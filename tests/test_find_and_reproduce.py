@@ -113,6 +113,8 @@ def test_where_semantics():
     assert parse("dropout<=0.5").matches(row) and not parse("dropout=0.25").matches(row)
     assert parse("digits=[3, 8]").matches(row) and not parse("digits=[8,3]").matches(row)
     assert parse("started>2026-11-21").matches(row) and parse("started<2026-11-22").matches(row)
+    assert parse("started>2026").matches(row) and not parse("started<2026").matches(row)  # text, not 2026.0
+    assert parse("name=1e-3").value == "1e-3"
     assert parse("test_acc!=0.9").matches(row) and not parse("test_acc<0.9").matches(row)
     assert parse("test_accuracy>0").column == "test_acc"
 
