@@ -15,7 +15,7 @@ import numpy as np
 from digitlab.data.photo import read_grey, to_digit
 from digitlab.errors import DamagedRun, RunError
 from digitlab.metrics import class_probabilities
-from digitlab.run.files import MODEL
+from digitlab.run.files import MODEL, NOT_FINITE
 from digitlab.run.view import RunView
 from digitlab.runs import RunFolder
 
@@ -60,7 +60,10 @@ def predict(run_dir: str | Path, images: list[str | Path]) -> list[Prediction]:
     originals = [read_grey(path) for path in images]
     seen = [to_digit(grey, view.image_shape, str(path)) for grey, path in zip(originals, images)]
     x = np.stack(seen).reshape((len(seen),) + view.model.in_shape)
-    probabilities = class_probabilities(view.model.predict(x))
+    with np.errstate(over="ignore", invalid="ignore"):
+        probabilities = class_probabilities(view.model.predict(x))
+    if not np.isfinite(probabilities).all():
+        raise DamagedRun(view.run / MODEL, NOT_FINITE)
     return [Prediction(Path(p), o, s, pr, view.classes) for p, o, s, pr in zip(images, originals, seen, probabilities)]
 
 

@@ -218,6 +218,18 @@ def test_weights_that_are_not_finite_are_refused(finished, tmp_path):
     assert "not finite" in result.output
 
 
+def test_weights_too_large_for_a_trained_network_are_refused_not_scored_nan(finished, tmp_path):
+    run = copy_run(finished, tmp_path)
+    with np.load(run / "model.npz", allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    arrays["0.weight"][:] = 1e38  # finite, but every output overflows
+    np.savez(run / "model.npz", **arrays)
+    for command in (("evaluate", run), ("predict", run, finished["image"])):
+        result = assert_clean(cli(*command), codes=(2,))
+        assert result.output.startswith(f"error: {run / 'model.npz'}: damaged (its weights give outputs that are not "
+                                        f"finite numbers"), (command, result.output)
+
+
 @pytest.mark.parametrize("name", ["model.npz", "metrics.csv", "splits.npz", "layer_health.csv", "embedding_epochs.npz"])
 def test_report_shows_what_it_can_and_names_the_damaged_file(finished, tmp_path, name):
     run = copy_run(finished, tmp_path)

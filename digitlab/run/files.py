@@ -25,6 +25,7 @@ from digitlab.storage import read_npz
 MODEL = "model.npz"
 SPLITS = "splits.npz"
 GIT_DIFF = "git.diff"
+NOT_FINITE = "its weights give outputs that are not finite numbers (too large for a trained network's)"
 
 
 def save_model(run: RunFolder, model: Sequential, cfg: dict, name: str = MODEL, **extra) -> None:

@@ -14,9 +14,10 @@ import numpy as np
 
 from digitlab.config import load_config
 from digitlab.data import DigitData, load_data, open_source
+from digitlab.errors import DamagedRun
 from digitlab.metrics import score
 from digitlab.nn import Loss, Sequential
-from digitlab.run.files import MODEL, load_model, load_splits
+from digitlab.run.files import MODEL, NOT_FINITE, load_model, load_splits
 from digitlab.run.setup import make_loss
 from digitlab.runs import RunFolder
 
@@ -71,7 +72,11 @@ class RunView:
     @cached_property
     def test(self) -> dict:
         """The model's loss, accuracy, probabilities and predictions on the test split."""
-        return score(self.model, self.loss_fn, self.inputs("test"), self.data.test.y)
+        with np.errstate(over="ignore", invalid="ignore"):  # weights that overflow are reported below, once
+            result = score(self.model, self.loss_fn, self.inputs("test"), self.data.test.y)
+        if not (np.isfinite(result["loss"]) and np.isfinite(result["probabilities"]).all()):
+            raise DamagedRun(self.run / MODEL, NOT_FINITE)
+        return result
 
 
 def evaluate_run(run_dir) -> dict:
