@@ -16,7 +16,7 @@ from digitlab.config import load_config
 from digitlab.errors import RunError
 from digitlab.run import start
 from digitlab.run.callbacks import StopAfter
-from digitlab.run.files import GIT_DIFF
+from digitlab.run.files import GIT_DIFF, check_agreement
 from digitlab.runs import METRICS_COLUMNS, RunFolder
 
 ENVIRONMENT = ("git_commit", "git_dirty", "digitlab", "python", "numpy", "blas_threads", "platform")
@@ -53,6 +53,7 @@ def reproduce_run(run_dir: str | Path, runs_dir: str | Path = "runs", quiet: boo
         raise RunError(f"{run.path}: is being trained right now; reproduce it when it has ended")
     cfg = load_config(run / "config.yaml")
     rows = run.read_metrics()
+    check_agreement(run, cfg, info, rows)  # before training: a cut config.yaml or an emptied metrics.csv is not the run
     stop = StopAfter(len(rows), f"stopped after epoch {len(rows)}, as {run.path.name} did") \
         if info["status"] != "complete" and 0 < len(rows) < cfg["epochs"] else None
     copy = start({**cfg, "name": f"{cfg['name']}-repro"}, runs_dir, quiet=quiet, progress=False, stop=stop,

@@ -234,3 +234,14 @@ def test_reproduce_a_pruned_point_trains_as_far_as_it_got(runs, tmp_path):
     assert result.output.splitlines()[-1].startswith("metrics match (1 epochs")
     bad = cli("reproduce", tmp_path / "nope")
     assert bad.exit_code == 2 and bad.output.startswith("error: ")
+
+
+def test_reproduce_refuses_a_run_whose_files_disagree_before_training(runs, tmp_path):
+    """Before, an emptied metrics.csv was found out only after training the whole run again ('0 in the original')."""
+    import shutil
+    copy = tmp_path / "copy"
+    shutil.copytree(next(runs.glob("adam-*")), copy)
+    (copy / "metrics.csv").write_text("")
+    result = cli("reproduce", copy, "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 2 and result.output.startswith(f"error: {copy / 'metrics.csv'}: damaged (holds 0 epoch")
+    assert not (tmp_path / "runs").exists()
