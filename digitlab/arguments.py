@@ -24,7 +24,7 @@ def _fail(message: str, code: int) -> None:
 
 
 def _usage(exc: click.ClickException) -> None:
-    if isinstance(exc, click.exceptions.NoArgsIsHelpError):
+    if isinstance(exc, getattr(click.exceptions, "NoArgsIsHelpError", ())):  # click >= 8.2
         raise exc  # a bare command shows its help, as click does
     ctx = getattr(exc, "ctx", None)
     hint = f" (see {ctx.command_path} --help)" if isinstance(exc, click.UsageError) and ctx is not None else ""

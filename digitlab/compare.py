@@ -132,7 +132,7 @@ def read_run(path: Path) -> Run:
 
 
 def _check_agreement(folder: RunFolder, cfg: dict, info: dict, metrics: list[dict]) -> None:
-    from digitlab.run.files import check_agreement
+    from digitlab.agreement import check_agreement
     check_agreement(folder, cfg, info, metrics)
 
 

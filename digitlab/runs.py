@@ -31,6 +31,7 @@ METRICS_COLUMNS = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_acc
 STATUSES = ("running", "complete", "failed", "interrupted", "diverged", "pruned")
 FINISHED_FIELDS = ("ended", "signal", "error", "diverged", "hint", "pruned")  # cleared when a run goes back to running
 STALE_AFTER = 600  # seconds without a heartbeat before a `running` run is taken as crashed
+MODEL = "model.npz"  # the trained weights of a finished run (digitlab.run.files writes and reads it)
 SUMMARY_NUMBERS = ("test_accuracy", "test_loss", "train_accuracy", "train_loss", "val_accuracy", "val_loss",
                    "best_val_accuracy", "seconds")
 SUMMARY_COUNTS = ("epochs", "params", "best_epoch")

@@ -246,3 +246,9 @@ def test_an_option_of_a_loss_that_takes_none_says_so(write_config):
     path = write_config({**BASE, "loss": {"name": "bce", "label_smoothing": 0.1}})
     with pytest.raises(ConfigError, match=r"loss.label_smoothing: unknown key; no options are accepted here$"):
         load_config(path)
+
+
+def test_a_merge_key_is_not_taken_for_a_duplicate(write_config):
+    path = write_config("name: t\ndata: {digits: [3, 8]}\nmodel: [{linear: 1}, sigmoid]\nloss: bce\n"
+                        "optimizer:\n  <<: {name: sgd}\n  lr: 0.1\n")
+    assert load_config(path)["optimizer"]["name"] == "sgd"

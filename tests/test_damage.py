@@ -262,6 +262,33 @@ def test_a_splits_file_with_an_empty_split_is_damaged(finished, tmp_path, split)
     assert f"{run / 'splits.npz'}: damaged" in (run / "report.html").read_text(), report.output
 
 
+def test_an_empty_validation_split_in_an_older_run_is_no_damage(finished, tmp_path):
+    """digitlab wrote such splits.npz files before it refused empty validation splits; they still evaluate."""
+    run = copy_run(finished, tmp_path)
+    with np.load(run / "splits.npz", allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    arrays["val"] = arrays["val"][:0]
+    np.savez(run / "splits.npz", **arrays)
+    result = assert_clean(cli("evaluate", run), codes=(0,))
+    assert result.output.startswith("test_accuracy ")
+
+
+def test_a_run_killed_between_its_checkpoint_and_run_json_resumes_to_complete(finished, tmp_path):
+    """SIGKILL after the last epoch's checkpoint but before run.json counts that epoch: the resume trains no epoch,
+    and the run must still end complete, not damaged for a metrics.csv one row longer than run.json's count."""
+    run = copy_run(finished, tmp_path)
+    info = json.loads((run / "run.json").read_text())
+    info.update(status="running", epoch=1)
+    info.pop("ended", None)
+    (run / "run.json").write_text(json.dumps(info))
+    (run / "model.npz").unlink()
+    (run / "summary.json").unlink()
+    assert_clean(cli("train", "--resume", run), codes=(0,))
+    assert json.loads((run / "run.json").read_text())["epoch"] == 2
+    listed = assert_clean(cli("runs", run.parent), codes=(0,))
+    assert "damaged" not in listed.output and " complete " in listed.output, listed.output
+
+
 @pytest.mark.parametrize("name", ["model.npz", "checkpoint.npz", "splits.npz", "embedding_epochs.npz"])
 def test_an_npz_that_is_no_zip_is_named_so_without_suggesting_to_unpickle_it(finished, tmp_path, name):
     """np.load takes any file that is neither .npy nor zip for a pickle, and its error suggests allow_pickle=True:

@@ -245,3 +245,15 @@ def test_reproduce_refuses_a_run_whose_files_disagree_before_training(runs, tmp_
     result = cli("reproduce", copy, "--runs-dir", tmp_path / "runs")
     assert result.exit_code == 2 and result.output.startswith(f"error: {copy / 'metrics.csv'}: damaged (holds 0 epoch")
     assert not (tmp_path / "runs").exists()
+
+
+def test_runs_and_compare_do_not_load_the_training_and_plotting_code(runs):
+    """Listing runs stays quick: reading run folders (agreement checks included) needs no matplotlib."""
+    import subprocess
+    import sys
+    code = ("import sys\nfrom digitlab.cli import main\n"
+            "for args in (['runs', sys.argv[1]], ['compare', sys.argv[1]]):\n"
+            "    try:\n        main(args)\n    except SystemExit:\n        pass\n"
+            "print('matplotlib' in sys.modules, file=sys.stderr)")
+    result = subprocess.run([sys.executable, "-c", code, str(runs)], capture_output=True, text=True)
+    assert result.stderr.strip().splitlines()[-1] == "False", result.stderr

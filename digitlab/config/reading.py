@@ -28,6 +28,8 @@ class SafeLoader(yaml.SafeLoader):
         trains 5), so it is refused, naming the line of each."""
         first: dict = {}
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<`: merged by the constructor below
+                continue
             key = self.construct_object(key_node, deep=True)
             try:
                 if key in first:

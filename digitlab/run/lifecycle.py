@@ -230,7 +230,7 @@ def _fit(run: RunFolder, setup: Setup, console: Console, config_yaml: str, start
         run.update_status(status="pruned", ended=utc_now(), epoch=done, pruned=stop_check.reason)
         console.echo(f"pruned after epoch {done} of {cfg['epochs']}: {stop_check.reason}")
     else:
-        run.update_status(status="complete", ended=utc_now())
+        run.update_status(status="complete", ended=utc_now(), epoch=done)  # a resume may have trained no epoch
         console.echo(f"test accuracy {run.read_json('summary.json')['test_accuracy']:.4f}")
     _report(run, console, view)
 

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from digitlab import checkpoint
+from digitlab.agreement import check_agreement
 from digitlab.config import load_config
 from digitlab.errors import ConfigError, DamagedRun, RunError, StorageError, os_reason
 from digitlab.locks import FileLock, held_elsewhere, lock_path
-from digitlab.run.files import check_agreement
 from digitlab.runs import RunFolder
 from digitlab.storage import make_folder
 from digitlab.sweep.spec import Point
