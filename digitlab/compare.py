@@ -15,6 +15,7 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from digitlab.agreement import check_agreement
 from digitlab.errors import ConfigError, DamagedRun, RunError, UserError
 from digitlab.runs import RunFolder
 from digitlab.storage import save_png
@@ -126,14 +127,9 @@ def read_run(path: Path) -> Run:
         if (folder / "summary.json").is_file() else {}
     metrics = read(folder.read_metrics, [])
     if cfg and not damage:
-        read(lambda: _check_agreement(folder, cfg, info, metrics), None)
+        read(lambda: check_agreement(folder, cfg, info, metrics), None)
     return Run(path, "damaged" if damage else status, cfg, summary, metrics, damage[0] if damage else None,
                info=info)
-
-
-def _check_agreement(folder: RunFolder, cfg: dict, info: dict, metrics: list[dict]) -> None:
-    from digitlab.agreement import check_agreement
-    check_agreement(folder, cfg, info, metrics)
 
 
 def _read_config(folder: RunFolder) -> dict:

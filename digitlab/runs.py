@@ -129,8 +129,8 @@ class RunFolder:
             value = summary.get(key)
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
                 raise DamagedRun(path, f"{key} is {value!r}, not a number")
-            if not _plausible(key, value):
-                raise DamagedRun(path, f"{key} is {value!r}, {_RANGE[key.endswith('accuracy')]}")
+            if complaint := _implausible(key, value):
+                raise DamagedRun(path, f"{key} is {value!r}, {complaint}")
         for key in SUMMARY_COUNTS:
             value = summary.get(key)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
@@ -255,23 +255,23 @@ def parse_metrics(text: str, path) -> list[dict]:
                     raise DamagedRun(path, f"line {n}: epoch {cell!r}, expected {len(rows) + 1}")
             elif value is not None and not isinstance(value, (int, float)):
                 raise DamagedRun(path, f"line {n}: {column} is {cell[:20]!r}, not a number")
-            elif not _plausible(column, value):
-                raise DamagedRun(path, f"line {n}: {column} is {cell[:20]}, {_RANGE[column.endswith('accuracy')]}")
+            elif complaint := _implausible(column, value):
+                raise DamagedRun(path, f"line {n}: {column} is {cell[:20]}, {complaint}")
             row[column] = value
         rows.append(row)
     return rows
 
 
-_RANGE = {True: "not an accuracy between 0 and 1", False: "not a number of seconds"}
-
-
-def _plausible(column: str, value) -> bool:
-    """An accuracy is a fraction (or nan, for a diverged run); seconds are not negative. Losses may be anything."""
+def _implausible(column: str, value) -> str | None:
+    """What is wrong with a metric's value, if anything: an accuracy is a fraction (or nan, for a diverged run);
+    seconds are finite and not negative. Losses may be anything."""
     if value is None or isinstance(value, float) and math.isnan(value):
-        return True
-    if column.endswith("accuracy"):
-        return 0 <= value <= 1
-    return value >= 0 and math.isfinite(value) if column == "seconds" else True
+        return None
+    if column.endswith("accuracy") and not 0 <= value <= 1:
+        return "not an accuracy between 0 and 1"
+    if column == "seconds" and not (value >= 0 and math.isfinite(value)):
+        return "not a number of seconds"
+    return None
 
 
 def _cell(value) -> str:

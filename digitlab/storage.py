@@ -83,14 +83,15 @@ def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
     return buffer.getvalue()
 
 
-def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Every array of an .npz file, never unpickling: a file that is not a zip archive is refused by its first
-    bytes, where np.load would take it for a pickle and suggest loading it unsafely."""
+def read_npz(path: str | os.PathLike, keys=None) -> dict[str, np.ndarray]:
+    """The arrays of an .npz file (every one, or only `keys`: the others are never decompressed), never
+    unpickling: a file that is not a zip archive is refused by its first bytes, where np.load would take it for a
+    pickle and suggest loading it unsafely. KeyError for a key the file does not hold."""
     with open(path, "rb") as f:
         if f.read(2) != b"PK":
             raise ValueError("not an .npz archive (it does not start as a zip file does)")
     with np.load(path, allow_pickle=False) as npz:
-        return {k: npz[k] for k in npz.files}
+        return {k: npz[k] for k in (npz.files if keys is None else keys)}
 
 
 def png_bytes(figure) -> bytes:

@@ -169,12 +169,18 @@ def test_evaluate_refuses_a_model_of_another_network(finished, tmp_path):
     assert result.output.startswith(f"error: {run / 'model.npz'}: damaged (belongs to another run")
 
 
-def test_a_sweep_goes_past_a_damaged_point_and_reports_it(tmp_path):
+def finished_sweep(tmp_path) -> tuple[Path, list[Path]]:
+    """A sweep of two one-epoch points, run into tmp_path/runs: (the sweep file, the point folders)."""
     (tmp_path / "base.yaml").write_text(yaml.safe_dump({**TINY, "epochs": 1}))
     sweep = tmp_path / "s.yaml"
     sweep.write_text(yaml.safe_dump({"name": "s", "base": "base.yaml", "grid": {"optimizer.lr": [0.1, 0.05]}}))
     assert cli("sweep", sweep, "--runs-dir", tmp_path / "runs").exit_code == 0
     points = sorted(p for p in (tmp_path / "runs" / "s").iterdir() if (p / "run.json").is_file())
+    return sweep, points
+
+
+def test_a_sweep_goes_past_a_damaged_point_and_reports_it(tmp_path):
+    sweep, points = finished_sweep(tmp_path)
     (points[0] / "metrics.csv").write_text("epoch,train_loss\n1,2,3,4\n")
     (points[1] / "summary.json").write_text("{not json")
     again = assert_clean(cli("sweep", sweep, "--runs-dir", tmp_path / "runs"), codes=(1,))
@@ -360,11 +366,7 @@ def test_files_that_parse_but_disagree_with_the_run_make_it_damaged(finished, tm
 
 
 def test_a_sweep_point_whose_config_was_cut_short_is_damaged_not_best(tmp_path):
-    (tmp_path / "base.yaml").write_text(yaml.safe_dump({**TINY, "epochs": 1}))
-    sweep = tmp_path / "s.yaml"
-    sweep.write_text(yaml.safe_dump({"name": "s", "base": "base.yaml", "grid": {"optimizer.lr": [0.1, 0.05]}}))
-    assert cli("sweep", sweep, "--runs-dir", tmp_path / "runs").exit_code == 0
-    points = sorted(p for p in (tmp_path / "runs" / "s").iterdir() if (p / "run.json").is_file())
+    sweep, points = finished_sweep(tmp_path)
     _cut_config(points[0])
     again = assert_clean(cli("sweep", sweep, "--runs-dir", tmp_path / "runs"), codes=(1,))
     with open(tmp_path / "runs" / "s" / "points.csv") as f:

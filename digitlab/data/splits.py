@@ -97,41 +97,37 @@ def draw_splits(source: Source, digits: list[int], validation: float = 0.0, test
     split is drawn from it, so a quick run stays quick whatever the validation fraction."""
     rng = rng if rng is not None else np.random.default_rng(0)
     parts = source.parts()
-    if "test" in parts:
-        train_part, test_part = "train", "test"
-        pool = np.flatnonzero(class_indices(parts["train"][1], digits) >= 0)
-        test_rows = np.flatnonzero(class_indices(parts["test"][1], digits) >= 0)
+    train_part, test_part = ("train", "test") if "test" in parts else ("all", "all")
+    classes = class_indices(parts[train_part][1], digits)  # each row's class, -1 for digits not asked for
+    candidates = np.flatnonzero(classes >= 0)
+    if test_part == "test":
+        pool, test_rows = candidates, np.flatnonzero(class_indices(parts["test"][1], digits) >= 0)
     else:
-        train_part = test_part = "all"
-        candidates = np.flatnonzero(class_indices(parts["all"][1], digits) >= 0)
-        kept, held = stratified_split(class_indices(parts["all"][1], digits)[candidates], test or 0.0,
-                                      np.random.default_rng(TEST_SPLIT_SEED))
+        kept, held = stratified_split(classes[candidates], test or 0.0, np.random.default_rng(TEST_SPLIT_SEED))
         pool, test_rows = candidates[kept], candidates[held]
     if not len(test_rows):
         raise SplitError(f"data.test: {test} of the {len(candidates)} images of digits {digits} holds out no test "
-                        f"image; raise data.test" if test_part == "all" else
-                        f"data: {source.name}'s test part has no image of digits {digits}")
+                         f"image; raise data.test" if test_part == "all" else
+                         f"data: {source.name}'s test part has no image of digits {digits}")
     whole_pool = pool
     if limit is not None and limit < len(pool):
         pool = np.sort(rng.choice(pool, size=limit, replace=False))
     indices = {"train": pool, "test": test_rows}
     if validation > 0:
-        kept, held = stratified_split(class_indices(parts[train_part][1], digits)[pool], validation, rng)
+        kept, held = stratified_split(classes[pool], validation, rng)
         if not len(held):
             raise SplitError(f"data.validation: {validation} of a training pool of {len(pool)} images holds out "
-                            f"no validation image; raise it, or set 0 for no validation split")
+                             f"no validation image; raise it, or set 0 for no validation split")
         indices["train"], indices["val"] = pool[kept], pool[held]
-    counts = np.bincount(class_indices(parts[train_part][1], digits)[indices["train"]], minlength=len(digits))
+    counts = np.bincount(classes[indices["train"]], minlength=len(digits))
     if (counts == 0).any():
         missing = digits[int(np.flatnonzero(counts == 0)[0])]
-        if not (class_indices(parts[train_part][1], digits)[whole_pool] == digits.index(missing)).any():
+        if not (classes[whole_pool] == digits.index(missing)).any():
             raise SplitError(f"data: digit {missing} has no image in {source.name}'s training pool" +
-                            (f" once data.test {test} is held out; lower data.test" if train_part == "all" else ""))
+                             (f" once data.test {test} is held out; lower data.test" if train_part == "all" else ""))
         raise SplitError(f"data: digit {missing} has no training example left (limit {limit}, validation "
-                        f"{validation}); raise data.limit or lower data.validation")
-    data = from_indices(source, digits, indices, {"train": train_part, "val": train_part, "test": test_part},
-                        parts)
-    return data
+                         f"{validation}); raise data.limit or lower data.validation")
+    return from_indices(source, digits, indices, {"train": train_part, "val": train_part, "test": test_part}, parts)
 
 
 def from_indices(source: Source, digits: list[int], indices: dict[str, np.ndarray], part_of: dict[str, str],

@@ -136,8 +136,8 @@ def resume(run_dir: str | Path, quiet: bool = False, progress: bool = True, stop
             setup.rng.bit_generator.state = state.rng_state
         except (ValueError, KeyError, TypeError) as exc:
             raise CheckpointError(f"{run / checkpoint.NAME}: does not match the run's architecture ({exc})") from None
+        damaged = None
         try:
-            damaged = None
             run.read_metrics()
         except DamagedRun as exc:
             damaged = f"{exc}; rewritten from the checkpoint's copy"

@@ -143,8 +143,7 @@ def read_embedding(run: RunFolder, cfg: dict) -> dict | None:
     if not path.exists():
         return None
     try:
-        arrays = read_npz(path)
-        record = {k: arrays[k] for k in ("epochs", "points", "labels", "layer", "config_hash")}
+        record = read_npz(path, ("epochs", "points", "labels", "layer", "config_hash"))
         made_for = str(record["config_hash"])
     except Exception as exc:  # zip, key and value errors alike mean a damaged file
         raise DamagedRun(path, f"{type(exc).__name__}: {exc}") from None

@@ -72,13 +72,13 @@ def folder_status(folder: Path, locked_here: bool = False) -> str:
     point, a config.yaml or metrics.csv that disagrees with the rest of the folder (run.files.check_agreement)."""
     run = RunFolder(folder)
     try:
-        status = run.status()
-        point = run.info().get("point") or folder.name.rsplit("-", 1)[-1]  # older folders: the name's id
+        status, info = run.status(), run.info()
+        point = info.get("point") or folder.name.rsplit("-", 1)[-1]  # older folders: the name's id
         metrics = run.read_metrics()
         if status == "complete":
             run.read_summary()
         if status in ("complete", "pruned"):
-            _check_agreement(run, metrics)
+            _check_agreement(run, info, metrics)
     except (DamagedRun, ConfigError):
         return "damaged"
     except RunError:
@@ -92,11 +92,11 @@ _AGREED: set[tuple] = set()  # folders found to agree, with the stat of each fil
                              # at every point after every job, and an unchanged folder need not be read again
 
 
-def _check_agreement(run: RunFolder, metrics: list[dict]) -> None:
+def _check_agreement(run: RunFolder, info: dict, metrics: list[dict]) -> None:
     names = ("config.yaml", "run.json", "metrics.csv", "model.npz", checkpoint.NAME)
     key = (str(run.path),) + tuple((s.st_mtime_ns, s.st_size) if (s := _stat(run / n)) else None for n in names)
     if key not in _AGREED:
-        check_agreement(run, load_config(run / "config.yaml"), run.info(), metrics)
+        check_agreement(run, load_config(run / "config.yaml"), info, metrics)
         _AGREED.add(key)
 
 
