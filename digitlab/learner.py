@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from digitlab.metrics import score
+from digitlab.nn.metrics import score
 from digitlab.options import Boolean, Choice, Integer, Number
 
 if TYPE_CHECKING:

@@ -144,7 +144,7 @@ KILLER = r"""
 import os, signal, sys
 from digitlab.config import load_config
 from digitlab.learner import Callback
-from digitlab.run import start
+from digitlab.run.lifecycle import start
 from digitlab.run.callbacks import RunWriter
 config, run_dir, where, epoch, at_batch = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
 die = lambda: os.kill(os.getpid(), signal.SIGKILL)

@@ -18,8 +18,8 @@ from click.testing import CliRunner
 
 from digitlab.cli import main
 from digitlab.config import load_config
-from digitlab.run import evaluate_run
-from digitlab.runs import METRICS_COLUMNS, RunFolder
+from digitlab.run.folder import METRICS_COLUMNS, RunFolder
+from digitlab.run.view import evaluate_run
 
 HEADER = "epoch,train_loss,train_accuracy,val_loss,val_accuracy,test_loss,test_accuracy,seconds"
 
@@ -222,7 +222,8 @@ def test_outputs_are_made_again_from_the_saved_folder(runs, which, tmp_path):
     metrics.csv, splits.npz, model.npz), the text outputs are byte-identical and the figures are there."""
     import shutil
 
-    from digitlab.run import OUTPUTS, RunView, write_outputs
+    from digitlab.run.outputs import OUTPUTS, write_outputs
+    from digitlab.run.view import RunView
     copy = tmp_path / "copy"
     shutil.copytree(runs[which], copy)
     made = {name: (copy / name) for name in OUTPUTS if (copy / name).exists()}

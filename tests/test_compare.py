@@ -15,11 +15,11 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from digitlab import compare
 from digitlab.cli import main
 from digitlab.config import load_config, validate
-from digitlab.run import start as train
-from digitlab.runs import RunFolder
+from digitlab.run.folder import RunFolder
+from digitlab.run.lifecycle import start as train
+from digitlab.runs import compare
 from digitlab.sweep import load_sweep, run_sweep
 
 REPO = Path(__file__).resolve().parent.parent
@@ -175,8 +175,8 @@ def test_nothing_valid_is_exit_2(tmp_path):
 
 def test_architecture_counts_weighted_layers_only():
     """Batch norm has parameters but no width of its own: it must not repeat the layer before it."""
-    from digitlab.compare import architecture
     from digitlab.config import validate
+    from digitlab.runs.compare import architecture
 
     cfg = validate({"model": [{"linear": 100}, "batchnorm", "relu", {"linear": 10}]}, "a.yaml")
     assert architecture(cfg) == ("784-100-10", 784 * 100 + 100 + 2 * 100 + 100 * 10 + 10)

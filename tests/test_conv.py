@@ -17,7 +17,7 @@ from digitlab.config import load_config
 from digitlab.errors import ConfigError
 from digitlab.nn import AvgPool2d, Conv2d, CrossEntropyLoss, MaxPool2d, Sequential, build_model
 from digitlab.nn.normalization import BatchNorm
-from digitlab.run import evaluate_run
+from digitlab.run.view import evaluate_run
 
 
 def naive_conv(x, weight, bias, stride, pad):
@@ -318,7 +318,7 @@ def test_killed_cnn_with_batchnorm_and_augmentation_resumes_exactly(tmp_path, ki
     conv run SIGKILLed in the middle of epoch 2 and resumed ends exactly as one that never stopped."""
     import signal
 
-    from digitlab.run import start as train
+    from digitlab.run.lifecycle import start as train
 
     cfg = {"name": "cnnresume", "seed": 1, "data": {"digits": [0, 1, 2], "limit": 240, "validation": 0.1,
                                                    "augment": {"shift": 2, "rotate": 10, "scale": 0.1}},

@@ -15,13 +15,13 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from digitlab import environment
 from digitlab.cli import main
 from digitlab.config import validate
-from digitlab.run import resume, start
 from digitlab.run.callbacks import StopAfter
-from digitlab.threads import LIMIT_VARIABLES, limits
-from digitlab.where import parse
+from digitlab.run.lifecycle import resume, start
+from digitlab.runs.where import parse
+from digitlab.system import environment
+from digitlab.system.threads import LIMIT_VARIABLES, limits
 
 TINY = {"name": "tiny", "seed": 0, "data": {"digits": [3, 8], "validation": 0.1, "limit": 300},
         "model": [{"linear": 16}, "relu", {"dropout": 0.2}, {"linear": 2}], "loss": "cross_entropy",
@@ -155,7 +155,7 @@ def test_a_dirty_tree_leaves_its_changes_in_git_diff_capped(tmp_path, monkeypatc
     assert json.loads((run / "run.json").read_text())["git_diff"] == {"file": "git.diff", "bytes": 2700,
                                                                       "capped": False}
     from digitlab.run.console import Console
-    from digitlab.runs import RunFolder
+    from digitlab.run.folder import RunFolder
     capped = RunFolder.create_at(tmp_path / "capped")
     console = Console(quiet=True)
     console.attach(capped)

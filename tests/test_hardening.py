@@ -15,11 +15,11 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from digitlab import checkpoint
 from digitlab.cli import main
 from digitlab.config import apply_override, validate
 from digitlab.config.schema import Experiment
 from digitlab.errors import ConfigError, DataError
+from digitlab.run import checkpoint
 
 TINY = {
     "name": "tiny", "seed": 0,

@@ -17,8 +17,8 @@ from digitlab.cli import main
 from digitlab.inside.health import alarm, layer_health
 from digitlab.inside.maps import conv_maps
 from digitlab.inside.saliency import saliency
-from digitlab.metrics import class_probabilities
 from digitlab.nn import BCELoss, CrossEntropyLoss, MSELoss, build_model
+from digitlab.nn.metrics import class_probabilities
 from digitlab.run.records import read_embedding, read_health, snapshot_epochs
 
 PLANE = {"name": "plane", "seed": 1, "data": {"digits": [3, 8], "validation": 0.1, "limit": 600},
@@ -135,8 +135,8 @@ def test_the_plane_and_layer_health_are_recorded_every_epoch(tmp_path):
     assert sorted({r["epoch"] for r in rows}) == [0, 1, 2, 3, 4]
     assert [r["name"] for r in rows if r["epoch"] == 4] == ["0 linear", "1 relu", "3 linear", "4 linear",
                                                             "out sigmoid"]
+    from digitlab.run.folder import RunFolder
     from digitlab.run.view import RunView
-    from digitlab.runs import RunFolder
     view = RunView(RunFolder.open(run))  # the last snapshot is the saved model's plane
     from digitlab.inside.plane import project
     np.testing.assert_allclose(record["points"][-1], project(view.model, view.inputs("test")[:1984], 3), rtol=1e-5)
@@ -144,13 +144,13 @@ def test_the_plane_and_layer_health_are_recorded_every_epoch(tmp_path):
 
 def read_embedding_of(run: Path):
     from digitlab.config import load_config
-    from digitlab.runs import RunFolder
+    from digitlab.run.folder import RunFolder
     return read_embedding(RunFolder.open(run), load_config(run / "config.yaml"))
 
 
 def read_health_of(run: Path):
     from digitlab.config import load_config
-    from digitlab.runs import RunFolder
+    from digitlab.run.folder import RunFolder
     return read_health(RunFolder.open(run), load_config(run / "config.yaml"))
 
 

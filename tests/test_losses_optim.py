@@ -243,7 +243,7 @@ def test_cross_entropy_with_label_smoothing_by_hand_and_by_central_differences(n
 
 def test_label_smoothing_in_a_config():
     from digitlab.config import validate
-    from digitlab.run import prepare
+    from digitlab.run.setup import prepare
     cfg = validate({"data": {"digits": [3, 8], "limit": 100}, "model": [{"linear": 2}],
                     "loss": {"name": "cross_entropy", "label_smoothing": 0.1}}, "x.yaml")
     assert cfg["loss"] == {"name": "cross_entropy", "label_smoothing": 0.1}
@@ -277,7 +277,7 @@ def test_adamw_decays_the_weights_apart_from_the_gradient():
 
 def test_decay_all_false_leaves_biases_and_batch_norm_alone():
     from digitlab.config import validate
-    from digitlab.run import prepare
+    from digitlab.run.setup import prepare
     cfg = validate({"data": {"digits": [3, 8], "limit": 100}, "loss": "cross_entropy",
                     "model": [{"linear": 4}, "batchnorm", "relu", {"linear": 2}],
                     "optimizer": {"name": "sgd", "lr": 0.1, "weight_decay": 0.5, "decay_all": False}}, "x.yaml")

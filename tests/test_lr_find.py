@@ -13,7 +13,7 @@ from PIL import Image
 
 from digitlab.cli import main
 from digitlab.config import validate
-from digitlab.lr_find import search
+from digitlab.run.lr_find import search
 from digitlab.run.setup import prepare
 
 TINY = {"name": "tiny", "seed": 0, "data": {"digits": [3, 8], "validation": 0.1, "limit": 1500},

@@ -57,7 +57,7 @@ def test_leaky_relu(slope, n, width, check_layer):
 
 def test_leaky_relu_in_a_config_trains_and_gets_he_init():
     from digitlab.config import validate
-    from digitlab.run import prepare
+    from digitlab.run.setup import prepare
     cfg = validate({"data": {"digits": [3, 8], "limit": 200}, "model": [{"linear": 8}, {"leaky_relu": 0.1},
                     {"linear": 2}], "epochs": 1}, "leaky.yaml")
     assert cfg["model"][1] == {"leaky_relu": 0.1}

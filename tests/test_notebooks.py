@@ -21,7 +21,7 @@ from digitlab.data import digits8x8 as d8
 from digitlab.data import load_data
 from digitlab.errors import ConfigError, DataError
 from digitlab.nn import SGD, Adadelta, ClassMeans, Parameters, RMSprop, Sequential
-from digitlab.run import prepare
+from digitlab.run.setup import prepare
 
 COUNTS = [178, 182, 177, 183, 181, 182, 181, 179, 174, 180]
 IMAGE0 = [[0, 0, 5, 13, 9, 1, 0, 0], [0, 0, 13, 15, 10, 15, 5, 0], [0, 3, 15, 2, 0, 11, 8, 0],

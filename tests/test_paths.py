@@ -160,7 +160,7 @@ def test_a_run_folder_made_read_only_mid_run_fails_with_one_line(shared, config)
     assert proc.returncode == 1, err
     message = one_line(err)
     assert str(run) in message and "Permission denied" in message and "checkpoint is intact" in message
-    from digitlab import checkpoint
+    from digitlab.run import checkpoint
     assert checkpoint.load(run / checkpoint.NAME).epoch >= 1
 
 

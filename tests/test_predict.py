@@ -18,8 +18,8 @@ from PIL import Image, ImageOps
 
 from digitlab.cli import main
 from digitlab.data.photo import read_grey, to_digit
+from digitlab.run.folder import RunFolder
 from digitlab.run.view import RunView
-from digitlab.runs import RunFolder
 
 # Ten digits, a small MLP trained on shifted images (so that half a pixel of centring does not decide), ~5 s.
 SMALL = {"name": "small10", "seed": 0, "data": {"digits": list(range(10)), "validation": 0.1, "limit": 6000,

@@ -25,10 +25,10 @@ import yaml
 from click.testing import CliRunner
 
 from digitlab.cli import main
-from digitlab.locks import FileLock, lock_path
-from digitlab.runs import RunFolder
+from digitlab.run.folder import RunFolder
 from digitlab.sweep import load_sweep
-from digitlab.threads import LIMIT_VARIABLES, limits
+from digitlab.system.locks import FileLock, lock_path
+from digitlab.system.threads import LIMIT_VARIABLES, limits
 
 TINY = {"name": "tiny", "seed": 0, "data": {"digits": [3, 8], "validation": 0.1, "limit": 300},
         "model": [{"linear": 16}, "relu", {"linear": 2}], "loss": "cross_entropy",
@@ -225,8 +225,8 @@ def test_the_shipped_measurement_sweeps_hold_the_same_points():
 def test_a_cluster_worker_resumes_an_interrupted_point_from_its_shipped_checkpoint(tmp_path):
     """What --executor dask does with a crashed or interrupted point, without a cluster: the client ships the
     folder, the worker resumes it, the client puts the continued folder in place of the old one."""
-    from digitlab.run import start
     from digitlab.run.callbacks import StopAfter
+    from digitlab.run.lifecycle import start
     from digitlab.sweep.executors.dask import folder_files, train_remote, write_remote_run
     from digitlab.sweep.point import origin
 

@@ -19,8 +19,8 @@ from click.testing import CliRunner
 from digitlab.cli import main
 from digitlab.config import load_config
 from digitlab.learner import Callback
-from digitlab.run import start
-from digitlab.runs import RunFolder
+from digitlab.run.folder import RunFolder
+from digitlab.run.lifecycle import start
 
 PLANE = {"name": "plane", "seed": 1, "data": {"digits": [3, 8], "validation": 0.1, "limit": 600},
          "model": [{"linear": 16}, "relu", {"linear": 2}, {"linear": 1}, "sigmoid"], "loss": "bce",
@@ -275,8 +275,8 @@ def test_out_to_a_path_that_cannot_be_written_is_one_line(runs, tmp_path):
 
 
 def test_parallel_coordinates_have_an_axis_per_varied_key_and_the_metric_last():
-    from digitlab.parallel import parallel_coordinates
-    from digitlab.report import varied_keys
+    from digitlab.figures.parallel import parallel_coordinates
+    from digitlab.runs.page import varied_keys
     configs = [{"name": f"p{i}", "seed": seed, "optimizer": {"name": "sgd", "lr": lr},
                 "model": [{"linear": 8}, {"dropout": 0.1}]} for i, (lr, seed) in enumerate([(0.1, 1), (0.01, 2)])]
     configs[1]["model"][1]["dropout"] = 0.3

@@ -17,13 +17,13 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from digitlab import checkpoint
 from digitlab.cli import main
 from digitlab.config import load_config
 from digitlab.errors import StorageError
 from digitlab.learner import Callback
-from digitlab.run import start as train
-from digitlab.runs import RunFolder
+from digitlab.run import checkpoint
+from digitlab.run.folder import RunFolder
+from digitlab.run.lifecycle import start as train
 
 CONFIG = {
     "name": "tiny", "seed": 3,
@@ -53,7 +53,7 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(straight_run, tmp_path,
     assert child.returncode == -signal.SIGKILL, child.stderr
     info = json.loads((run / "run.json").read_text())
     assert info["status"] == "running"  # what a killed process leaves behind...
-    from digitlab.runs import RunFolder
+    from digitlab.run.folder import RunFolder
     assert RunFolder(run).status() == "crashed"  # ...is read as crashed: no process holds its lock
 
     result = CliRunner().invoke(main, ["train", "--resume", str(run)])
@@ -169,7 +169,7 @@ def test_folder_removed_under_a_run_is_a_storage_error(tmp_path):
 
 
 def test_a_live_run_cannot_be_resumed_twice(tmp_path):
-    from digitlab.runs import RunFolder
+    from digitlab.run.folder import RunFolder
 
     class TryResume(Callback):
         def on_epoch_end(self, epoch, logs):
@@ -189,7 +189,7 @@ THREADED = {**CONFIG, "model": [{"linear": 300}, "relu", {"linear": 1}, "sigmoid
 def digitlab(*args, threads=None, timeout=300):
     """digitlab ARGS in a fresh process; `threads` sets the BLAS thread variables as --threads does, and without
     it every such variable is removed (the machine's default)."""
-    from digitlab.threads import LIMIT_VARIABLES, limits
+    from digitlab.system.threads import LIMIT_VARIABLES, limits
     env = {k: v for k, v in os.environ.items() if k not in LIMIT_VARIABLES}
     env.update(limits(threads) if threads else {})
     return subprocess.run([sys.executable, "-m", "digitlab", *map(str, args)], capture_output=True, text=True,
@@ -214,7 +214,7 @@ def test_a_bare_resume_continues_with_the_threads_the_run_started_with(threaded,
                                                                        where, epoch):
     """Started with one BLAS thread and killed, a run resumed with a bare `--resume RUN` (from a shell that sets
     no thread variables) ends exactly as the uninterrupted one-thread run."""
-    from digitlab.threads import LIMIT_VARIABLES, limits
+    from digitlab.system.threads import LIMIT_VARIABLES, limits
     cfg, straight, _ = threaded
     run = tmp_path / "run"
     env = {**{k: v for k, v in os.environ.items() if k not in LIMIT_VARIABLES}, **limits(1)}
@@ -235,7 +235,7 @@ def test_a_bare_resume_continues_with_the_threads_the_run_started_with(threaded,
 def test_a_different_thread_count_on_resume_is_allowed_with_a_warning(threaded, tmp_path, kill_run):
     cfg, straight, default = threaded
     run = tmp_path / "run"
-    from digitlab.threads import limits
+    from digitlab.system.threads import limits
     env = {**os.environ, **limits(1)}
     child = kill_run(cfg, run, "after-epoch", 2, env=env, timeout=300)
     assert child.returncode == -signal.SIGKILL

@@ -23,9 +23,9 @@ import yaml
 from click.testing import CliRunner
 
 from digitlab.cli import main
-from digitlab.locks import FileLock, held_elsewhere, lock_path
-from digitlab.runs import RunFolder
+from digitlab.run.folder import RunFolder
 from digitlab.sweep import load_sweep, run_sweep
+from digitlab.system.locks import FileLock, held_elsewhere, lock_path
 
 REPO = Path(__file__).resolve().parent.parent
 QUICK = REPO / "configs" / "sweeps" / "quick.yaml"

@@ -7,9 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from digitlab import threads
 from digitlab.data.splits import to_dataset
 from digitlab.nn import SGD, Adam, Parameters, ReLU
+from digitlab.system import threads
 
 
 def test_spans_cover_the_buffer_on_aligned_boundaries():

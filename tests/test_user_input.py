@@ -237,7 +237,7 @@ def test_a_command_line_with_bytes_that_are_not_utf8_is_recorded_as_bash_would_t
     """Python keeps such bytes as surrogates, which no UTF-8 file can hold: report.html was not written."""
     import subprocess
 
-    from digitlab.environment import command_line
+    from digitlab.system.environment import command_line
     monkeypatch.setattr("sys.argv", ["/usr/bin/digitlab", "train", "x.yaml", "--name", "ab\udcffc d'é"])
     line = command_line()
     assert line == "digitlab train x.yaml --name $'ab\\xffc d\\x27\\xc3\\xa9'"

@@ -55,5 +55,5 @@ def format_machine(results: dict) -> str:
 
 
 def write_json(results: dict, path) -> None:
-    from digitlab.storage import atomic_write  # a bad path is a one-line StorageError, never a half-written file
+    from digitlab.system.storage import atomic_write  # a bad path is a one-line StorageError, never a half-written file
     atomic_write(path, json.dumps(results, indent=2) + "\n")

@@ -12,9 +12,9 @@ import sys
 from digitlab.bench.engines import ENGINES, PEERS
 from digitlab.bench.report import fmt
 from digitlab.bench.tasks import TASKS, Task
-from digitlab.environment import command_line, load_average, machine
 from digitlab.errors import UserError
-from digitlab.threads import cpus, limits
+from digitlab.system.environment import command_line, load_average, machine
+from digitlab.system.threads import cpus, limits
 
 
 def run(tasks: list[str] | None = None, engines: list[str] | None = None, epochs: int = 3,

@@ -40,7 +40,7 @@ class Task:
 
     @property
     def description(self) -> str:
-        from digitlab.compare import architecture
+        from digitlab.runs.compare import architecture
         cfg = self.resolved()
         opt = cfg["optimizer"]
         arch = architecture(cfg)

@@ -19,7 +19,7 @@ def peak_mb() -> float:
 def setup_task(task, seed: int, limit: int | None):
     """The task's config through digitlab's own `prepare`: data, model, loss, optimizer. The peers take their data
     and initial weights from it. With a limit the test set is cut to it too."""
-    from digitlab.run import prepare
+    from digitlab.run.setup import prepare
 
     setup = prepare(task.resolved(seed, limit))
     test = setup.data.test

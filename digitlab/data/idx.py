@@ -21,7 +21,7 @@ import mnist
 import numpy as np
 
 from digitlab.errors import DataError, StorageError
-from digitlab.storage import atomic_write
+from digitlab.system.storage import atomic_write
 
 # The four files of an MNIST-shaped data set, by role.
 FILES = {

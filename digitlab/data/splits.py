@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from digitlab import threads
 from digitlab.data.source import Source
 from digitlab.errors import DataError, SplitError
+from digitlab.system import threads
 
 CHUNK_ROWS = 2048  # images gathered and converted at a time (1.6 MB of uint8 for MNIST)
 TEST_SPLIT_SEED = 0  # the test split of a dataset without an official one: the same images for every run

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from digitlab.figures.run import embedding_layer
 from digitlab.inside.probe import trace
 from digitlab.nn import Sequential
-from digitlab.plots import embedding_layer
 
 __all__ = ["embedding_layer", "project", "fixed_limits"]
 

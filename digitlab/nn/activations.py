@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from digitlab import threads
 from digitlab.nn import functional as F
 from digitlab.nn.base import Layer
 from digitlab.options import Number
+from digitlab.system import threads
 
 
 class ReLU(Layer):

@@ -12,10 +12,10 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from digitlab import threads
 from digitlab.nn.base import WeightLayer
 from digitlab.nn.functional import channels_first, channels_last, image_shape
 from digitlab.options import Choice, Integer
+from digitlab.system import threads
 
 
 class Conv2d(WeightLayer):

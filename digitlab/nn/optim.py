@@ -9,7 +9,7 @@ temporary): after `step()`, `.grad` holds the gradient that was applied, not the
 overwrites it.
 
 The update is elementwise, so it is split into contiguous ranges that threads update at once (numpy releases
-the GIL inside ufuncs; see `digitlab.threads`): the same arithmetic on every element, whatever the threads.
+the GIL inside ufuncs; see `digitlab.system.threads`): the same arithmetic on every element, whatever the threads.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ import math
 
 import numpy as np
 
-from digitlab import threads
 from digitlab.nn.model import Parameters
 from digitlab.options import Boolean, Number, Numbers
+from digitlab.system import threads
 
 
 class Optimizer:

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from digitlab import threads
 from digitlab.nn.base import Layer
 from digitlab.nn.functional import channels_first, channels_last, image_shape
 from digitlab.options import Integer
+from digitlab.system import threads
 
 
 class Pool2d(Layer):

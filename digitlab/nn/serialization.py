@@ -12,7 +12,7 @@ import numpy as np
 
 from digitlab.nn.model import Sequential
 from digitlab.nn.registry import architecture
-from digitlab.storage import read_npz
+from digitlab.system.storage import read_npz
 
 META_KEY = "__architecture__"
 

@@ -1,9 +1,4 @@
-"""One run: a config prepared into objects (setup), trained and recorded (lifecycle, callbacks), and the
-outputs made from its folder (view, outputs)."""
-
-from digitlab.run.lifecycle import resume, start
-from digitlab.run.outputs import OUTPUTS, write_outputs
-from digitlab.run.setup import Setup, prepare
-from digitlab.run.view import RunView, evaluate_run
-
-__all__ = ["resume", "start", "OUTPUTS", "write_outputs", "Setup", "prepare", "RunView", "evaluate_run"]
+"""One run: its folder and the names of its files (layout, folder), a config prepared into objects (setup),
+trained and recorded (lifecycle, callbacks, records, checkpoint), the outputs and the page made from its folder
+(view, outputs, inside, page), and what is done with a finished run (predict, reproduce); lr_find is a short run
+of its own. Light on purpose: importing a module of run/ loads only what that module needs."""

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import time
 
-from digitlab import checkpoint
 from digitlab.learner import Callback
+from digitlab.run import checkpoint
 from digitlab.run.console import Console
+from digitlab.run.folder import RunFolder
 from digitlab.run.setup import Setup
-from digitlab.runs import RunFolder
 
 
 class EpochLogger(Callback):

@@ -6,7 +6,7 @@ import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from digitlab.runs import RunFolder
+    from digitlab.run.folder import RunFolder
 
 
 class Console:

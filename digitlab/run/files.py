@@ -14,13 +14,13 @@ import numpy as np
 from digitlab import __version__
 from digitlab.config import config_hash, loss_name, validate
 from digitlab.data import DigitData, from_indices, open_source
-from digitlab.environment import DIFF_LIMIT, uncommitted_changes
 from digitlab.errors import ConfigError, DamagedRun, DataError, RunError
 from digitlab.nn import Sequential, architecture
 from digitlab.nn.serialization import model_arrays, read_model_file
+from digitlab.run.folder import MODEL, RunFolder
 from digitlab.run.setup import make_model
-from digitlab.runs import MODEL, RunFolder
-from digitlab.storage import read_npz
+from digitlab.system.environment import DIFF_LIMIT, uncommitted_changes
+from digitlab.system.storage import read_npz
 
 SPLITS = "splits.npz"
 GIT_DIFF = "git.diff"

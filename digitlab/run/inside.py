@@ -10,11 +10,11 @@ from collections.abc import Callable
 
 import numpy as np
 
-from digitlab.inside import figures
+from digitlab.figures import inside as figures
 from digitlab.inside.maps import conv_maps
 from digitlab.inside.saliency import saliency
-from digitlab.metrics import class_probabilities
 from digitlab.nn import Linear
+from digitlab.nn.metrics import class_probabilities
 from digitlab.run.records import read_embedding, read_health
 from digitlab.run.view import RunView
 

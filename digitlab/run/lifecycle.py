@@ -18,24 +18,24 @@ from pathlib import Path
 
 import numpy as np
 
-from digitlab import checkpoint
 from digitlab.config import dump, load_config
 from digitlab.data import DataLoader, Sampler
 from digitlab.data.augment import make_augment
-from digitlab.environment import command_line, environment
 from digitlab.errors import CheckpointError, DamagedRun, RunError, StorageError
 from digitlab.learner import EarlyStopping, Learner, LRScheduler, OnePass, ProgressBar, ScoreSplits, TerminateOnNaN
 from digitlab.nn import SCHEDULES
 from digitlab.nn.summary import format_summary
+from digitlab.run import checkpoint
 from digitlab.run.callbacks import EpochLogger, RunWriter, StopCheck
 from digitlab.run.console import Console
 from digitlab.run.files import save_git_diff, save_model, save_splits
+from digitlab.run.folder import FINISHED_FIELDS, RunFolder, utc_now
 from digitlab.run.outputs import AT_START, OUTPUTS, write_outputs
+from digitlab.run.page import write_report
 from digitlab.run.records import recorders
-from digitlab.run.report import write_report
 from digitlab.run.setup import Setup, prepare, train_eval_rows
 from digitlab.run.view import RunView
-from digitlab.runs import FINISHED_FIELDS, RunFolder, utc_now
+from digitlab.system.environment import command_line, environment
 
 
 @contextlib.contextmanager

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from digitlab import plots
 from digitlab.data.augment import make_augment
-from digitlab.metrics import confusion_matrix, precision_recall
+from digitlab.figures import run as plots
 from digitlab.nn import ClassMeans, Conv2d
+from digitlab.nn.metrics import confusion_matrix, precision_recall
+from digitlab.run.folder import RunFolder
 from digitlab.run.inside import INSIDE
 from digitlab.run.setup import train_eval_rows
 from digitlab.run.view import RunView
-from digitlab.runs import RunFolder
-from digitlab.storage import png_bytes
+from digitlab.system.storage import png_bytes
 
 OUTPUTS: dict[str, Callable[[RunView], bytes | str | dict | None]] = {}
 AT_START: set[str] = set()  # outputs made when training starts (from the config and data alone)

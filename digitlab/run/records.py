@@ -24,9 +24,9 @@ from digitlab.inside.health import COLUMNS, PROBE, alarm, layer_health
 from digitlab.inside.plane import embedding_layer, project
 from digitlab.learner import Callback
 from digitlab.run.console import Console
+from digitlab.run.folder import RunFolder
 from digitlab.run.setup import Setup
-from digitlab.runs import RunFolder
-from digitlab.storage import append_line, read_npz
+from digitlab.system.storage import append_line, read_npz
 
 EMBEDDING = "embedding_epochs.npz"
 HEALTH = "layer_health.csv"

@@ -15,11 +15,11 @@ import numpy as np
 from digitlab.config import load_config
 from digitlab.data import DigitData, load_data, open_source
 from digitlab.errors import DamagedRun
-from digitlab.metrics import score
 from digitlab.nn import Loss, Sequential
+from digitlab.nn.metrics import score
 from digitlab.run.files import MODEL, NOT_FINITE, load_model, load_splits
+from digitlab.run.folder import RunFolder
 from digitlab.run.setup import make_loss
-from digitlab.runs import RunFolder
 
 
 class RunView:

@@ -3,7 +3,7 @@
 
 A point is identified by a hash of its resolved config, so running a sweep again finds what is done: complete
 points are skipped, crashed and interrupted ones run again (resumed from their checkpoint), failed and diverged
-ones only with `retry_failed`. The process that trains a point holds its lock (digitlab.locks), so two sweeps at
+ones only with `retry_failed`. The process that trains a point holds its lock (digitlab.system.locks), so two sweeps at
 once never train the same point. A sweep with `prune:` stops unpromising points early (digitlab.sweep.prune).
 """
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import yaml
 
 from digitlab.errors import UserError
-from digitlab.runs import utc_now
-from digitlab.storage import atomic_write
+from digitlab.run.folder import utc_now
 from digitlab.sweep.spec import Sweep, _text
 from digitlab.sweep.state import Outcome
+from digitlab.system.storage import atomic_write
 
 
 def write_sweep_file(sweep: Sweep, sweep_dir: Path) -> None:
@@ -44,7 +44,7 @@ def write_points_csv(sweep: Sweep, sweep_dir: Path, outcomes: list[Outcome]) -> 
 
 
 def write_compare_png(sweep: Sweep, sweep_dir: Path, outcomes: list[Outcome]) -> Path | None:
-    from digitlab import compare
+    from digitlab.runs import compare
     runs = []
     for o in outcomes:
         if o.folder is not None:

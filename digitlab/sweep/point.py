@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from digitlab.config import dump
-from digitlab.environment import command_line
 from digitlab.errors import CheckpointError, UserError
-from digitlab.runs import RunFolder, utc_now
+from digitlab.run.folder import RunFolder, utc_now
 from digitlab.sweep.state import claim, folder_status, resumable, set_aside
+from digitlab.system.environment import command_line
 
 if TYPE_CHECKING:
     from digitlab.sweep.schedule import Job
@@ -39,7 +39,7 @@ def run_point(sweep_dir: str, job: Job, retry_failed: bool) -> dict:
     if lock is None:
         return outcome
     try:
-        from digitlab.run import resume, start
+        from digitlab.run.lifecycle import resume, start
         folder, state = outcome.pop("folder"), outcome["state"]
         run_dir, error = sweep_dir / point.folder, None
         if resumable(folder, state):

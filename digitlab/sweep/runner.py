@@ -12,16 +12,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from digitlab.errors import RunError, StorageError
-from digitlab.locks import LOCKS, waiting_lock
-from digitlab.report import write_sweep_report
-from digitlab.runs import RunFolder
-from digitlab.storage import check_writable, make_folder
+from digitlab.run.folder import RunFolder
+from digitlab.runs.page import write_sweep_report
 from digitlab.sweep.files import write_compare_png, write_points_csv, write_sweep_file
 from digitlab.sweep.point import run_point
 from digitlab.sweep.prune import WAIT
 from digitlab.sweep.schedule import Job, Schedule
 from digitlab.sweep.spec import Point, Sweep
 from digitlab.sweep.state import FAILED, RERUN, Outcome, best_of, epochs_done, find_folder, last_metric, read_result
+from digitlab.system.locks import LOCKS, waiting_lock
+from digitlab.system.storage import check_writable, make_folder
 
 
 @dataclass

@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from digitlab.errors import RunError
-from digitlab.locks import FileLock, lock_path
 from digitlab.run.callbacks import StopAfter
-from digitlab.runs import RunFolder, utc_now
+from digitlab.run.folder import RunFolder, utc_now
 from digitlab.sweep.prune import COMPLETE, PRUNED, RUN, WAIT, Decision, Track
 from digitlab.sweep.spec import Point, Sweep
 from digitlab.sweep.state import FAILED, RERUN, point_state, should_run, why_stopped
+from digitlab.system.locks import FileLock, lock_path
 
 
 @dataclass(frozen=True)

@@ -10,14 +10,14 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from digitlab import checkpoint
-from digitlab.agreement import check_agreement
 from digitlab.config import load_config
 from digitlab.errors import ConfigError, DamagedRun, RunError, StorageError, os_reason
-from digitlab.locks import FileLock, held_elsewhere, lock_path
-from digitlab.runs import RunFolder
-from digitlab.storage import make_folder
+from digitlab.run import checkpoint
+from digitlab.run.agreement import check_agreement
+from digitlab.run.folder import RunFolder
 from digitlab.sweep.spec import Point
+from digitlab.system.locks import FileLock, held_elsewhere, lock_path
+from digitlab.system.storage import make_folder
 
 FAILED = ("failed", "diverged", "damaged")  # rerun only with retry_failed
 RERUN = ("crashed", "interrupted")   # rerun always

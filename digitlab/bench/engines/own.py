@@ -8,7 +8,7 @@ import time
 def run_digitlab(task, setup, spec: dict) -> dict:
     from digitlab.data import DataLoader, Sampler
     from digitlab.learner import Learner
-    from digitlab.metrics import score
+    from digitlab.nn.metrics import score
 
     loader = DataLoader((setup.train_x, setup.train_t),
                         Sampler(len(setup.train_x), setup.cfg["batch_size"], shuffle=True, rng=setup.rng))

@@ -11,11 +11,11 @@ import time
 from pathlib import Path
 
 from digitlab.errors import RunError, StorageError, UserError, os_reason
-from digitlab.storage import atomic_write, make_folder
 from digitlab.sweep.point import origin, record_failure
 from digitlab.sweep.schedule import Job
 from digitlab.sweep.spec import Point
 from digitlab.sweep.state import claim, folder_status, resumable, set_aside
+from digitlab.system.storage import atomic_write, make_folder
 
 
 def import_dask():
@@ -127,7 +127,7 @@ def train_remote(cfg: dict, files: dict[str, bytes] | None = None, stop=None, re
     train `cfg` afresh) in a temporary folder until `stop` ends it, and return the run folder's files as bytes
     (relative path -> bytes), so that the client writes the run folder and workers need no shared disk."""
     from digitlab.errors import CheckpointError
-    from digitlab.run import resume, start
+    from digitlab.run.lifecycle import resume, start
     with tempfile.TemporaryDirectory(prefix="digitlab-") as tmp:
         run_dir = Path(tmp) / "run"
         error = restarted = None

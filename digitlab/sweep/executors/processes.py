@@ -12,7 +12,7 @@ from pathlib import Path
 from digitlab.sweep.point import run_point
 from digitlab.sweep.schedule import Job
 from digitlab.sweep.state import folder_status
-from digitlab.threads import cpus, limits
+from digitlab.system.threads import cpus, limits
 
 
 def run_in_processes(sweep_dir: Path, jobs: list[Job], retry_failed: bool, workers: int, progress) -> None:

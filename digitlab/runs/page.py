@@ -1,4 +1,4 @@
-"""`digitlab report`: a page per run folder (digitlab.run.report), or one page that compares runs: the compare
+"""`digitlab report`: a page per run folder (digitlab.run.page), or one page that compares runs: the compare
 table (sortable, the config columns that differ), their curves overlaid, and for sweeps a parallel-coordinates
 plot and the seed groups. A sweep folder gets its own report.html whenever a sweep invocation ends.
 """
@@ -9,12 +9,13 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from digitlab import compare, html
 from digitlab.config import read_yaml
 from digitlab.errors import RunError, UserError
-from digitlab.parallel import parallel_coordinates
-from digitlab.runs import RunFolder
-from digitlab.storage import atomic_write
+from digitlab.figures import html
+from digitlab.figures.parallel import parallel_coordinates
+from digitlab.run.folder import RunFolder
+from digitlab.runs import compare
+from digitlab.system.storage import atomic_write
 
 PAGE = "report.html"
 LOWER_IS_BETTER = ("val_loss", "test_loss", "train_loss")
@@ -27,7 +28,7 @@ def report(folders: list[Path], out: Path | None = None, echo: Callable[[str], N
     others are written."""
     if out is not None:
         return [write_comparison(folders, out)]
-    from digitlab.run.report import write_report
+    from digitlab.run.page import write_report
     written, failed = [], []
     for folder in map(Path, folders):
         try:
@@ -86,7 +87,7 @@ def write_comparison(folders, out: Path, title: str | None = None, select: str |
              _table(columns, rows, out)]
     figure = compare.overlay(runs)
     if figure is not None:
-        from digitlab.storage import png_bytes
+        from digitlab.system.storage import png_bytes
         body += ["<h2>Curves</h2>", '<div class="figs">', html.figure(
             png_bytes(figure), "accuracy per epoch of every run", "Test accuracy (solid) and train accuracy (dashed) "
             "per epoch."), "</div>"]
@@ -164,7 +165,7 @@ def _parallel(runs: list[compare.Run], select: str) -> str:
         row = {k: flat.get(k) for k in keys}
         row[select] = run.summary.get(select) if run.status == "complete" else None
         rows.append(row)
-    from digitlab.storage import png_bytes
+    from digitlab.system.storage import png_bytes
     figure = parallel_coordinates(keys, rows, select, maximize=select not in LOWER_IS_BETTER)
     return head + '<div class="figs">' + html.figure(
         png_bytes(figure), "parallel coordinates of the sweep", f"One axis per varied config key and "

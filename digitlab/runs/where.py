@@ -14,9 +14,9 @@ import math
 import re
 from dataclasses import dataclass
 
-from digitlab.compare import ALIASES, CONFIG_COLUMNS, METRIC_COLUMNS
 from digitlab.errors import UserError
 from digitlab.options import as_number, did_you_mean
+from digitlab.runs.compare import ALIASES, CONFIG_COLUMNS, METRIC_COLUMNS
 
 COLUMNS = ["name", "status"] + CONFIG_COLUMNS + METRIC_COLUMNS + ["started", "sweep", "point", "path"]
 NUMERIC = {"params", "lr", "momentum", "weight_decay", "batch_size", "epochs", "limit", "validation", "seed",

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from digitlab import compare
 from digitlab.errors import UserError
-from digitlab.where import Condition, select
+from digitlab.runs import compare
+from digitlab.runs.where import Condition, select
 
 COLUMNS = ["name", "status", "started", "epochs_done", "test_acc", "best_val", "folder"]
 STATUSES = ("running", "complete", "pruned", "interrupted", "crashed", "failed", "diverged", "damaged")

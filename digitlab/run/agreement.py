@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import json
 
-from digitlab import checkpoint
 from digitlab.config import config_hash
 from digitlab.errors import DamagedRun
 from digitlab.nn.serialization import META_KEY
-from digitlab.runs import MODEL, RunFolder
-from digitlab.storage import read_npz
+from digitlab.run import checkpoint
+from digitlab.run.folder import MODEL, RunFolder
+from digitlab.system.storage import read_npz
 
 
 def check_agreement(run: RunFolder, cfg: dict, info: dict, metrics: list[dict]) -> None:

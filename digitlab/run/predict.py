@@ -14,10 +14,10 @@ import numpy as np
 
 from digitlab.data.photo import read_grey, to_digit
 from digitlab.errors import DamagedRun, RunError
-from digitlab.metrics import class_probabilities
+from digitlab.nn.metrics import class_probabilities
 from digitlab.run.files import MODEL, NOT_FINITE
+from digitlab.run.folder import RunFolder
 from digitlab.run.view import RunView
-from digitlab.runs import RunFolder
 
 
 @dataclass
@@ -86,7 +86,7 @@ def explain(predictions: list[Prediction], out: str | Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from digitlab.storage import save_png
+    from digitlab.system.storage import save_png
 
     n = len(predictions)
     fig, axes = plt.subplots(n, 3, figsize=(9, 2.4 * n), squeeze=False, gridspec_kw={"width_ratios": [1, 1, 1.6]})

@@ -1,6 +1,6 @@
 """The command line: parse, call, print. No training logic lives here.
 
-Errors end as one line and an exit code (digitlab.arguments): 2 for a bad config, argument or run folder.
+Errors end as one line and an exit code (digitlab.cli.arguments): 2 for a bad config, argument or run folder.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from pathlib import Path
 
 import click
 
-from digitlab import __version__, arguments
+from digitlab import __version__
+from digitlab.cli import arguments
 from digitlab.errors import StorageError, UserError
 
 
@@ -42,13 +43,13 @@ def train(config, overrides, runs_dir, name, seed, resume_dir, threads, quiet, d
 
     Exit code 0 when the run completes, 1 when it diverges or fails, 130/143 when Ctrl-C/SIGTERM stopped it
     (resume it with --resume), 2 for a bad config."""
-    from digitlab.threads import limits
+    from digitlab.system.threads import limits
     if resume_dir is not None:
         threads = _resume_threads(resume_dir, threads)
     if threads:  # before numpy loads: BLAS reads these once
         os.environ.update(limits(threads))
     from digitlab.config import load_config
-    from digitlab.run import resume, start
+    from digitlab.run.lifecycle import resume, start
 
     if resume_dir is not None:
         if config is not None or overrides or name or seed is not None:
@@ -109,7 +110,7 @@ def _resume_threads(run_dir: Path, threads: int | None) -> int | None:
 @click.argument("run_dir", type=arguments.Path(file_okay=False))
 def evaluate(run_dir):
     """Reload RUN_DIR's model.npz and recompute its test metrics."""
-    from digitlab.run import evaluate_run
+    from digitlab.run.view import evaluate_run
 
     result = evaluate_run(run_dir)
     click.echo(f"test_accuracy {result['test_accuracy']:.6f}  test_loss {result['test_loss']:.6f}")
@@ -128,7 +129,7 @@ def evaluate(run_dir):
 def data_look(config, dataset, digits, validation, test_fraction, seed, out):
     """A look at the data: split sizes and class counts, and figures of samples, counts, class means and pixels."""
     from digitlab.config import load_config, validate_data
-    from digitlab.look import look
+    from digitlab.figures.data import look
 
     if config is not None:
         if dataset or digits or validation is not None or test_fraction is not None:
@@ -162,11 +163,11 @@ def data_look(config, dataset, digits, validation, test_fraction, seed, out):
 def reproduce_command(run_dir, runs_dir, threads):
     """Train RUN_DIR's config.yaml again into a new folder and say whether metrics.csv matches (apart from
     seconds), naming what differs in the environment when it does not. Exit code 0 when it matches, 1 when not."""
-    from digitlab.threads import limits
+    from digitlab.system.threads import limits
     threads = _resume_threads(run_dir, threads)  # the run's own BLAS threads and kernels, before numpy loads
     if threads:
         os.environ.update(limits(threads))
-    from digitlab.reproduce import reproduce_run
+    from digitlab.run.reproduce import reproduce_run
 
     result = reproduce_run(run_dir, runs_dir)
     click.echo(f"trained {result.original} again: {result.copy}")
@@ -192,7 +193,7 @@ def reproduce_command(run_dir, runs_dir, threads):
               "test_acc>0.99, lr<=0.01, digits=[3,8], status!=complete, optimizer=adam (repeat: all must hold).")
 def compare_runs(folders, sort, fmt, all_columns, plot_path, group_seeds, conditions):
     """Runs side by side. FOLDERS are run folders or sweep folders (a sweep folder stands for its runs)."""
-    from digitlab import compare, where
+    from digitlab.runs import compare, where
 
     conditions = where.parse_all(conditions)
     runs, warnings = compare.collect(folders)
@@ -234,7 +235,8 @@ def compare_runs(folders, sort, fmt, all_columns, plot_path, group_seeds, condit
 def list_runs(folders, conditions, statuses, fmt):
     """Every run under FOLDERS (default: runs/), newest first: name, status, started, epochs done, test accuracy,
     best validation accuracy, folder."""
-    from digitlab import catalog, compare, where
+    from digitlab.runs import compare, where
+    from digitlab.runs import listing as catalog
 
     conditions = where.parse_all(conditions)
     if not folders and not Path("runs").is_dir():
@@ -266,10 +268,10 @@ def list_runs(folders, conditions, statuses, fmt):
 def sweep_points(sweep_file, workers, dry_run, executor, address, retry_failed, runs_dir, threads):
     """Run every point of SWEEP_FILE that is not complete yet; safe to run again, and from cron."""
     if threads:  # before numpy loads
-        from digitlab.threads import limits
+        from digitlab.system.threads import limits
         os.environ.update(limits(threads))
     from digitlab.sweep import epochs_line, load_sweep, run_sweep, summary_rows
-    from digitlab.tables import format_table
+    from digitlab.system.tables import format_table
 
     if address and executor != "dask":
         raise click.UsageError("--address needs --executor dask")
@@ -319,7 +321,7 @@ def bench(tasks, engines, epochs, threads, json_path, limit, no_peers):
     from digitlab import bench as benchmark
 
     if json_path:  # say so now, not after minutes of timing
-        from digitlab.storage import check_writable
+        from digitlab.system.storage import check_writable
         if not json_path.resolve().parent.is_dir():
             raise UserError(f"{json_path}: --json needs an existing folder ({json_path.resolve().parent} is not one)")
         try:
@@ -350,10 +352,10 @@ def bench(tasks, engines, epochs, threads, json_path, limit, no_peers):
 def report_pages(folders, out, threads):
     """Write report.html, a page to open in a browser, for each run folder (figures made again from the folder)
     and each sweep folder in FOLDERS; with --out, one page comparing all their runs."""
-    from digitlab.threads import limits
+    from digitlab.system.threads import limits
     if "numpy" not in sys.modules:  # BLAS reads them as numpy loads; later they would only leak into subprocesses
         os.environ.update(limits(threads))
-    from digitlab.report import report
+    from digitlab.runs.page import report
     if out is not None:
         try:
             written = report(list(folders), out)
@@ -374,7 +376,7 @@ def report_pages(folders, out, threads):
 def predict_digits(run_dir, images, fmt, explain_path):
     """Classify your own digit images (PNG or JPEG, any size, dark on light or light on dark) with RUN_DIR's
     trained model."""
-    from digitlab import predict
+    from digitlab.run import predict
     predictions = predict.predict(run_dir, list(images))
     click.echo(predict.as_json(predictions) if fmt == "json" else predict.as_text(predictions))
     if explain_path is not None:
@@ -400,7 +402,7 @@ def lr_find_command(config, overrides, runs_dir, start, end, steps):
     """The learning-rate range test: train CONFIG's initial weights while the learning rate grows exponentially,
     stop when the loss explodes, plot loss against lr and suggest one."""
     from digitlab.config import load_config
-    from digitlab.lr_find import lr_find
+    from digitlab.run.lr_find import lr_find
 
     if end <= start:
         raise click.UsageError(f"--end ({end:g}) must be larger than --start ({start:g})")

@@ -20,8 +20,8 @@ from digitlab.config import dump
 from digitlab.data import DataLoader, Sampler
 from digitlab.data.augment import make_augment
 from digitlab.errors import RunError, UserError
-from digitlab.runs import RunFolder
-from digitlab.storage import png_bytes
+from digitlab.run.folder import RunFolder
+from digitlab.system.storage import png_bytes
 
 SMOOTHING = 0.98  # the exponential moving average of the loss (bias-corrected), as fastai
 EXPLODED = 4.0  # stop once the smoothed loss is this many times its lowest

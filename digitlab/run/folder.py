@@ -1,7 +1,7 @@
 """A run folder: everything about one training run, written so that nothing is ever half-written, and read back
 as something that may have been damaged or edited by hand.
 
-Every file is written atomically (see digitlab.storage); `metrics.csv` and `log.txt` only grow, a whole line at
+Every file is written atomically (see digitlab.system.storage); `metrics.csv` and `log.txt` only grow, a whole line at
 a time. `run.json` carries the status (`running`, `complete`, `failed`, `interrupted`, `diverged`, or `pruned`:
 stopped early by a sweep's rule, resumable from its checkpoint) and a heartbeat, and the training process holds
 the folder's lock, so a reader can tell a crashed run from a live one. Every reader here checks what it reads
@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from digitlab.errors import DamagedRun, RunError, StorageError
-from digitlab.locks import FileLock, held_elsewhere
-from digitlab.storage import append_line, atomic_write, make_folder, npz_bytes, save_png
+from digitlab.system.locks import FileLock, held_elsewhere
+from digitlab.system.storage import append_line, atomic_write, make_folder, npz_bytes, save_png
 
 METRICS_COLUMNS = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy",
                    "test_loss", "test_accuracy", "seconds"]

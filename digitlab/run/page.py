@@ -14,18 +14,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from digitlab import html
 from digitlab.config import dump
 from digitlab.errors import StorageError, UserError
+from digitlab.figures import html
 from digitlab.inside.health import alarm
-from digitlab.metrics import confusion_matrix, precision_recall
+from digitlab.nn.metrics import confusion_matrix, precision_recall
 from digitlab.nn.summary import summary_rows
 from digitlab.run.files import MODEL
+from digitlab.run.folder import RunFolder
 from digitlab.run.outputs import OUTPUTS
 from digitlab.run.records import HEALTH, read_health
 from digitlab.run.setup import make_model
 from digitlab.run.view import RunView
-from digitlab.runs import RunFolder
 
 REPORT = "report.html"
 LOG_LINES = 400

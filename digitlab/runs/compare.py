@@ -15,11 +15,11 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from digitlab.agreement import check_agreement
 from digitlab.errors import ConfigError, DamagedRun, RunError, UserError
-from digitlab.runs import RunFolder
-from digitlab.storage import save_png
-from digitlab.tables import format_markdown, format_table
+from digitlab.run.agreement import check_agreement
+from digitlab.run.folder import RunFolder
+from digitlab.system.storage import save_png
+from digitlab.system.tables import format_markdown, format_table
 
 # Config columns, in order: shown only when they differ across the runs, unless all columns are asked for.
 CONFIG_COLUMNS = ["digits", "arch", "params", "loss", "optimizer", "lr", "momentum", "weight_decay", "schedule",

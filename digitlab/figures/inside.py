@@ -1,4 +1,4 @@
-"""The figures that show a network's inside, drawn with matplotlib's Agg backend like digitlab.plots: the
+"""The figures that show a network's inside, drawn with matplotlib's Agg backend like digitlab.figures.run: the
 mistakes with their probabilities, first-layer weights as images, the 2-D plane through training (a strip and
 an animated GIF), saliency maps, conv activation maps and layer health. Each function takes arrays, not a run, and
 returns a Figure (the GIF: its bytes).
@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from digitlab.plots import picture  # noqa: E402
+from digitlab.figures.run import picture  # noqa: E402
 
 RIGHT, WRONG, OTHER = "#2ca02c", "#d62728", "#9e9e9e"
 

@@ -14,7 +14,7 @@ import subprocess
 from pathlib import Path
 
 from digitlab import __version__
-from digitlab.threads import cpus
+from digitlab.system.threads import cpus
 
 DIFF_LIMIT = 1 << 20  # bytes of uncommitted changes a run keeps in git.diff
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from digitlab.errors import CheckpointError
-from digitlab.storage import read_npz
+from digitlab.system.storage import read_npz
 
 NAME = "checkpoint.npz"
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from digitlab import plots
 from digitlab.data import DigitData, load_data, open_source
-from digitlab.storage import make_folder, png_bytes
-from digitlab.tables import format_table
+from digitlab.figures import run as plots
+from digitlab.system.storage import make_folder, png_bytes
+from digitlab.system.tables import format_table
 
 SAMPLES = 40
 
@@ -62,7 +62,7 @@ def look(data_cfg: dict, seed: int, out: Path, echo=print) -> list[Path]:
     echo(f"digits {data.classes}: {sizes['train']} train / {sizes['val']} val / {sizes['test']} test images")
     echo("")
     echo(counts_table(data))
-    from digitlab.storage import atomic_write
+    from digitlab.system.storage import atomic_write
     make_folder(out)
     written = [atomic_write(out / name, content) for name, content in figures(data, seed, source.pixel_max).items()]
     return written

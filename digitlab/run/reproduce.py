@@ -12,13 +12,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from digitlab.agreement import check_agreement
 from digitlab.config import load_config
 from digitlab.errors import RunError
-from digitlab.run import start
+from digitlab.run.agreement import check_agreement
 from digitlab.run.callbacks import StopAfter
 from digitlab.run.files import GIT_DIFF
-from digitlab.runs import METRICS_COLUMNS, RunFolder
+from digitlab.run.folder import METRICS_COLUMNS, RunFolder
+from digitlab.run.lifecycle import start
 
 ENVIRONMENT = ("git_commit", "git_dirty", "digitlab", "python", "numpy", "blas_threads", "platform")
 
