@@ -19,7 +19,9 @@ from digitlab.cli import main
 from digitlab.config import load_config, validate
 from digitlab.run.folder import RunFolder
 from digitlab.run.lifecycle import start as train
-from digitlab.runs import compare
+from digitlab.runs.collect import collect
+from digitlab.runs.columns import architecture, legend_labels
+from digitlab.runs.table import table
 from digitlab.sweep import load_sweep, run_sweep
 
 REPO = Path(__file__).resolve().parent.parent
@@ -77,7 +79,7 @@ def test_all_columns_and_the_architecture_in_short(runs):
 
 
 def test_architecture_of_the_course_network():
-    assert compare.architecture(load_config(REPO / "configs" / "3v8.yaml")) == ("784-100-100-2-1", 88805)
+    assert architecture(load_config(REPO / "configs" / "3v8.yaml")) == ("784-100-100-2-1", 88805)
 
 
 def test_formats_carry_the_same_numbers(runs):
@@ -127,9 +129,9 @@ def test_plot_overlays_every_run_with_a_legend_of_differing_values(runs, tmp_pat
     target.parent.mkdir()
     result = invoke(sweep_dir, alone, "--plot", target)
     assert result.exit_code == 0 and target.read_bytes()[:8] == PNG
-    found, _ = compare.collect([sweep_dir, alone])
-    compare.table(found)
-    labels = compare.legend_labels(found)
+    found, _ = collect([sweep_dir, alone])
+    table(found)
+    labels = legend_labels(found)
     assert len(set(labels)) == 5 and all("lr=" in label and "seed=" in label for label in labels)
     assert "arch=784-1 " in labels[-1]
     assert not (tmp_path / "compare.png").exists()  # a plot lands in a sweep folder only when one is compared
@@ -176,7 +178,6 @@ def test_nothing_valid_is_exit_2(tmp_path):
 def test_architecture_counts_weighted_layers_only():
     """Batch norm has parameters but no width of its own: it must not repeat the layer before it."""
     from digitlab.config import validate
-    from digitlab.runs.compare import architecture
 
     cfg = validate({"model": [{"linear": 100}, "batchnorm", "relu", {"linear": 10}]}, "a.yaml")
     assert architecture(cfg) == ("784-100-10", 784 * 100 + 100 + 2 * 100 + 100 * 10 + 10)

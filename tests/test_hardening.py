@@ -19,7 +19,7 @@ from digitlab.cli import main
 from digitlab.config import apply_override, validate
 from digitlab.config.schema import Experiment
 from digitlab.errors import ConfigError, DataError
-from digitlab.run import checkpoint
+from digitlab.run import layout
 
 TINY = {
     "name": "tiny", "seed": 0,
@@ -137,8 +137,8 @@ def test_tampered_checkpoint_and_config_refuse_to_resume(finished_run, tmp_path)
     run = copy_run(finished_run, tmp_path / "run")
     info = json.loads((run / "run.json").read_text())
     (run / "run.json").write_text(json.dumps({**info, "status": "interrupted"}))
-    data = (run / checkpoint.NAME).read_bytes()
-    (run / checkpoint.NAME).write_bytes(data[:100])
+    data = (run / layout.CHECKPOINT).read_bytes()
+    (run / layout.CHECKPOINT).write_bytes(data[:100])
     assert "checkpoint" in one_line_error(invoke("train", "--resume", run))
 
     run2 = copy_run(finished_run, tmp_path / "run2")

@@ -18,6 +18,7 @@ import yaml
 from click.testing import CliRunner
 
 from digitlab.cli import main
+from digitlab.run import layout
 
 REPO = Path(__file__).resolve().parents[1]
 DIGITLAB = Path(sys.executable).with_name("digitlab")
@@ -161,7 +162,7 @@ def test_a_run_folder_made_read_only_mid_run_fails_with_one_line(shared, config)
     message = one_line(err)
     assert str(run) in message and "Permission denied" in message and "checkpoint is intact" in message
     from digitlab.run import checkpoint
-    assert checkpoint.load(run / checkpoint.NAME).epoch >= 1
+    assert checkpoint.load(run / layout.CHECKPOINT).epoch >= 1
 
 
 # -- a full disk ---------------------------------------------------------------------------------------------------

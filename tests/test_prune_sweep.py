@@ -27,7 +27,8 @@ from click.testing import CliRunner
 from digitlab.cli import main
 from digitlab.run.folder import RunFolder
 from digitlab.sweep import load_sweep
-from digitlab.system.locks import FileLock, lock_path
+from digitlab.sweep.state import lock_path
+from digitlab.system.locks import FileLock
 from digitlab.system.threads import LIMIT_VARIABLES, limits
 
 TINY = {"name": "tiny", "seed": 0, "data": {"digits": [3, 8], "validation": 0.1, "limit": 300},

@@ -275,7 +275,7 @@ def test_out_to_a_path_that_cannot_be_written_is_one_line(runs, tmp_path):
 
 
 def test_parallel_coordinates_have_an_axis_per_varied_key_and_the_metric_last():
-    from digitlab.figures.parallel import parallel_coordinates
+    from digitlab.figures.compare import parallel_coordinates
     from digitlab.runs.page import varied_keys
     configs = [{"name": f"p{i}", "seed": seed, "optimizer": {"name": "sgd", "lr": lr},
                 "model": [{"linear": 8}, {"dropout": 0.1}]} for i, (lr, seed) in enumerate([(0.1, 1), (0.01, 2)])]

@@ -21,7 +21,7 @@ from digitlab.cli import main
 from digitlab.config import load_config
 from digitlab.errors import StorageError
 from digitlab.learner import Callback
-from digitlab.run import checkpoint
+from digitlab.run import checkpoint, layout
 from digitlab.run.folder import RunFolder
 from digitlab.run.lifecycle import start as train
 
@@ -112,7 +112,7 @@ def test_signal_stops_cleanly_and_resume_finishes(tmp_path, sig, code):
     assert f"digitlab train --resume {run}" in out
     assert "Traceback" not in err
     done = len((run / "metrics.csv").read_text().splitlines()) - 1
-    assert checkpoint.load(run / checkpoint.NAME).epoch == done == info["epoch"]
+    assert checkpoint.load(run / layout.CHECKPOINT).epoch == done == info["epoch"]
 
 
 def test_diverging_run_stops_with_status_and_hint(tmp_path):
@@ -136,7 +136,7 @@ def test_disk_full_ends_with_one_line_and_keeps_the_last_checkpoint(tmp_path, mo
     saved = []
 
     def replace(src, dst):
-        if Path(dst).name == checkpoint.NAME:
+        if Path(dst).name == layout.CHECKPOINT:
             saved.append(dst)
             if len(saved) == 3:  # epoch 0 and epoch 1 are written; epoch 2's write finds the disk full
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
@@ -147,9 +147,9 @@ def test_disk_full_ends_with_one_line_and_keeps_the_last_checkpoint(tmp_path, mo
     result = CliRunner().invoke(main, ["train", str(cfg), "--runs-dir", str(tmp_path / "runs")])
     assert result.exit_code == 1
     message = result.output.strip().splitlines()[-1]
-    assert message.startswith("error: ") and checkpoint.NAME in message and "No space left" in message
+    assert message.startswith("error: ") and layout.CHECKPOINT in message and "No space left" in message
     run = next((tmp_path / "runs").iterdir())
-    assert checkpoint.load(run / checkpoint.NAME).epoch == 1
+    assert checkpoint.load(run / layout.CHECKPOINT).epoch == 1
     assert json.loads((run / "run.json").read_text())["status"] == "failed"
     assert not list(run.glob(".*.tmp")), "no temporary file is left behind"
 

@@ -25,7 +25,8 @@ from click.testing import CliRunner
 from digitlab.cli import main
 from digitlab.run.folder import RunFolder
 from digitlab.sweep import load_sweep, run_sweep
-from digitlab.system.locks import FileLock, held_elsewhere, lock_path
+from digitlab.sweep.state import lock_path
+from digitlab.system.locks import FileLock, held_elsewhere
 
 REPO = Path(__file__).resolve().parent.parent
 QUICK = REPO / "configs" / "sweeps" / "quick.yaml"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 from digitlab.learner import Callback
-from digitlab.run import checkpoint
+from digitlab.run import checkpoint, layout
 from digitlab.run.console import Console
 from digitlab.run.folder import RunFolder
 from digitlab.run.setup import Setup
@@ -43,7 +43,7 @@ class RunWriter(Callback):
         self.beat = time.monotonic()
 
     def on_train_begin(self, logs):
-        if not (self.run / checkpoint.NAME).exists():
+        if not (self.run / layout.CHECKPOINT).exists():
             self.save_checkpoint(0)  # so that a run stopped during its first epoch can resume too
 
     def on_batch_end(self, batch, logs):
@@ -58,7 +58,7 @@ class RunWriter(Callback):
         self.beat = time.monotonic()
 
     def save_checkpoint(self, epoch: int) -> None:
-        metrics = self.run / "metrics.csv"
+        metrics = self.run / layout.METRICS
         state = checkpoint.Checkpoint(
             epoch=epoch, model=self.setup.model.state_dict(), optimizer=self.setup.optimizer.state_dict(),
             rng_state=self.setup.rng.bit_generator.state,
@@ -66,7 +66,7 @@ class RunWriter(Callback):
             config_yaml=self.config_yaml,
             callbacks={cb.name: cb.state_dict() for cb in self.learner.callbacks.callbacks
                        if hasattr(cb, "state_dict")})
-        self.run.save_npz(checkpoint.NAME, checkpoint.to_arrays(state))
+        self.run.save_npz(layout.CHECKPOINT, checkpoint.to_arrays(state))
 
 
 class StopAfter:

@@ -18,8 +18,6 @@ import numpy as np
 from digitlab.errors import CheckpointError
 from digitlab.system.storage import read_npz
 
-NAME = "checkpoint.npz"
-
 
 @dataclass
 class Checkpoint:

@@ -17,17 +17,16 @@ from digitlab.data import DigitData, from_indices, open_source
 from digitlab.errors import ConfigError, DamagedRun, DataError, RunError
 from digitlab.nn import Sequential, architecture
 from digitlab.nn.serialization import model_arrays, read_model_file
-from digitlab.run.folder import MODEL, RunFolder
+from digitlab.run import layout
+from digitlab.run.folder import RunFolder
 from digitlab.run.setup import make_model
 from digitlab.system.environment import DIFF_LIMIT, uncommitted_changes
 from digitlab.system.storage import read_npz
 
-SPLITS = "splits.npz"
-GIT_DIFF = "git.diff"
 NOT_FINITE = "its weights give outputs that are not finite numbers (too large for a trained network's)"
 
 
-def save_model(run: RunFolder, model: Sequential, cfg: dict, name: str = MODEL, **extra) -> None:
+def save_model(run: RunFolder, model: Sequential, cfg: dict, name: str = layout.MODEL, **extra) -> None:
     run.save_npz(name, model_arrays(model, loss=loss_name(cfg), classes=cfg["data"]["digits"], digitlab=__version__,
                                     config_hash=config_hash(cfg), **extra))
 
@@ -62,13 +61,13 @@ def load_model(path: Path, cfg: dict, image_shape: tuple[int, ...]) -> tuple[Seq
 
 def save_splits(run: RunFolder, data: DigitData, cfg: dict) -> None:
     meta = {"dataset": open_source(cfg["data"]).name, "parts": data.parts, "classes": data.classes}
-    run.save_npz(SPLITS, {**{k: v.astype(np.int64) for k, v in data.indices.items()},
+    run.save_npz(layout.SPLITS, {**{k: v.astype(np.int64) for k, v in data.indices.items()},
                           "__meta__": np.array(json.dumps(meta))})
 
 
 def load_splits(run: RunFolder, cfg: dict) -> DigitData | None:
     """The run's recorded splits rebuilt from its dataset, or None when the run predates splits.npz."""
-    path = run / SPLITS
+    path = run / layout.SPLITS
     if not path.exists():
         return None
     try:
@@ -98,7 +97,7 @@ def save_git_diff(run: RunFolder, env: dict, console, limit: int | None = None) 
     if capped:
         diff = diff[:limit].rsplit(b"\n", 1)[0] + b"\n" + \
             f"# digitlab: capped at {limit} bytes; the changes were {size} bytes\n".encode()
-        console.warn(f"{GIT_DIFF}: the uncommitted changes are {size} bytes; kept the first {limit} (not enough to "
-                     f"rebuild the code)")
-    run.write(GIT_DIFF, diff)
-    run.update_status(git_diff={"file": GIT_DIFF, "bytes": size, "capped": capped})
+        console.warn(f"{layout.GIT_DIFF}: the uncommitted changes are {size} bytes; kept the first {limit} (not "
+                     f"enough to rebuild the code)")
+    run.write(layout.GIT_DIFF, diff)
+    run.update_status(git_diff={"file": layout.GIT_DIFF, "bytes": size, "capped": capped})

@@ -23,15 +23,14 @@ from pathlib import Path
 import numpy as np
 
 from digitlab.errors import DamagedRun, RunError, StorageError
+from digitlab.run import layout
 from digitlab.system.locks import FileLock, held_elsewhere
 from digitlab.system.storage import append_line, atomic_write, make_folder, npz_bytes, save_png
 
 METRICS_COLUMNS = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy",
                    "test_loss", "test_accuracy", "seconds"]
-STATUSES = ("running", "complete", "failed", "interrupted", "diverged", "pruned")
 FINISHED_FIELDS = ("ended", "signal", "error", "diverged", "hint", "pruned")  # cleared when a run goes back to running
 STALE_AFTER = 600  # seconds without a heartbeat before a `running` run is taken as crashed
-MODEL = "model.npz"  # the trained weights of a finished run (digitlab.run.files writes and reads it)
 SUMMARY_NUMBERS = ("test_accuracy", "test_loss", "train_accuracy", "train_loss", "val_accuracy", "val_loss",
                    "best_val_accuracy", "seconds")
 SUMMARY_COUNTS = ("epochs", "params", "best_epoch")
@@ -89,7 +88,7 @@ class RunFolder:
             raise RunError(f"{run.path}: no such folder")
         if not run.path.is_dir():
             raise RunError(f"{run.path}: not a folder")
-        if not (run.path / "run.json").is_file() or not (run.path / "config.yaml").is_file():
+        if not (run.path / layout.RUN_JSON).is_file() or not (run.path / layout.CONFIG).is_file():
             raise RunError(f"{run.path}: not a run folder (no run.json and config.yaml)")
         return run
 
@@ -123,8 +122,8 @@ class RunFolder:
     def read_summary(self, name: str | None = None) -> dict:
         """summary.json, checked: its metrics are numbers, its counts whole numbers, and it is this run's
         (`name`, the config's name, when given)."""
-        path = self.path / "summary.json"
-        summary = self.read_json("summary.json")
+        path = self.path / layout.SUMMARY
+        summary = self.read_json(layout.SUMMARY)
         for key in SUMMARY_NUMBERS:
             value = summary.get(key)
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
@@ -146,29 +145,30 @@ class RunFolder:
         return self.write(name, npz_bytes(arrays))
 
     def append_log(self, line: str) -> None:
-        append_line(self.path / "log.txt", line + "\n")
+        append_line(self.path / layout.LOG, line + "\n")
 
     # -- run.json ---------------------------------------------------------------------------------------------
     def info(self) -> dict:
         """run.json, checked: a mapping whose status is one digitlab writes."""
-        info = self.read_json("run.json")
+        info = self.read_json(layout.RUN_JSON)
         status = info.get("status")
-        if status not in STATUSES:
-            raise DamagedRun(self.path / "run.json", f"status {status!r} is not one of {', '.join(STATUSES)}")
+        if status not in layout.WRITTEN:
+            raise DamagedRun(self.path / layout.RUN_JSON,
+                             f"status {status!r} is not one of {', '.join(layout.WRITTEN)}")
         for key in ("heartbeat",):
             if key in info and not isinstance(info[key], (int, float)):
-                raise DamagedRun(self.path / "run.json", f"{key} is {info[key]!r}, not a number")
+                raise DamagedRun(self.path / layout.RUN_JSON, f"{key} is {info[key]!r}, not a number")
         return info
 
     def update_status(self, drop: tuple[str, ...] = (), **fields) -> dict:
         """Merge `fields` into run.json (with a fresh heartbeat), drop the keys in `drop`, rewrite it atomically."""
-        path = self.path / "run.json"
-        info = self.read_json("run.json") if path.exists() else {}
+        path = self.path / layout.RUN_JSON
+        info = self.read_json(layout.RUN_JSON) if path.exists() else {}
         for key in drop:
             info.pop(key, None)
         info.update(fields)
         info["heartbeat"] = time.time()
-        self.write_json("run.json", info)
+        self.write_json(layout.RUN_JSON, info)
         return info
 
     def status(self) -> str:
@@ -188,7 +188,7 @@ class RunFolder:
         """Hold the run's lock while training it (released by the OS when the process dies, even by SIGKILL).
         A second process asking for it gets a RunError; readers' probes (is_live) last microseconds and are
         waited out."""
-        lock = FileLock(self.path / ".lock")
+        lock = FileLock(self.path / layout.LOCK)
         deadline = time.monotonic() + 2.0
         try:
             while not lock.acquire():
@@ -202,13 +202,13 @@ class RunFolder:
 
     def is_live(self) -> bool | None:
         """True while a process holds the run's lock, False when none does, None when there is no lock file."""
-        path = self.path / ".lock"
+        path = self.path / layout.LOCK
         return None if not path.exists() else held_elsewhere(path) is not None
 
     # -- metrics.csv -------------------------------------------------------------------------------------------
     def append_metrics(self, logs: dict) -> None:
         """Append one epoch's row (header first when the file is new), a whole line in one write + fsync."""
-        path = self.path / "metrics.csv"
+        path = self.path / layout.METRICS
         row = io.StringIO()
         writer = csv.writer(row, lineterminator="\n")
         if not path.exists() or path.stat().st_size == 0:
@@ -219,7 +219,7 @@ class RunFolder:
     def read_metrics(self) -> list[dict]:
         """metrics.csv's rows (epoch 1, 2, ... in order), [] when there is none yet; DamagedRun when it is not
         what digitlab writes."""
-        path = self.path / "metrics.csv"
+        path = self.path / layout.METRICS
         if not path.exists():
             return []
         try:

@@ -25,7 +25,7 @@ from digitlab.errors import CheckpointError, DamagedRun, RunError, StorageError
 from digitlab.learner import EarlyStopping, Learner, LRScheduler, OnePass, ProgressBar, ScoreSplits, TerminateOnNaN
 from digitlab.nn import SCHEDULES
 from digitlab.nn.summary import format_summary
-from digitlab.run import checkpoint
+from digitlab.run import checkpoint, layout
 from digitlab.run.callbacks import EpochLogger, RunWriter, StopCheck
 from digitlab.run.console import Console
 from digitlab.run.files import save_git_diff, save_model, save_splits
@@ -70,7 +70,7 @@ def failures_recorded(run: RunFolder):
     except StorageError as exc:
         with contextlib.suppress(Exception):
             run.update_status(status="failed", ended=utc_now(), error=f"a write failed: {exc.path}")
-        kept = "its last checkpoint is intact" if (run / checkpoint.NAME).exists() else "nothing was trained yet"
+        kept = "its last checkpoint is intact" if (run / layout.CHECKPOINT).exists() else "nothing was trained yet"
         raise exc.because(f"the run stopped, {kept}") from None
     except KeyboardInterrupt:
         raise
@@ -93,7 +93,7 @@ def start(cfg: dict, runs_dir: str | Path = "runs", quiet: bool = False, progres
     with run.lock(), failures_recorded(run):
         console.attach(run)
         config_yaml = dump(cfg)
-        run.write("config.yaml", config_yaml)
+        run.write(layout.CONFIG, config_yaml)
         env = environment()
         run.update_status(status="running", started=utc_now(), command=command_line(), seed=cfg["seed"],
                           **{"sweep": None, "point": None, **(record or {})}, **env)
@@ -123,11 +123,11 @@ def resume(run_dir: str | Path, quiet: bool = False, progress: bool = True, stop
         status = run.status()
         if status == "complete":
             raise RunError(f"{run.path}: is complete already; nothing to resume")
-        cfg = load_config(run / "config.yaml")  # first: it names what is wrong with the file (not UTF-8, ...)
-        config_yaml = (run / "config.yaml").read_text(encoding="utf-8")
-        state = checkpoint.load(run / checkpoint.NAME)
+        cfg = load_config(run / layout.CONFIG)  # first: it names what is wrong with the file (not UTF-8, ...)
+        config_yaml = (run / layout.CONFIG).read_text(encoding="utf-8")
+        state = checkpoint.load(run / layout.CHECKPOINT)
         if state.config_yaml != config_yaml:
-            raise CheckpointError(f"{run / checkpoint.NAME}: was written for another config (config.yaml changed "
+            raise CheckpointError(f"{run / layout.CHECKPOINT}: was written for another config (config.yaml changed "
                                   f"since, or the checkpoint comes from another run); refusing to resume")
         setup = prepare(cfg)
         try:
@@ -135,13 +135,13 @@ def resume(run_dir: str | Path, quiet: bool = False, progress: bool = True, stop
             setup.optimizer.load_state_dict(state.optimizer)
             setup.rng.bit_generator.state = state.rng_state
         except (ValueError, KeyError, TypeError) as exc:
-            raise CheckpointError(f"{run / checkpoint.NAME}: does not match the run's architecture ({exc})") from None
+            raise CheckpointError(f"{run / layout.CHECKPOINT}: does not match the run's architecture ({exc})") from None
         damaged = None
         try:
             run.read_metrics()
         except DamagedRun as exc:
             damaged = f"{exc}; rewritten from the checkpoint's copy"
-        run.write("metrics.csv", state.metrics_csv)  # drops a row written after the checkpoint, if any
+        run.write(layout.METRICS, state.metrics_csv)  # drops a row written after the checkpoint, if any
         console = Console(quiet)
         console.attach(run)
         if damaged:

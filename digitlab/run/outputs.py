@@ -13,6 +13,7 @@ from digitlab.data.augment import make_augment
 from digitlab.figures import run as plots
 from digitlab.nn import ClassMeans, Conv2d
 from digitlab.nn.metrics import confusion_matrix, precision_recall
+from digitlab.run import layout
 from digitlab.run.folder import RunFolder
 from digitlab.run.inside import INSIDE
 from digitlab.run.setup import train_eval_rows
@@ -36,7 +37,7 @@ def write_outputs(run: RunFolder, view: RunView, names=None) -> list[str]:
     """Write the outputs named (default: all, summary.json last, so that its presence means the rest are
     there) into `run`; returns the names written."""
     written = []
-    for name in [n for n in OUTPUTS if n != "summary.json"] + ["summary.json"]:
+    for name in [n for n in OUTPUTS if n != layout.SUMMARY] + [layout.SUMMARY]:
         if names is not None and name not in names:
             continue
         content = OUTPUTS[name](view)
@@ -126,7 +127,7 @@ def augment_png(view: RunView) -> bytes | None:
     return png_bytes(plots.augmentation(before, transform(before)))
 
 
-@output("summary.json")
+@output(layout.SUMMARY)
 def summary_json(view: RunView) -> dict:
     """Final test metrics of the saved model; train and validation metrics of the epoch that made it (from
     metrics.csv); sizes, classes, per-class precision and recall, the best epoch by validation accuracy."""

@@ -20,14 +20,14 @@ from digitlab.figures import html
 from digitlab.inside.health import alarm
 from digitlab.nn.metrics import confusion_matrix, precision_recall
 from digitlab.nn.summary import summary_rows
-from digitlab.run.files import MODEL
+from digitlab.run import layout
 from digitlab.run.folder import RunFolder
 from digitlab.run.outputs import OUTPUTS
 from digitlab.run.records import HEALTH, read_health
 from digitlab.run.setup import make_model
 from digitlab.run.view import RunView
 
-REPORT = "report.html"
+REPORT = layout.REPORT
 LOG_LINES = 400
 # The figures the page shows, by section: (file, caption).
 FIGURES = {
@@ -61,7 +61,7 @@ def _more() -> list[tuple[str, str]]:
 
 
 FIGURES["more"] = _more()
-MADE = ["summary.json"] + [name for items in FIGURES.values() for name, _ in items]
+MADE = [layout.SUMMARY] + [name for items in FIGURES.values() for name, _ in items]
 SIGNATURES = {".png": b"\x89PNG\r\n\x1a\n", ".gif": b"GIF8"}
 
 
@@ -111,7 +111,7 @@ def _status(run: RunFolder, page: Page) -> tuple[str, dict]:
 def _gather(view: RunView, name: str, page: Page, remake: bool) -> None:
     """One output into the page: read back when it is on disk and not to be remade, else made (and written)."""
     path = view.run / name
-    if not remake and name != "summary.json" and path.is_file():
+    if not remake and name != layout.SUMMARY and path.is_file():
         content = path.read_bytes()
         if content.startswith(SIGNATURES[path.suffix]):
             page.figures[name] = content
@@ -119,7 +119,7 @@ def _gather(view: RunView, name: str, page: Page, remake: bool) -> None:
     try:
         content = OUTPUTS[name](view)
     except UserError as exc:
-        missing = not (view.run / MODEL).exists() and str(exc).startswith(str(view.run / MODEL))
+        missing = not (view.run / layout.MODEL).exists() and str(exc).startswith(str(view.run / layout.MODEL))
         page.note("no model.npz: the run has not finished, so the views of the trained network are missing"
                   if missing else str(exc))
         return
@@ -294,7 +294,7 @@ def _inside(view: RunView, page: Page) -> str:
 
 
 def _log(run: RunFolder) -> str:
-    path = run / "log.txt"
+    path = run / layout.LOG
     try:
         lines = path.read_bytes().decode("utf-8", errors="replace").splitlines()
     except OSError:

@@ -15,7 +15,8 @@ import numpy as np
 from digitlab.data.photo import read_grey, to_digit
 from digitlab.errors import DamagedRun, RunError
 from digitlab.nn.metrics import class_probabilities
-from digitlab.run.files import MODEL, NOT_FINITE
+from digitlab.run import layout
+from digitlab.run.files import NOT_FINITE
 from digitlab.run.folder import RunFolder
 from digitlab.run.view import RunView
 
@@ -42,14 +43,14 @@ def classifier(run_dir: str | Path) -> RunView:
     complete), DamagedRun when the file is not this run's."""
     run = RunFolder.open(run_dir)
     view = RunView(run)
-    if (run / MODEL).exists() and not (run / MODEL).is_file():
-        raise DamagedRun(run / MODEL, "is a folder, not a file")
-    if not (run / MODEL).is_file():
+    if (run / layout.MODEL).exists() and not (run / layout.MODEL).is_file():
+        raise DamagedRun(run / layout.MODEL, "is a folder, not a file")
+    if not (run / layout.MODEL).is_file():
         try:
             status = run.status()
         except RunError:
             status = "unknown"
-        raise RunError(f"{run / MODEL}: not found (the run is {status}); predict needs a run that completed")
+        raise RunError(f"{run / layout.MODEL}: not found (the run is {status}); predict needs a run that completed")
     view.model  # noqa: B018 (read and checked now, before any image is)
     return view
 
@@ -63,7 +64,7 @@ def predict(run_dir: str | Path, images: list[str | Path]) -> list[Prediction]:
     with np.errstate(over="ignore", invalid="ignore"):
         probabilities = class_probabilities(view.model.predict(x))
     if not np.isfinite(probabilities).all():
-        raise DamagedRun(view.run / MODEL, NOT_FINITE)
+        raise DamagedRun(view.run / layout.MODEL, NOT_FINITE)
     return [Prediction(Path(p), o, s, pr, view.classes) for p, o, s, pr in zip(images, originals, seen, probabilities)]
 
 

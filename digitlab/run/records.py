@@ -23,13 +23,14 @@ from digitlab.errors import DamagedRun, RunError
 from digitlab.inside.health import COLUMNS, PROBE, alarm, layer_health
 from digitlab.inside.plane import embedding_layer, project
 from digitlab.learner import Callback
+from digitlab.run import layout
 from digitlab.run.console import Console
 from digitlab.run.folder import RunFolder
 from digitlab.run.setup import Setup
 from digitlab.system.storage import append_line, read_npz
 
-EMBEDDING = "embedding_epochs.npz"
-HEALTH = "layer_health.csv"
+EMBEDDING = layout.EMBEDDING_EPOCHS
+HEALTH = layout.LAYER_HEALTH
 HEALTH_COLUMNS = COLUMNS + ["config"]  # the config's hash closes every row
 EMBEDDING_POINTS = 2000  # test images in the plane
 SNAPSHOTS = 16  # the plane is recorded after at most about this many epochs (as many as the GIF shows)

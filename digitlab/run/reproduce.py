@@ -14,9 +14,9 @@ from pathlib import Path
 
 from digitlab.config import load_config
 from digitlab.errors import RunError
+from digitlab.run import layout
 from digitlab.run.agreement import check_agreement
 from digitlab.run.callbacks import StopAfter
-from digitlab.run.files import GIT_DIFF
 from digitlab.run.folder import METRICS_COLUMNS, RunFolder
 from digitlab.run.lifecycle import start
 
@@ -52,7 +52,7 @@ def reproduce_run(run_dir: str | Path, runs_dir: str | Path = "runs", quiet: boo
     info = run.info()
     if run.status() == "running":
         raise RunError(f"{run.path}: is being trained right now; reproduce it when it has ended")
-    cfg = load_config(run / "config.yaml")
+    cfg = load_config(run / layout.CONFIG)
     rows = run.read_metrics()
     check_agreement(run, cfg, info, rows)  # before training: a cut config.yaml or an emptied metrics.csv is not the run
     stop = StopAfter(len(rows), f"stopped after epoch {len(rows)}, as {run.path.name} did") \
@@ -60,7 +60,7 @@ def reproduce_run(run_dir: str | Path, runs_dir: str | Path = "runs", quiet: boo
     copy = start({**cfg, "name": f"{cfg['name']}-repro"}, runs_dir, quiet=quiet, progress=False, stop=stop,
                  record={"reproduces": str(run.path)})
     result = Reproduction(run.path, copy.path, len(rows))
-    result.differences = metrics_differences(run / "metrics.csv", copy / "metrics.csv")
+    result.differences = metrics_differences(run / layout.METRICS, copy / layout.METRICS)
     result.environment = environment_differences(run, copy)
     return result
 
@@ -101,8 +101,9 @@ def environment_differences(original: RunFolder, copy: RunFolder) -> list[str]:
         for name in sorted(set(before) | set(after)):
             if before.get(name) != after.get(name):
                 out.append(f"{name} {before.get(name)} -> {after.get(name)}")
-    if then.get("git_dirty") and now.get("git_dirty") and _read(original / GIT_DIFF) != _read(copy / GIT_DIFF):
-        out.append(f"the uncommitted changes ({GIT_DIFF}) differ")
+    diff_changed = _read(original / layout.GIT_DIFF) != _read(copy / layout.GIT_DIFF)
+    if then.get("git_dirty") and now.get("git_dirty") and diff_changed:
+        out.append(f"the uncommitted changes ({layout.GIT_DIFF}) differ")
     return out
 
 

@@ -17,7 +17,8 @@ from digitlab.data import DigitData, load_data, open_source
 from digitlab.errors import DamagedRun
 from digitlab.nn import Loss, Sequential
 from digitlab.nn.metrics import score
-from digitlab.run.files import MODEL, NOT_FINITE, load_model, load_splits
+from digitlab.run import layout
+from digitlab.run.files import NOT_FINITE, load_model, load_splits
 from digitlab.run.folder import RunFolder
 from digitlab.run.setup import make_loss
 
@@ -29,7 +30,7 @@ class RunView:
 
     @cached_property
     def cfg(self) -> dict:
-        return load_config(self.run / "config.yaml")
+        return load_config(self.run / layout.CONFIG)
 
     @cached_property
     def info(self) -> dict:
@@ -53,7 +54,7 @@ class RunView:
 
     @cached_property
     def model(self) -> Sequential:
-        model, self.model_meta = load_model(self.run / MODEL, self.cfg, self.image_shape)
+        model, self.model_meta = load_model(self.run / layout.MODEL, self.cfg, self.image_shape)
         return model
 
     @cached_property
@@ -75,7 +76,7 @@ class RunView:
         with np.errstate(over="ignore", invalid="ignore"):  # weights that overflow are reported below, once
             result = score(self.model, self.loss_fn, self.inputs("test"), self.data.test.y)
         if not (np.isfinite(result["loss"]) and np.isfinite(result["probabilities"]).all()):
-            raise DamagedRun(self.run / MODEL, NOT_FINITE)
+            raise DamagedRun(self.run / layout.MODEL, NOT_FINITE)
         return result
 
 

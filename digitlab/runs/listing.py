@@ -1,5 +1,5 @@
 """`digitlab runs`: every run under some folders (runs/ by default, sweeps' points included), one line each,
-newest first, found by its values with --where and --status. It reads each folder with compare's readers, so a
+newest first, found by its values with --where and --status. It reads each folder with runs.collect, so a
 damaged run is listed as `damaged` (with a warning naming the file), never a traceback."""
 
 from __future__ import annotations
@@ -7,11 +7,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from digitlab.errors import UserError
-from digitlab.runs import compare
+from digitlab.runs.collect import collect
+from digitlab.runs.columns import describe
 from digitlab.runs.where import Condition, select
 
 COLUMNS = ["name", "status", "started", "epochs_done", "test_acc", "best_val", "folder"]
-STATUSES = ("running", "complete", "pruned", "interrupted", "crashed", "failed", "diverged", "damaged")
 
 
 def list_runs(paths, conditions: list[Condition] = (), statuses=()) -> tuple[list[str], list[dict], list[str]]:
@@ -21,8 +21,8 @@ def list_runs(paths, conditions: list[Condition] = (), statuses=()) -> tuple[lis
     for path in paths:
         if not path.exists():
             raise UserError(f"{path}: no such folder")
-    runs, warnings = compare.collect(paths)
-    compare.describe(runs)
+    runs, warnings = collect(paths)
+    describe(runs)
     rows = select([dict(run.values, folder=run.values["path"]) for run in runs], list(conditions))
     if statuses:
         rows = [row for row in rows if row["status"] in statuses]

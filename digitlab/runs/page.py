@@ -12,12 +12,14 @@ from pathlib import Path
 from digitlab.config import read_yaml
 from digitlab.errors import RunError, UserError
 from digitlab.figures import html
-from digitlab.figures.parallel import parallel_coordinates
+from digitlab.figures.compare import overlay, parallel_coordinates
+from digitlab.run import layout
 from digitlab.run.folder import RunFolder
-from digitlab.runs import compare
+from digitlab.runs.collect import Run, collect, is_run_folder, is_sweep_folder
+from digitlab.runs.table import table
 from digitlab.system.storage import atomic_write
 
-PAGE = "report.html"
+PAGE = layout.REPORT
 LOWER_IS_BETTER = ("val_loss", "test_loss", "train_loss")
 SHOWN_DECIMALS = {"train_acc": 4, "test_acc": 4, "best_val": 4, "seconds": 1}
 
@@ -32,9 +34,9 @@ def report(folders: list[Path], out: Path | None = None, echo: Callable[[str], N
     written, failed = [], []
     for folder in map(Path, folders):
         try:
-            if compare.is_sweep_folder(folder):
+            if is_sweep_folder(folder):
                 written.append(write_sweep_report(folder))
-            elif compare.is_run_folder(folder) or not folder.is_dir():
+            elif is_run_folder(folder) or not folder.is_dir():
                 written.append(write_report(RunFolder.open(folder)).path / PAGE)
             else:
                 raise RunError(f"{folder}: not a run folder or a sweep folder; to compare the runs in it, give "
@@ -55,7 +57,7 @@ def report(folders: list[Path], out: Path | None = None, echo: Callable[[str], N
 def sweep_select(folder: Path) -> str | None:
     """The metric a sweep selects by (its sweep.yaml's `select`), or None when the folder is not a sweep's."""
     try:
-        spec = read_yaml(folder / "sweep.yaml")
+        spec = read_yaml(folder / layout.SWEEP_FILE)
     except UserError:
         return None
     select = spec.get("select", "val_accuracy") if isinstance(spec, dict) else None
@@ -71,21 +73,21 @@ def write_sweep_report(folder: Path, select: str | None = None) -> Path:
 def write_comparison(folders, out: Path, title: str | None = None, select: str | None = None) -> Path:
     """The comparison page of the runs in `folders` (run folders, sweep folders, folders of runs), at `out`."""
     out = Path(out)
-    runs, warnings = compare.collect(folders)
+    runs, warnings = collect(folders)
     warnings += [r.damage for r in runs if r.damage]
     if not runs:
         raise UserError("nothing to report: none of the folders given is a run folder or a folder that holds runs")
     if select is None:
-        select = next((sweep_select(Path(f)) for f in folders if compare.is_sweep_folder(Path(f))), None)
+        select = next((sweep_select(Path(f)) for f in folders if is_sweep_folder(Path(f))), None)
     body = [f"<h1>{html.esc(title or f'{len(runs)} runs compared')}</h1>"]
     if warnings:
         body.append('<div class="banner warn"><b>notes</b><ul>' +
                     "".join(f"<li>{html.esc(w)}</li>" for w in warnings) + "</ul></div>")
-    columns, rows = compare.table(runs)
+    columns, rows = table(runs)
     body += ["<h2>Runs</h2>", '<p class="note">The config columns that differ between the runs, then the results. '
              "Click a column's header to sort by it; a run's name opens its own page.</p>",
              _table(columns, rows, out)]
-    figure = compare.overlay(runs)
+    figure = overlay(runs)
     if figure is not None:
         from digitlab.system.storage import png_bytes
         body += ["<h2>Curves</h2>", '<div class="figs">', html.figure(
@@ -93,7 +95,7 @@ def write_comparison(folders, out: Path, title: str | None = None, select: str |
             "per epoch."), "</div>"]
     if select is not None:
         body.append(_parallel(runs, select))
-    grouped_columns, grouped = compare.table(runs, group_seeds=True)
+    grouped_columns, grouped = table(runs, group_seeds=True)
     if any(r["runs"] > 1 for r in grouped):
         body += ["<h2>Seed groups</h2>", '<p class="note">Runs whose configs differ only by their seed, as one row: '
                  "the mean ± the standard deviation over the seeds.</p>", _table(grouped_columns, grouped, out)]
@@ -153,7 +155,7 @@ def varied_keys(configs: list[dict]) -> list[str]:
     return [k for k in keys if len({repr(f.get(k)) for f in flat}) > 1]
 
 
-def _parallel(runs: list[compare.Run], select: str) -> str:
+def _parallel(runs: list[Run], select: str) -> str:
     usable = [r for r in runs if r.cfg]
     keys = varied_keys([r.cfg for r in usable])
     head = "<h2>Parallel coordinates</h2>"

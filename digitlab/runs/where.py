@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from digitlab.errors import UserError
 from digitlab.options import as_number, did_you_mean
-from digitlab.runs.compare import ALIASES, CONFIG_COLUMNS, METRIC_COLUMNS
+from digitlab.runs.columns import ALIASES, CONFIG_COLUMNS, METRIC_COLUMNS
 
 COLUMNS = ["name", "status"] + CONFIG_COLUMNS + METRIC_COLUMNS + ["started", "sweep", "point", "path"]
 NUMERIC = {"params", "lr", "momentum", "weight_decay", "batch_size", "epochs", "limit", "validation", "seed",

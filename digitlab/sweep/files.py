@@ -11,6 +11,7 @@ from pathlib import Path
 import yaml
 
 from digitlab.errors import UserError
+from digitlab.run import layout
 from digitlab.run.folder import utc_now
 from digitlab.sweep.spec import Sweep, _text
 from digitlab.sweep.state import Outcome
@@ -23,7 +24,7 @@ def write_sweep_file(sweep: Sweep, sweep_dir: Path) -> None:
     spec["name"] = sweep.name
     spec["base"] = str(sweep.base.resolve())
     header = f"# digitlab sweep {sweep.source}, last run {utc_now()}\n"
-    atomic_write(sweep_dir / "sweep.yaml", header + yaml.safe_dump(spec, sort_keys=False, default_flow_style=None))
+    atomic_write(sweep_dir / layout.SWEEP_FILE, header + yaml.safe_dump(spec, sort_keys=False, default_flow_style=None))
 
 
 def write_points_csv(sweep: Sweep, sweep_dir: Path, outcomes: list[Outcome]) -> Path:
@@ -39,20 +40,21 @@ def write_points_csv(sweep: Sweep, sweep_dir: Path, outcomes: list[Outcome]) -> 
                          o.folder.name if o.folder else "", "" if o.params is None else o.params,
                          "" if o.last_epoch is None else o.last_epoch, o.epochs, o.why]
                         + [_text(o.point.values[k]) if k in o.point.values else "" for k in keys])
-    atomic_write(sweep_dir / "points.csv", buffer.getvalue())
-    return sweep_dir / "points.csv"
+    atomic_write(sweep_dir / layout.POINTS, buffer.getvalue())
+    return sweep_dir / layout.POINTS
 
 
 def write_compare_png(sweep: Sweep, sweep_dir: Path, outcomes: list[Outcome]) -> Path | None:
-    from digitlab.runs import compare
+    from digitlab.figures.compare import plot
+    from digitlab.runs.collect import read_run
     runs = []
     for o in outcomes:
         if o.folder is not None:
             try:
-                runs.append(compare.read_run(o.folder))
+                runs.append(read_run(o.folder))
             except UserError:
                 continue
-    return compare.plot(runs, sweep_dir / "compare.png", title=f"{sweep.name}: test accuracy (solid), train "
+    return plot(runs, sweep_dir / layout.COMPARE_PNG, title=f"{sweep.name}: test accuracy (solid), train "
                                                                f"(dashed)") if runs else None
 
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from digitlab.config import dump
 from digitlab.errors import CheckpointError, UserError
+from digitlab.run import layout
 from digitlab.run.folder import RunFolder, utc_now
 from digitlab.sweep.state import claim, folder_status, resumable, set_aside
 from digitlab.system.environment import command_line
@@ -21,8 +22,8 @@ def record_failure(run_dir: Path, cfg: dict, error: str) -> None:
     """A failed run folder for a point that failed before training made one (bad data path, ...), so the sweep
     remembers it failed instead of taking it for never run."""
     folder = RunFolder(run_dir) if run_dir.is_dir() else RunFolder.create_at(run_dir)
-    if not (folder / "config.yaml").exists():
-        folder.write("config.yaml", dump(cfg))
+    if not (folder / layout.CONFIG).exists():
+        folder.write(layout.CONFIG, dump(cfg))
     folder.update_status(status="failed", ended=utc_now(), error=error, command=command_line())
 
 
@@ -60,7 +61,7 @@ def run_point(sweep_dir: str, job: Job, retry_failed: bool) -> dict:
                   record=origin(sweep_dir, point.id))
         except Exception as exc:  # the point failed; the sweep goes on
             error = f"{type(exc).__name__}: {exc}"
-            if not (run_dir / "run.json").is_file():
+            if not (run_dir / layout.RUN_JSON).is_file():
                 record_failure(run_dir, point.cfg, error)
         return {**outcome, "state": folder_status(run_dir), "note": "trained", "error": error}
     finally:

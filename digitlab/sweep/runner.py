@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from digitlab.errors import RunError, StorageError
+from digitlab.run import layout
 from digitlab.run.folder import RunFolder
 from digitlab.runs.page import write_sweep_report
 from digitlab.sweep.files import write_compare_png, write_points_csv, write_sweep_file
@@ -20,7 +21,7 @@ from digitlab.sweep.prune import WAIT
 from digitlab.sweep.schedule import Job, Schedule
 from digitlab.sweep.spec import Point, Sweep
 from digitlab.sweep.state import FAILED, RERUN, Outcome, best_of, epochs_done, find_folder, last_metric, read_result
-from digitlab.system.locks import LOCKS, waiting_lock
+from digitlab.system.locks import waiting_lock
 from digitlab.system.storage import check_writable, make_folder
 
 
@@ -56,7 +57,7 @@ def run_sweep(sweep: Sweep, runs_dir: str | os.PathLike = "runs", workers: int |
     and compare.png and return what became of every point."""
     began = time.monotonic()
     sweep_dir = sweep.folder(runs_dir)
-    if (sweep_dir / "run.json").exists():
+    if (sweep_dir / layout.RUN_JSON).exists():
         raise RunError(f"{sweep_dir}: is a run folder, not a sweep's; give the sweep another name")
     result = SweepResult(sweep, sweep_dir, dry_run=dry_run, retry_failed=retry_failed)
     if executor == "dask" and not dry_run:
@@ -147,7 +148,7 @@ def _describe(rule) -> str:
 def _write_sweep_files(sweep: Sweep, sweep_dir: Path, result: SweepResult) -> None:
     """points.csv and compare.png from the points' states now, under a lock: a concurrent sweep that writes
     after this one has also looked after it."""
-    with waiting_lock(sweep_dir / LOCKS / "sweep-files.lock"):
+    with waiting_lock(sweep_dir / layout.LOCKS / "sweep-files.lock"):
         schedule = Schedule(sweep, sweep_dir, result.retry_failed).look(settle=False)
         result.outcomes = _final_outcomes(sweep, sweep_dir, schedule)
         result.epochs = schedule.epochs_spent()
@@ -160,7 +161,7 @@ def _write_sweep_files(sweep: Sweep, sweep_dir: Path, result: SweepResult) -> No
 
 def _signal_of(folder: Path | None) -> int:
     try:
-        return int(RunFolder(folder).read_json("run.json").get("signal") or 2)
+        return int(RunFolder(folder).read_json(layout.RUN_JSON).get("signal") or 2)
     except (RunError, TypeError, ValueError):
         return 2
 

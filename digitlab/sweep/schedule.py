@@ -17,8 +17,8 @@ from digitlab.run.callbacks import StopAfter
 from digitlab.run.folder import RunFolder, utc_now
 from digitlab.sweep.prune import COMPLETE, PRUNED, RUN, WAIT, Decision, Track
 from digitlab.sweep.spec import Point, Sweep
-from digitlab.sweep.state import FAILED, RERUN, point_state, should_run, why_stopped
-from digitlab.system.locks import FileLock, lock_path
+from digitlab.sweep.state import FAILED, RERUN, lock_path, point_state, should_run, why_stopped
+from digitlab.system.locks import FileLock
 
 
 @dataclass(frozen=True)

@@ -12,17 +12,22 @@ from pathlib import Path
 
 from digitlab.config import load_config
 from digitlab.errors import ConfigError, DamagedRun, RunError, StorageError, os_reason
-from digitlab.run import checkpoint
+from digitlab.run import layout
 from digitlab.run.agreement import check_agreement
 from digitlab.run.folder import RunFolder
 from digitlab.sweep.spec import Point
-from digitlab.system.locks import FileLock, held_elsewhere, lock_path
+from digitlab.system.locks import FileLock, held_elsewhere
 from digitlab.system.storage import make_folder
 
 FAILED = ("failed", "diverged", "damaged")  # rerun only with retry_failed
 RERUN = ("crashed", "interrupted")   # rerun always
 PAUSED = "pruned"  # resumed when the sweep's pruning promotes it, or when the sweep no longer prunes
-REPLACED = "replaced"
+REPLACED = layout.REPLACED
+
+
+def lock_path(sweep_dir: str | os.PathLike, point_id: str) -> Path:
+    """The lock a sweep holds on a point while it is trained: <sweep folder>/.locks/<point id>.lock."""
+    return Path(sweep_dir) / layout.LOCKS / f"{point_id}.lock"
 
 
 @dataclass
@@ -93,10 +98,10 @@ _AGREED: set[tuple] = set()  # folders found to agree, with the stat of each fil
 
 
 def _check_agreement(run: RunFolder, info: dict, metrics: list[dict]) -> None:
-    names = ("config.yaml", "run.json", "metrics.csv", "model.npz", checkpoint.NAME)
+    names = (layout.CONFIG, layout.RUN_JSON, layout.METRICS, layout.CHECKPOINT)
     key = (str(run.path),) + tuple((s.st_mtime_ns, s.st_size) if (s := _stat(run / n)) else None for n in names)
     if key not in _AGREED:
-        check_agreement(run, load_config(run / "config.yaml"), info, metrics)
+        check_agreement(run, load_config(run / layout.CONFIG), info, metrics)
         _AGREED.add(key)
 
 
@@ -137,7 +142,7 @@ def epochs_done(folder: Path | None) -> int:
 def why_stopped(state: str, folder: Path | None, epochs: int) -> str:
     """Why a point is where it is, in words, from its run.json (pruning's own reasons come from its rule)."""
     try:
-        info = RunFolder(folder).read_json("run.json") if folder is not None else {}
+        info = RunFolder(folder).read_json(layout.RUN_JSON) if folder is not None else {}
     except RunError:
         info = {}
     done = epochs_done(folder)
@@ -154,7 +159,7 @@ def why_stopped(state: str, folder: Path | None, epochs: int) -> str:
 
 def read_result(folder: Path | None, select: str) -> tuple[float | None, int | None]:
     """(metric named by select, params) from a run folder's summary.json, when it has one."""
-    if folder is None or not (folder / "summary.json").is_file():
+    if folder is None or not (folder / layout.SUMMARY).is_file():
         return None, None
     try:
         summary = RunFolder(folder).read_summary()
@@ -204,7 +209,7 @@ def claim(sweep_dir: Path, point: Point, retry_failed: bool, until: int | None =
 
 def resumable(folder: Path | None, state: str) -> bool:
     """A crashed, interrupted or pruned point with a checkpoint continues from it instead of starting over."""
-    return folder is not None and state in (*RERUN, PAUSED) and (folder / checkpoint.NAME).is_file()
+    return folder is not None and state in (*RERUN, PAUSED) and (folder / layout.CHECKPOINT).is_file()
 
 
 def last_metric(folder: Path, select: str) -> float | None:

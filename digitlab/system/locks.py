@@ -18,12 +18,6 @@ from pathlib import Path
 
 from digitlab.errors import StorageError, os_reason
 
-LOCKS = ".locks"
-
-
-def lock_path(sweep_dir: str | os.PathLike, point_id: str) -> Path:
-    return Path(sweep_dir) / LOCKS / f"{point_id}.lock"
-
 
 class FileLock:
     """`FileLock(path).acquire()` is True when this process now holds the lock, False when another does

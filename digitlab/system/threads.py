@@ -10,6 +10,7 @@ process may use, at most 4).
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -44,9 +45,17 @@ LIMIT_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
 
 def limits(n: int) -> dict[str, str]:
     """Environment variables that hold the BLAS libraries and digitlab's own elementwise work to `n` threads.
-    BLAS reads them when numpy loads: set them in a process before it imports numpy (the CLI does, for
-    `train --threads`; sweeps and the bench do for the processes they start)."""
+    BLAS reads them when numpy loads: set them in a process before it imports numpy (`use` does, for every
+    command's --threads; sweeps and the bench do for the processes they start)."""
     return {name: str(max(1, n)) for name in LIMIT_VARIABLES}
+
+
+def use(n: int | None) -> None:
+    """Hold this process, and the processes it starts, to `n` threads (None: leave the defaults). BLAS reads the
+    variables once, as numpy loads, so the command line calls this before anything imports numpy; once numpy is
+    loaded they would reach only child processes, and are left alone."""
+    if n and "numpy" not in sys.modules:
+        os.environ.update(limits(n))
 
 
 def spans(n: int, parts: int | None = None, min_chunk: int = MIN_CHUNK) -> list[tuple[int, int]]:

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from digitlab.errors import RunError, StorageError, UserError, os_reason
+from digitlab.run import layout
 from digitlab.sweep.point import origin, record_failure
 from digitlab.sweep.schedule import Job
 from digitlab.sweep.spec import Point
@@ -164,7 +165,7 @@ def write_remote_run(sweep_dir: Path, point: Point, result: dict, replacing: Pat
                 raise RunError(f"{point.id}: a worker sent a file outside its run folder: {name!r}")
             make_folder(target.parent)
             atomic_write(target, data)
-        if not (incoming / "run.json").is_file():
+        if not (incoming / layout.RUN_JSON).is_file():
             record_failure(incoming, point.cfg, result.get("error") or "the worker sent no run.json")
         previous = sweep_dir / f".previous-{point.id}-{os.getpid()}-{time.time_ns()}"
         try:

@@ -1,17 +1,63 @@
-"""A parallel-coordinates figure of a sweep (as Weights & Biases and Optuna draw them): one vertical axis per
-varied config key and the metric last, one line per point, coloured by the metric, so the settings that lead to
-good results show as bundles of bright lines."""
+"""Figures of many runs: every run's accuracy per epoch overlaid (`digitlab compare --plot`, a sweep's
+compare.png, the comparison page), and a sweep's points in parallel coordinates (as Weights & Biases and Optuna
+draw them): one vertical axis per varied config key and the metric last, one line per point, coloured by the
+metric, so the settings that lead to good results show as bundles of bright lines."""
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import matplotlib
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from digitlab.runs.collect import Run
+from digitlab.runs.columns import describe, legend_labels
+from digitlab.system.storage import save_png
+
+
+def plot(runs: list[Run], path: str | Path, title: str = "") -> Path | None:
+    """The overlay figure (see `overlay`) written atomically to `path`; None when no run has a finished epoch
+    yet."""
+    fig = overlay(runs, title)
+    return save_png(path, fig) if fig is not None else None
+
+def overlay(runs: list[Run], title: str = ""):
+    """Test accuracy per epoch of every run (solid) and its train accuracy (dashed, same colour), one colour per
+    run, the legend naming each run by its differing config values; None when no run has a finished epoch."""
+    drawn = [r for r in runs if r.metrics]
+    if not drawn:
+        return None
+    if not all(r.values for r in drawn):
+        describe(drawn)
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = legend_labels(drawn)
+    colours = plt.get_cmap("tab10" if len(drawn) <= 10 else "tab20")
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for i, (run, label) in enumerate(zip(drawn, labels)):
+        colour = colours(i % colours.N)
+        epochs = [r["epoch"] for r in run.metrics]
+        test = [_nan(r.get("test_accuracy")) for r in run.metrics]
+        train = [_nan(r.get("train_accuracy")) for r in run.metrics]
+        ax.plot(epochs, test, color=colour, ls="-", marker="o", ms=3, label=label)
+        ax.plot(epochs, train, color=colour, ls="--", alpha=0.8)
+    ax.set(xlabel="epoch", ylabel="accuracy", title=title or "test accuracy (solid) and train accuracy (dashed)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    if max(len(r.metrics) for r in drawn) < 10:
+        ax.set_xticks(sorted({r["epoch"] for run in drawn for r in run.metrics}))
+    fig.tight_layout()
+    return fig
+
+def _nan(value):
+    return float("nan") if value is None else value
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
 
 
 def _axis(values: list) -> tuple[np.ndarray, list[tuple[float, str]]]:

@@ -1,0 +1,100 @@
+"""Commands on many runs: list them, compare them side by side, and write their pages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from digitlab.cli import arguments, common
+from digitlab.errors import StorageError, UserError
+from digitlab.system import threads as system_threads
+
+
+@click.command(name="runs")
+@click.argument("folders", nargs=-1, type=arguments.Path())
+@common.where
+@common.status
+@common.output_format()
+def runs_command(folders, conditions, statuses, fmt):
+    """Every run under FOLDERS (default: runs/), newest first: name, status, started, epochs done, test accuracy,
+    best validation accuracy, folder."""
+    from digitlab.runs.listing import list_runs
+    from digitlab.runs.table import render
+
+    if not folders and not Path("runs").is_dir():
+        click.echo("no runs: there is no runs/ folder here", err=True)
+        return
+    columns, rows, warnings = list_runs(folders or [Path("runs")], conditions, statuses)
+    for warning in warnings + [row["damage"] for row in rows if row.get("damage")]:
+        click.echo(f"warning: {warning}", err=True)
+    if not rows:
+        click.echo("no runs" + (" meet the conditions" if conditions or statuses else " found"), err=True)
+        return
+    click.echo(render(columns, rows, fmt))
+
+
+@click.command(name="compare")
+@click.argument("folders", nargs=-1, required=True, type=arguments.Path())
+@click.option("--sort", metavar="KEY", help="Sort by a column (test_acc, best_val, seconds, lr...); accuracies "
+                                            "best first, everything else ascending.")
+@common.output_format()
+@click.option("--all-columns", is_flag=True, help="Show every config column, not only those that differ.")
+@click.option("--plot", "plot_path", type=arguments.Path(dir_okay=False),
+              help="Write the overlay of accuracy per epoch to this PNG (default for one sweep folder: its "
+                   "compare.png).")
+@click.option("--group-seeds", is_flag=True, help="One row per config: mean and std over runs that differ only "
+                                                  "by seed.")
+@common.where
+def compare_command(folders, sort, fmt, all_columns, plot_path, group_seeds, conditions):
+    """Runs side by side. FOLDERS are run folders or sweep folders (a sweep folder stands for its runs)."""
+    from digitlab.runs.collect import collect, default_plot_path
+    from digitlab.runs.columns import describe
+    from digitlab.runs.table import render, table
+
+    runs, warnings = collect(folders)
+    for warning in warnings + [run.damage for run in runs if run.damage]:
+        click.echo(f"warning: {warning}", err=True)
+    if not runs:
+        raise UserError("nothing to compare: none of the folders given is a run folder or a folder that holds runs")
+    if conditions:
+        describe(runs)
+        runs = [run for run in runs if all(c.matches(run.values) for c in conditions)]
+        if not runs:
+            raise UserError(f"nothing to compare: no run meets --where {' '.join(c.text for c in conditions)}")
+    columns, rows = table(runs, all_columns=all_columns, group_seeds=group_seeds, sort=sort)
+    click.echo(render(columns, rows, fmt))
+    target = plot_path or (default_plot_path(folders) if not conditions else None)
+    if target is None:
+        return
+    from digitlab.figures.compare import plot
+    try:
+        written = plot(runs, target)
+    except StorageError as exc:
+        if plot_path:  # the user's own path: an error; the sweep folder's compare.png: a note
+            raise exc.because("cannot write the plot (--plot)", exit_code=2) from None
+        click.echo(f"warning: {exc}; the plot was not written", err=True)
+        return
+    click.echo(f"plot: {written}" if written else "plot: no run has a finished epoch yet; nothing drawn", err=True)
+
+
+@click.command(name="report")
+@click.argument("folders", nargs=-1, required=True, type=arguments.Path())
+@click.option("--out", type=arguments.Path(dir_okay=False),
+              help="Write one page comparing every run in FOLDERS here (the compare table, the curves overlaid, "
+                   "a sweep's parallel coordinates and seed groups).")
+@common.threads("BLAS threads for scoring the test set (one is steadiest on a busy machine).", default=1)
+def report_command(folders, out, threads):
+    """Write report.html, a page to open in a browser, for each run folder (figures made again from the folder)
+    and each sweep folder in FOLDERS; with --out, one page comparing all their runs."""
+    system_threads.use(threads)
+    from digitlab.runs.page import report
+
+    if out is not None:
+        try:
+            written = report(list(folders), out)
+        except StorageError as exc:
+            raise exc.because("the page was not written (--out)", exit_code=2) from None
+        click.echo(str(written[0]))
+        return
+    report(list(folders), echo=click.echo)

@@ -1,0 +1,140 @@
+"""The columns of a run's row: the config values (architecture, optimizer, dropout...), the final metrics, and
+where the run comes from (sweep, point). `describe` fills each run's row; `differing` names the config columns
+that tell runs apart, which is what a comparison shows and what a legend says."""
+
+from __future__ import annotations
+
+import json
+import math
+
+from digitlab.runs.collect import Run, is_sweep_folder
+
+# Config columns, in order: shown only when they differ across the runs, unless all columns are asked for.
+CONFIG_COLUMNS = ["digits", "arch", "params", "loss", "optimizer", "lr", "momentum", "weight_decay", "schedule",
+                  "dropout", "batch_size", "epochs", "limit", "validation", "seed"]
+
+# Metric columns, always shown: epochs done, final train and test accuracy, best validation accuracy, seconds.
+METRIC_COLUMNS = ["epochs_done", "train_acc", "test_acc", "best_val", "seconds"]
+
+ALIASES = {"train_accuracy": "train_acc", "test_accuracy": "test_acc", "best_val_accuracy": "best_val",
+           "val_accuracy": "best_val", "architecture": "arch", "epochs done": "epochs_done", "time": "seconds"}
+
+BEST_FIRST = {"train_acc", "test_acc", "best_val"}  # sorted descending; every other column ascending
+
+
+def architecture(cfg: dict) -> tuple[str, int] | None:
+    """(notation, parameters) of a resolved config. A dense network reads as its widths, '784-100-100-2-1'; a
+    conv network starts from its image, '1x28x28-c32k3-mp2-c64k3-mp2-128-10' (c: filters and kernel, s: stride,
+    mp/ap: max or average pooling). Batch norm, activations and dropout are left out."""
+    from digitlab.config import layer_specs, loss_name
+    from digitlab.data import open_source
+    from digitlab.nn import LOSSES, AvgPool2d, Conv2d, Linear, MaxPool2d, build_layers
+    from digitlab.nn.model import plan
+    try:  # shapes only: nothing is allocated
+        layers, in_shape, _ = build_layers(layer_specs(cfg), open_source(cfg["data"]).image_shape,
+                                           LOSSES[loss_name(cfg)].fuses)
+        _, params = plan(layers, in_shape)
+    except Exception:  # a config whose dataset is gone, or from another digitlab version: leave the column empty
+        return None
+    parts = [str(math.prod(in_shape)) if len(in_shape) == 1 else "x".join(map(str, in_shape))]
+    for layer in layers:
+        if isinstance(layer, Linear):
+            parts.append(str(layer.units))
+        elif isinstance(layer, Conv2d):
+            parts.append(f"c{layer.filters}k{layer.kernel}" + (f"s{layer.stride}" if layer.stride != 1 else ""))
+        elif isinstance(layer, (MaxPool2d, AvgPool2d)):
+            kind = "mp" if isinstance(layer, MaxPool2d) else "ap"
+            parts.append(f"{kind}{layer.size}" + (f"s{layer.step}" if layer.step != layer.size else ""))
+    return "-".join(parts), sum(math.prod(s) for s in params.values())
+
+def config_values(cfg: dict | None, summary: dict) -> dict:
+    if not cfg:
+        return {c: None for c in CONFIG_COLUMNS}
+    opt = cfg.get("optimizer") or {}
+    schedule = opt.get("schedule")
+    arch = architecture(cfg)
+    dropouts = [item["dropout"] for item in cfg.get("model") or []
+                if isinstance(item, dict) and "dropout" in item]
+    dropouts = [d["p"] if isinstance(d, dict) else d for d in dropouts]
+    data = cfg.get("data") or {}
+    return {
+        "digits": "".join(map(str, data.get("digits") or [])) if data.get("digits") else None,
+        "arch": arch[0] if arch else None,
+        "params": summary.get("params") or (arch[1] if arch else None),
+        "loss": cfg["loss"] if isinstance(cfg.get("loss"), str) else (cfg.get("loss") or {}).get("name"),
+        "optimizer": opt.get("name"),
+        "lr": opt.get("lr"),
+        "momentum": opt.get("momentum"),
+        "weight_decay": opt.get("weight_decay"),
+        "schedule": (schedule.get("name") if isinstance(schedule, dict) else schedule) or "none",
+        "dropout": "/".join(_number(d) for d in dropouts) if dropouts else "none",
+        "batch_size": cfg.get("batch_size"),
+        "epochs": cfg.get("epochs"),
+        "limit": data.get("limit"),
+        "validation": data.get("validation"),
+        "seed": cfg.get("seed"),
+    }
+
+def metric_values(run: Run) -> dict:
+    """Final metrics from summary.json when the run finished, else from the last row of metrics.csv."""
+    rows, summary = run.metrics, run.summary
+    last = rows[-1] if rows else {}
+    vals = [r["val_accuracy"] for r in rows if r.get("val_accuracy") is not None]
+    seconds = summary.get("seconds")
+    if seconds is None and rows:
+        seconds = round(sum(r.get("seconds") or 0.0 for r in rows), 3)
+    return {
+        "epochs_done": len(rows),
+        "train_acc": summary.get("train_accuracy", last.get("train_accuracy")),
+        "test_acc": summary.get("test_accuracy", last.get("test_accuracy")),
+        "best_val": summary.get("best_val_accuracy", max(vals) if vals else None),
+        "seconds": seconds,
+    }
+
+def origin(run: Run) -> dict:
+    """The run's sweep and point as its run.json records them (both null for a lone run); for a folder written
+    before run.json had them, guessed from where it is: in a sweep folder, named <values>-<point id>."""
+    if "sweep" in run.info or "point" in run.info:
+        return {"sweep": run.info.get("sweep"), "point": run.info.get("point")}
+    if not is_sweep_folder(run.path.parent):
+        return {"sweep": None, "point": None}
+    tail = run.name.rsplit("-", 1)[-1]
+    point = tail if len(tail) == 8 and all(c in "0123456789abcdef" for c in tail) else None
+    return {"sweep": run.path.parent.name, "point": point}
+
+def describe(runs: list[Run]) -> None:
+    """Fill each run's row (`values`): every column, and started, sweep, point and path."""
+    for run in runs:
+        run.values = {"name": run.name, "status": run.status, **config_values(run.cfg, run.summary),
+                      **metric_values(run), "started": run.info.get("started"), **origin(run), "path": str(run.path)}
+        if run.damage:
+            run.values["damage"] = run.damage
+
+def differing(runs: list[Run]) -> list[str]:
+    """The config columns whose values are not all the same across `runs`."""
+    return [c for c in CONFIG_COLUMNS if len({json.dumps(r.values.get(c), sort_keys=True) for r in runs}) > 1]
+
+def legend_labels(runs: list[Run]) -> list[str]:
+    """Each run's label: the config values that differ across the runs ('lr=0.001 dropout=0.1'), else its name."""
+    keys = differing(runs) if len(runs) > 1 else []
+    keys = [k for k in keys if k != "params" or keys == ["params"]]
+    labels = [" ".join(f"{k}={format_value(k, r.values.get(k))}" for k in keys) or r.name for r in runs]
+    if len(set(labels)) < len(labels):  # same config twice (different folders): tell them apart by name
+        labels = [f"{label} ({r.name})" if labels.count(label) > 1 else label for label, r in zip(labels, runs)]
+    return labels
+
+def format_value(column: str, value) -> str:
+    if value is None:
+        return "-"
+    if column in ("train_acc", "test_acc", "best_val"):
+        return f"{value:.4f}"
+    if column == "seconds":
+        return f"{value:.1f}"
+    if column == "epochs_done" and isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, float):
+        return _number(value)
+    return str(value)
+
+def _number(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
