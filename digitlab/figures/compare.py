@@ -6,15 +6,21 @@ metric, so the settings that lead to good results show as bundles of bright line
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 
 import matplotlib
+
+matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from digitlab.runs.collect import Run
-from digitlab.runs.columns import describe, legend_labels
-from digitlab.system.storage import save_png
+from digitlab.runs.collect import Run  # noqa: E402
+from digitlab.runs.columns import describe, legend_labels  # noqa: E402
+from digitlab.system.storage import save_png  # noqa: E402
+
+LEGEND_INSIDE = 10  # more runs than this: the legend goes beside the axes, in columns of at most LEGEND_ROWS
+LEGEND_ROWS = 25
 
 
 def plot(runs: list[Run], path: str | Path, title: str = "") -> Path | None:
@@ -23,41 +29,57 @@ def plot(runs: list[Run], path: str | Path, title: str = "") -> Path | None:
     fig = overlay(runs, title)
     return save_png(path, fig) if fig is not None else None
 
+
 def overlay(runs: list[Run], title: str = ""):
     """Test accuracy per epoch of every run (solid) and its train accuracy (dashed, same colour), one colour per
-    run, the legend naming each run by its differing config values; None when no run has a finished epoch."""
+    run, the legend naming each run by its differing config values; None when no run has a finished epoch.
+    Up to ten runs the legend sits in the axes; with more it stands beside them in columns, best final test
+    accuracy first, and the colours run along a colour map in that order (a qualitative palette has too few
+    colours to tell 50 runs apart, and a rank is what the eye looks for)."""
     drawn = [r for r in runs if r.metrics]
     if not drawn:
         return None
     if not all(r.values for r in drawn):
         describe(drawn)
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     labels = legend_labels(drawn)
-    colours = plt.get_cmap("tab10" if len(drawn) <= 10 else "tab20")
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for i, (run, label) in enumerate(zip(drawn, labels)):
-        colour = colours(i % colours.N)
+    many = len(drawn) > LEGEND_INSIDE
+    if many:
+        ranked = sorted(zip(drawn, labels), key=lambda pair: -_final(pair[0]))
+        drawn, labels = [run for run, _ in ranked], [label for _, label in ranked]
+    columns = math.ceil(len(drawn) / LEGEND_ROWS)
+    if many:
+        colour_of = plt.get_cmap("turbo")
+        colours = [colour_of(0.05 + 0.9 * i / max(len(drawn) - 1, 1)) for i in range(len(drawn))]
+    else:
+        colours = [plt.get_cmap("tab10")(i) for i in range(len(drawn))]
+    width = 8 + (3.2 * columns if many else 0)
+    fig, ax = plt.subplots(figsize=(width, 5 if len(drawn) <= LEGEND_ROWS else 6.5), layout="constrained")
+    for run, label, colour in zip(drawn, labels, colours):
         epochs = [r["epoch"] for r in run.metrics]
         test = [_nan(r.get("test_accuracy")) for r in run.metrics]
         train = [_nan(r.get("train_accuracy")) for r in run.metrics]
-        ax.plot(epochs, test, color=colour, ls="-", marker="o", ms=3, label=label)
-        ax.plot(epochs, train, color=colour, ls="--", alpha=0.8)
+        ax.plot(epochs, test, color=colour, ls="-", marker="o", ms=3 if not many else 2, lw=1.5 if not many else 1,
+                label=label if len(label) <= 60 else label[:59] + "…")
+        ax.plot(epochs, train, color=colour, ls="--", alpha=0.8 if not many else 0.5, lw=1)
     ax.set(xlabel="epoch", ylabel="accuracy", title=title or "test accuracy (solid) and train accuracy (dashed)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    if many:
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), ncols=columns, frameon=False,
+                  title=f"{len(drawn)} runs", title_fontsize=8)
+    else:
+        ax.legend(fontsize=8, loc="lower right")
     if max(len(r.metrics) for r in drawn) < 10:
         ax.set_xticks(sorted({r["epoch"] for run in drawn for r in run.metrics}))
-    fig.tight_layout()
     return fig
+
+
+def _final(run: Run) -> float:
+    values = [r.get("test_accuracy") for r in run.metrics if r.get("test_accuracy") is not None]
+    return values[-1] if values and math.isfinite(values[-1]) else -math.inf
+
 
 def _nan(value):
     return float("nan") if value is None else value
-
-matplotlib.use("Agg")
-
 
 
 def _axis(values: list) -> tuple[np.ndarray, list[tuple[float, str]]]:
@@ -113,5 +135,7 @@ def parallel_coordinates(keys: list[str], rows: list[dict], metric: str, maximiz
     bar = fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, fraction=0.03, pad=0.02)
     bar.set_label(metric)
     ax.set_title(f"one line per point, coloured by {metric}" + (" (grey: no result)" if missing else ""), fontsize=10)
-    fig.tight_layout()
+    with warnings.catch_warnings():  # a layout that cannot fit every label is drawn as it is, without a warning
+        warnings.simplefilter("ignore", UserWarning)
+        fig.tight_layout()
     return fig

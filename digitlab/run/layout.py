@@ -45,6 +45,11 @@ class Status(str, Enum):
     def __str__(self) -> str:
         return self.value
 
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
+    __hash__ = str.__hash__  # a Status and its word are one key in a set or a dict, on every Python version
+
 
 WRITTEN = tuple(s.value for s in Status if s not in (Status.CRASHED, Status.DAMAGED))  # what run.json may hold
 STATUSES = tuple(s.value for s in Status)                                           # what a reader may report

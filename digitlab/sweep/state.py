@@ -19,9 +19,10 @@ from digitlab.sweep.spec import Point
 from digitlab.system.locks import FileLock, held_elsewhere
 from digitlab.system.storage import make_folder
 
-FAILED = ("failed", "diverged", "damaged")  # rerun only with retry_failed
-RERUN = ("crashed", "interrupted")   # rerun always
-PAUSED = "pruned"  # resumed when the sweep's pruning promotes it, or when the sweep no longer prunes
+Status = layout.Status
+FAILED = (Status.FAILED, Status.DIVERGED, Status.DAMAGED)  # rerun only with retry_failed
+RERUN = (Status.CRASHED, Status.INTERRUPTED)  # rerun always
+PAUSED = Status.PRUNED  # resumed when the sweep's pruning promotes it, or when the sweep no longer prunes
 REPLACED = layout.REPLACED
 
 
@@ -85,11 +86,11 @@ def folder_status(folder: Path, locked_here: bool = False) -> str:
         if status in ("complete", "pruned"):
             _check_agreement(run, info, metrics)
     except (DamagedRun, ConfigError):
-        return "damaged"
+        return Status.DAMAGED
     except RunError:
-        return "crashed"
-    if status == "running" and (locked_here or held_elsewhere(lock_path(folder.parent, str(point))) is None):
-        return "crashed"
+        return Status.CRASHED
+    if status == Status.RUNNING and (locked_here or held_elsewhere(lock_path(folder.parent, str(point))) is None):
+        return Status.CRASHED
     return status
 
 
