@@ -98,3 +98,69 @@ def report_command(folders, out, threads):
         click.echo(str(written[0]))
         return
     report(list(folders), echo=click.echo)
+
+
+@click.command(name="tag")
+@click.argument("items", nargs=-1, required=True, metavar="RUN... KEY=VALUE...")
+@click.option("--remove", "remove", multiple=True, metavar="KEY", help="Remove this tag (repeatable).")
+def tag_command(items, remove):
+    """Tag runs: `digitlab tag runs/a-* owner=ana idea=wider`. Arguments with '=' are tags, the others run
+    folders; `--remove KEY` takes a tag off. Tags show in `runs`, `compare` and the pages and filter with
+    --where tag.KEY=VALUE."""
+    from digitlab.run import tags as run_tags
+    from digitlab.run.folder import RunFolder
+
+    folders = [Path(item) for item in items if "=" not in item]
+    assignments = run_tags.parse(item for item in items if "=" in item)
+    if not folders:
+        raise click.UsageError("give at least one run folder")
+    if not assignments and not remove:
+        raise click.UsageError("give KEY=VALUE tags, or --remove KEY")
+    runs = [RunFolder.open(folder) for folder in folders]  # every folder checked before any is written
+    for run in runs:
+        now = run_tags.update(run, assignments, remove)
+        shown = " ".join(f"{k}={v}" for k, v in sorted(now["tags"].items())) or "no tags"
+        click.echo(f"{run.path}: {shown}")
+
+
+@click.command(name="note")
+@click.argument("run_dir", type=arguments.Path(file_okay=False))
+@click.argument("text", required=False)
+def note_command(run_dir, text):
+    """Say something about a run, in words: `digitlab note runs/a-* "the lr was too high"`. Without TEXT, print
+    its note; an empty TEXT ("") clears it."""
+    from digitlab.run import tags as run_tags
+    from digitlab.run.folder import RunFolder
+
+    run = RunFolder.open(run_dir)
+    if text is None:
+        click.echo(run_tags.read(run)["note"] or f"{run.path}: no note")
+        return
+    run_tags.update(run, note=text)
+    click.echo(f"{run.path}: note {'cleared' if not text else 'saved'}")
+
+
+@click.command(name="rm")
+@click.argument("folders", nargs=-1, type=arguments.Path())
+@click.option("--restore", is_flag=True, help="Bring the runs back from the trash (give where they were).")
+@click.option("--list", "listing", is_flag=True, help="List what the trash of FOLDERS (default: runs/) holds.")
+@click.option("--empty", is_flag=True, help="Delete what the trash of FOLDERS (default: runs/) holds, for good.")
+def rm_command(folders, restore, listing, empty):
+    """Move run folders to the trash beside them (<folder>/.trash/), out of every listing; nothing is deleted
+    until --empty. `digitlab rm --restore runs/x` brings runs/x back."""
+    from digitlab.run import trash
+
+    if sum((restore, listing, empty)) > 1:
+        raise click.UsageError("give one of --restore, --list, --empty")
+    if listing or empty:
+        where = list(folders) or [Path("runs")]
+        found = trash.empty(where) if empty else trash.trashed(where)
+        for path in found:
+            click.echo(str(path))
+        click.echo(f"{len(found)} run folder(s) {'deleted' if empty else 'in the trash'}", err=True)
+        return
+    if not folders:
+        raise click.UsageError("give the run folders to move to the trash (or to --restore)")
+    for folder in folders:
+        moved = trash.restore(folder) if restore else trash.remove(folder)
+        click.echo(f"{folder} -> {moved}")

@@ -20,6 +20,11 @@ LOCK = ".lock"                             # held by the process training the ru
 REPORT = "report.html"                     # the run's page (a sweep folder's page has the same name)
 EMBEDDING_EPOCHS = "embedding_epochs.npz"  # the 2-unit plane at several epochs
 LAYER_HEALTH = "layer_health.csv"          # each layer's health per epoch
+TAGS = "tags.json"                         # the user's tags and note (digitlab tag, digitlab note)
+TAGS_LOCK = ".tags.lock"                   # held while tags.json is rewritten
+
+# Where `digitlab rm` puts a run folder: <the folder it was in>/.trash/<its name>, until restored or emptied.
+TRASH = ".trash"
 
 # A sweep folder: its points' run folders, and these.
 SWEEP_FILE = "sweep.yaml"                  # the sweep file as run

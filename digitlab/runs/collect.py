@@ -9,6 +9,7 @@ from pathlib import Path
 
 from digitlab.errors import ConfigError, DamagedRun, RunError, UserError
 from digitlab.run import layout
+from digitlab.run import tags as run_tags
 from digitlab.run.agreement import check_agreement
 from digitlab.run.folder import RunFolder
 
@@ -28,6 +29,7 @@ class Run:
     damage: str | None = None
     values: dict = field(default_factory=dict)  # the row: column -> value
     info: dict = field(default_factory=dict)  # run.json
+    tags: dict = field(default_factory=dict)  # tags.json: {"tags": {...}, "note": "..."}
 
     @property
     def name(self) -> str:
@@ -104,8 +106,9 @@ def read_run(path: Path) -> Run:
     metrics = read(folder.read_metrics, [])
     if cfg and not damage:
         read(lambda: check_agreement(folder, cfg, info, metrics), None)
+    tags = read(lambda: run_tags.read(folder), {})
     return Run(path, "damaged" if damage else status, cfg, summary, metrics, damage[0] if damage else None,
-               info=info)
+               info=info, tags=tags)
 
 def _read_config(folder: RunFolder) -> dict:
     from digitlab.config import load_config

@@ -12,6 +12,7 @@ from digitlab.runs.columns import describe
 from digitlab.runs.where import Condition, select
 
 COLUMNS = ["name", "status", "started", "epochs_done", "test_acc", "best_val", "folder"]
+OPTIONAL = ["sweep", "tags"]  # shown when some run has one
 
 
 def list_runs(paths, conditions: list[Condition] = (), statuses=()) -> tuple[list[str], list[dict], list[str]]:
@@ -27,4 +28,5 @@ def list_runs(paths, conditions: list[Condition] = (), statuses=()) -> tuple[lis
     if statuses:
         rows = [row for row in rows if row["status"] in statuses]
     rows.sort(key=lambda row: (row.get("started") or "", row["folder"]), reverse=True)
-    return COLUMNS, rows, [w for w in warnings if "no run folders in it" not in w]
+    extra = [c for c in OPTIONAL if any(row.get(c) for row in rows)]
+    return COLUMNS[:-1] + extra + COLUMNS[-1:], rows, [w for w in warnings if "no run folders in it" not in w]

@@ -30,7 +30,7 @@ def table(runs: list[Run], all_columns: bool = False, group_seeds: bool = False,
         columns = ["name", "status", "runs"] + shown + [c for m in METRIC_COLUMNS for c in (m, f"{m}_std")]
     else:
         rows = [dict(run.values) for run in runs]
-        columns = ["name", "status"] + shown + METRIC_COLUMNS
+        columns = ["name", "status"] + shown + METRIC_COLUMNS + origin_columns(runs)
     if sort:
         key = sort_key(sort, columns)
         present = [r for r in rows if r.get(key) is not None]
@@ -38,6 +38,14 @@ def table(runs: list[Run], all_columns: bool = False, group_seeds: bool = False,
         present.sort(key=lambda r: _sortable(r[key]), reverse=key in BEST_FIRST)
         rows = present + missing
     return columns, rows
+
+
+def origin_columns(runs: list[Run]) -> list[str]:
+    """`sweep` when the runs come from more than one sweep (or some from none), `tags` when any run has a tag:
+    what tells a sweep's points and a user's labels apart in a table."""
+    sweeps = {run.values.get("sweep") for run in runs}
+    return (["sweep"] if len(sweeps) > 1 else []) + (["tags"] if any(run.values.get("tags") for run in runs) else [])
+
 
 def sort_key(sort: str, columns: list[str]) -> str:
     key = ALIASES.get(sort, sort)

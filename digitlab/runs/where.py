@@ -18,7 +18,8 @@ from digitlab.errors import UserError
 from digitlab.options import as_number, did_you_mean
 from digitlab.runs.columns import ALIASES, CONFIG_COLUMNS, METRIC_COLUMNS
 
-COLUMNS = ["name", "status"] + CONFIG_COLUMNS + METRIC_COLUMNS + ["started", "sweep", "point", "path"]
+COLUMNS = ["name", "status"] + CONFIG_COLUMNS + METRIC_COLUMNS + ["started", "sweep", "point", "tags", "note", "path"]
+TAG = "tag."  # tag.KEY: the value of the run's tag KEY (text)
 NUMERIC = {"params", "lr", "momentum", "weight_decay", "batch_size", "epochs", "limit", "validation", "seed",
            *METRIC_COLUMNS}
 OPERATORS = ("<=", ">=", "!=", "==", "=", "<", ">")
@@ -63,8 +64,8 @@ def parse(text: str) -> Condition:
         fail(f"expected COLUMN OP VALUE with OP one of {' '.join(OPERATORS)}, e.g. test_acc>0.99")
     column, op, raw = match.groups()
     column = ALIASES.get(column.strip(), column.strip())
-    if column not in COLUMNS:
-        fail(f"unknown column {column!r}{did_you_mean(column, COLUMNS)}")
+    if column not in COLUMNS and not (column.startswith(TAG) and len(column) > len(TAG)):
+        fail(f"unknown column {column!r}{did_you_mean(column, COLUMNS)} (a tag is tag.KEY)")
     if raw == "":
         fail(f"no value after {op}")
     value = _value(raw.strip("'\""))

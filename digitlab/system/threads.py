@@ -10,7 +10,6 @@ process may use, at most 4).
 from __future__ import annotations
 
 import os
-import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -52,9 +51,9 @@ def limits(n: int) -> dict[str, str]:
 
 def use(n: int | None) -> None:
     """Hold this process, and the processes it starts, to `n` threads (None: leave the defaults). BLAS reads the
-    variables once, as numpy loads, so the command line calls this before anything imports numpy; once numpy is
-    loaded they would reach only child processes, and are left alone."""
-    if n and "numpy" not in sys.modules:
+    variables once, as numpy loads, so the command line calls this before anything imports numpy (where numpy is
+    loaded already, they reach the processes it starts and what a run records of its environment)."""
+    if n:
         os.environ.update(limits(n))
 
 
