@@ -48,7 +48,8 @@ def runs_command(folders, conditions, statuses, fmt):
 @common.where
 def compare_command(folders, sort, fmt, all_columns, plot_path, group_seeds, conditions):
     """Runs side by side. FOLDERS are run folders or sweep folders (a sweep folder stands for its runs)."""
-    from digitlab.runs.collect import collect, default_plot_path
+    from digitlab.runs.catalog import collect
+    from digitlab.runs.collect import default_plot_path
     from digitlab.runs.columns import describe
     from digitlab.runs.table import render, table
 

@@ -23,6 +23,9 @@ LAYER_HEALTH = "layer_health.csv"          # each layer's health per epoch
 TAGS = "tags.json"                         # the user's tags and note (digitlab tag, digitlab note)
 TAGS_LOCK = ".tags.lock"                   # held while tags.json is rewritten
 
+# Beside the runs: the catalog that lists them fast (runs/catalog.py), a cache of their folders.
+CATALOG = ".digitlab-catalog.sqlite"
+
 # Where `digitlab rm` puts a run folder: <the folder it was in>/.trash/<its name>, until restored or emptied.
 TRASH = ".trash"
 

@@ -4,7 +4,7 @@ marked `damaged` with the file and the reason, never a traceback."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import os
 from pathlib import Path
 
 from digitlab.errors import ConfigError, DamagedRun, RunError, UserError
@@ -16,72 +16,103 @@ from digitlab.run.folder import RunFolder
 SWEEP_FILES = {layout.SWEEP_FILE, layout.POINTS, layout.COMPARE_PNG, layout.REPORT, layout.REPLACED, layout.LOCKS}
 
 
-@dataclass
 class Run:
-    """What compare knows about one run folder. `damage` names the first file that is not what digitlab writes
-    and why (the run's status is then `damaged`); what could be read is still shown."""
+    """What many-run views know about one run folder. `damage` names the first file that is not what digitlab
+    writes and why (the run's status is then `damaged`); what could be read is still shown. `metrics` (the rows
+    of metrics.csv) are read when first asked for, when the run came from the catalog without them."""
 
-    path: Path
-    status: str
-    cfg: dict | None
-    summary: dict
-    metrics: list[dict]
-    damage: str | None = None
-    values: dict = field(default_factory=dict)  # the row: column -> value
-    info: dict = field(default_factory=dict)  # run.json
-    tags: dict = field(default_factory=dict)  # tags.json: {"tags": {...}, "note": "..."}
+    def __init__(self, path: Path, status: str, cfg: dict | None, summary: dict, metrics: list[dict] | None = None,
+                 damage: str | None = None, values: dict | None = None, info: dict | None = None,
+                 tags: dict | None = None):
+        self.path, self.status, self.cfg, self.summary, self.damage = Path(path), status, cfg, summary, damage
+        self._metrics = metrics
+        self.values = values or {}  # the row: column -> value
+        self.info = info or {}      # run.json
+        self.tags = tags or {}      # tags.json: {"tags": {...}, "note": "..."}
 
     @property
     def name(self) -> str:
         return self.path.name
 
+    @property
+    def metrics(self) -> list[dict]:
+        if self._metrics is None:
+            try:
+                self._metrics = RunFolder(self.path).read_metrics()
+            except UserError:  # changed since it was catalogued: the next listing reads it again
+                self._metrics = []
+        return self._metrics
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.path)!r}, {self.status!r})"
+
+
 def is_sweep_folder(path: Path) -> bool:
     return (path / layout.SWEEP_FILE).is_file()
+
 
 def is_run_folder(path: Path) -> bool:
     return (path / layout.RUN_JSON).is_file() or (path / layout.CONFIG).is_file()
 
+
 def find_runs(folder: Path, depth: int = 3) -> list[Path]:
     """The run folders inside `folder` (a runs folder, a sweep folder, a folder of sweeps), by name, at most
-    `depth` levels down; set-aside runs (replaced/) and hidden folders are left out."""
+    `depth` levels down; set-aside runs (replaced/) and hidden folders (the trash) are left out."""
     found = []
     try:
-        children = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+        with os.scandir(folder) as entries:
+            children = sorted(e.name for e in entries if not e.name.startswith(".") and e.is_dir())
     except OSError:
         return []
-    for child in children:
+    for name in children:
+        child = folder / name
         if is_run_folder(child):
             found.append(child)
-        elif depth > 1 and child.name != layout.REPLACED:
+        elif depth > 1 and name != layout.REPLACED:
             found.extend(find_runs(child, depth - 1))
     return found
 
+
 def collect(paths) -> tuple[list[Run], list[str]]:
     """The runs of `paths` (run folders, and any folder that holds runs, such as a sweep folder or runs/,
-    expanded to them), each once, in the order given, and one warning per path that holds none."""
-    runs, warnings, seen = [], [], set()
+    expanded to them), each once, in the order given, and one warning per path that holds none. Every folder is
+    read; runs.catalog.collect gives the same from its cache."""
+    runs, warnings = [], []
+    for _, candidates, warning in expand(paths):
+        warnings.extend(warning)
+        for candidate in candidates:
+            try:
+                runs.append(read_run(candidate))
+            except UserError as exc:
+                warnings.append(f"{exc}; skipped")
+    return runs, warnings
+
+
+def expand(paths) -> list[tuple[Path | None, list[Path], list[str]]]:
+    """(root, run folders, warnings) for each of `paths`: a folder that holds runs is their root and stands for
+    them; a run folder (or anything else, which read_run then refuses) stands for itself, with no root. A folder
+    reached twice is given once."""
+    out, seen = [], set()
     for path in map(Path, paths):
         if path.name in SWEEP_FILES and is_sweep_folder(path.parent):
             continue  # runs/<sweep>/* lists the sweep's own files next to its runs
+        warnings, root = [], None
         if path.is_dir() and not is_run_folder(path):
-            candidates = find_runs(path)
+            root, candidates = path, find_runs(path)
             if not candidates:
                 kind = "sweep folder without runs yet" if is_sweep_folder(path) else "no run folders in it"
                 warnings.append(f"{path}: {kind}, skipped")
         else:
             candidates = [path]
+        fresh = []
         for candidate in candidates:
-            key = candidate.resolve()
-            if key in seen:
-                continue
-            try:
-                run = read_run(candidate)
-            except UserError as exc:
-                warnings.append(f"{exc}; skipped")
-                continue
-            seen.add(key)
-            runs.append(run)
-    return runs, warnings
+            key = os.path.realpath(candidate)
+            if key not in seen:
+                seen.add(key)
+                fresh.append(candidate)
+        out.append((root, fresh, warnings))
+    return out
+
 
 def read_run(path: Path) -> Run:
     """One run folder, whatever its status, each file checked: a damaged file makes the run `damaged` (with the
@@ -110,9 +141,11 @@ def read_run(path: Path) -> Run:
     return Run(path, "damaged" if damage else status, cfg, summary, metrics, damage[0] if damage else None,
                info=info, tags=tags)
 
+
 def _read_config(folder: RunFolder) -> dict:
     from digitlab.config import load_config
     return load_config(folder / layout.CONFIG)
+
 
 def default_plot_path(paths) -> Path | None:
     """compare.png inside the sweep folder when the one folder compared is a sweep folder."""

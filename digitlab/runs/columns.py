@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 
+from digitlab.run import tags as run_tags
 from digitlab.runs.collect import Run, is_sweep_folder
 
 # Config columns, in order: shown only when they differ across the runs, unless all columns are asked for.
@@ -103,10 +104,14 @@ def origin(run: Run) -> dict:
     return {"sweep": run.path.parent.name, "point": point}
 
 def describe(runs: list[Run]) -> None:
-    """Fill each run's row (`values`): every column, and started, sweep, point and path."""
+    """Fill each run's row (`values`): every column, and started, sweep, point and path. A run whose row is filled
+    (from the catalog, or described before) keeps it."""
     for run in runs:
+        if run.values:
+            continue
         run.values = {"name": run.name, "status": run.status, **config_values(run.cfg, run.summary),
-                      **metric_values(run), "started": run.info.get("started"), **origin(run), "path": str(run.path)}
+                      **metric_values(run), "started": run.info.get("started"), **origin(run),
+                      **run_tags.columns(run.tags), "path": str(run.path)}
         if run.damage:
             run.values["damage"] = run.damage
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from digitlab.errors import UserError
-from digitlab.runs.collect import collect
+from digitlab.runs.catalog import collect
 from digitlab.runs.columns import describe
 from digitlab.runs.where import Condition, select
 

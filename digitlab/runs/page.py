@@ -15,7 +15,8 @@ from digitlab.figures import html
 from digitlab.figures.compare import overlay, parallel_coordinates
 from digitlab.run import layout
 from digitlab.run.folder import RunFolder
-from digitlab.runs.collect import Run, collect, is_run_folder, is_sweep_folder
+from digitlab.runs.catalog import collect
+from digitlab.runs.collect import Run, is_run_folder, is_sweep_folder
 from digitlab.runs.table import table
 from digitlab.system.storage import atomic_write
 

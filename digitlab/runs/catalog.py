@@ -1,0 +1,233 @@
+"""The run catalog: every run folder's row kept in an SQLite file beside the runs (`<folder>/.digitlab-catalog.sqlite`,
+WAL), so that listing, filtering and comparing thousands of runs reads an index instead of every folder.
+
+It is a cache, never the truth. A row is keyed by the folder's path under the catalog's folder and stamped with the
+size, modification and change times and inode of each file it was read from; a folder whose stamp differs (changed, damaged,
+edited by hand), a new folder, and a run whose run.json says `running` (whether its process still lives is not in
+any file) are read again, and a folder that is gone loses its row. A stamp taken within a second of a file's last
+change is not trusted next time (git's "racy clean" rule: a write in the same clock tick keeps the mtime). A damaged
+or foreign catalog file is rebuilt with one warning; writers (sweeps, trainings, listings at once) meet in SQLite's
+locking, and one that cannot get the lock in time just does not cache. A runs folder that cannot be written keeps its
+catalog in the user's cache folder instead; where neither can be written, every folder is read, as without a catalog.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import sqlite3
+import time
+from pathlib import Path
+
+from digitlab.errors import UserError
+from digitlab.run import layout
+from digitlab.runs.collect import Run, expand, read_run
+from digitlab.runs.columns import CONFIG_COLUMNS, METRIC_COLUMNS, describe
+
+APPLICATION_ID = 0x64676C62  # "dglb": marks the file as a digitlab catalog (PRAGMA application_id)
+FORMAT = "1:" + ",".join(CONFIG_COLUMNS + METRIC_COLUMNS)  # rows written by other columns are read again
+STAMPED = (layout.RUN_JSON, layout.CONFIG, layout.METRICS, layout.SUMMARY, layout.MODEL, layout.CHECKPOINT,
+           layout.TAGS)
+RACY_NS = 1_000_000_000  # a file changed this close to the reading may change again unseen within the tick
+BUSY_SECONDS = 5.0
+
+
+def collect(paths) -> tuple[list[Run], list[str]]:
+    """runs.collect.collect's runs and warnings, each run's row (`values`) filled, read through the catalog of
+    each folder given (a run folder's is its parent's): only folders changed since they were catalogued are
+    read. A catalog file that had to be rebuilt is one more warning."""
+    runs, warnings = [], []
+    for root, candidates, said in expand(paths):
+        warnings.extend(said)
+        base = root if root is not None else (candidates[0].parent if candidates else None)
+        with Catalog.open(base, warnings.append) as catalog:
+            found = catalog.runs(candidates, warnings, complete=root is not None)
+        runs.extend(found)
+    return runs, warnings
+
+
+class Catalog:
+    """One folder's catalog; `Catalog.open(folder)` gives one that may be a no-op (nothing writable)."""
+
+    def __init__(self, folder: Path, connection: sqlite3.Connection | None):
+        self.folder, self.db = folder, connection
+
+    @classmethod
+    @contextlib.contextmanager
+    def open(cls, folder: Path | None, warn=None):
+        connection = None
+        if folder is not None:
+            for path in _locations(folder):
+                connection = _connect(path, warn)
+                if connection is not None:
+                    break
+        try:
+            yield cls(folder, connection)
+        finally:
+            if connection is not None:
+                connection.close()
+
+    def runs(self, candidates: list[Path], warnings: list[str], complete: bool) -> list[Run]:
+        """The Run of each candidate folder, from its row where its stamp still holds, else read (and its row
+        written). With `complete` (the candidates are every run under the folder), rows of folders that are gone
+        are dropped."""
+        cached = self._rows() if self.db is not None else {}
+        runs, fresh, keys = [], [], set()
+        now = time.time_ns()
+        for path in candidates:
+            key = self._key(path)
+            keys.add(key)
+            stamp, newest = _stamp(path)
+            row = cached.get(key)
+            if row is not None and stamp is not None and row[0] == stamp:
+                run = _from_record(path, json.loads(row[1]))
+                if run.status != layout.Status.RUNNING:
+                    runs.append(run)
+                    continue
+            try:
+                run = read_run(path)
+            except UserError as exc:
+                warnings.append(f"{exc}; skipped")
+                continue
+            describe([run])
+            runs.append(run)
+            if stamp is not None and key is not None:
+                trusted = stamp if now - newest > RACY_NS else "racy"
+                fresh.append((key, trusted, json.dumps(_record(run), default=str)))
+        if self.db is not None:
+            gone = [k for k in cached if k not in keys] if complete else []
+            self._write(fresh, gone)
+        return runs
+
+    def _key(self, path: Path) -> str | None:
+        try:
+            return Path(os.path.relpath(path, self.folder)).as_posix() if self.folder is not None else None
+        except ValueError:
+            return None
+
+    def _rows(self) -> dict[str, tuple[str, str]]:
+        try:
+            return {key: (stamp, record) for key, stamp, record in
+                    self.db.execute("SELECT path, stamp, record FROM runs")}
+        except sqlite3.Error:
+            self.db = None
+            return {}
+
+    def _write(self, fresh: list[tuple[str, str, str]], gone: list[str]) -> None:
+        if not fresh and not gone:
+            return
+        try:
+            with _transaction(self.db):
+                self.db.executemany("INSERT OR REPLACE INTO runs (path, stamp, record) VALUES (?, ?, ?)", fresh)
+                self.db.executemany("DELETE FROM runs WHERE path = ?", [(k,) for k in gone])
+        except sqlite3.Error:  # busy past the timeout, disk full, read-only: the listing stands, uncached
+            pass
+
+
+@contextlib.contextmanager
+def _transaction(db: sqlite3.Connection):
+    """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on any error): one writer at a time, all of a batch or none."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
+def _record(run: Run) -> dict:
+    return {"status": str(run.status), "cfg": run.cfg, "summary": run.summary, "damage": run.damage,
+            "info": run.info, "tags": run.tags, "values": {k: v for k, v in run.values.items() if k != "path"}}
+
+
+def _from_record(path: Path, record: dict) -> Run:
+    values = dict(record["values"], path=str(path), name=path.name)
+    return Run(path, record["status"], record["cfg"], record["summary"], None, record["damage"], values,
+               record["info"], record["tags"])
+
+
+def _stamp(folder: Path) -> tuple[str | None, int]:
+    """The size, mtime, ctime and inode of each file a row is read from ('-' for a missing one), and the newest
+    of those times; None when a file cannot be looked at. The ctime catches a file rewritten in place whose mtime
+    was set back."""
+    parts, newest = [], 0
+    for name in STAMPED:
+        try:
+            st = os.stat(folder / name)
+        except FileNotFoundError:
+            parts.append("-")
+            continue
+        except OSError:
+            return None, 0
+        parts.append(f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}")
+        newest = max(newest, st.st_mtime_ns, st.st_ctime_ns)
+    return "|".join(parts), newest
+
+
+def _locations(folder: Path) -> list[Path]:
+    """Beside the runs, else in the user's cache folder under a name made from the runs folder's real path."""
+    from digitlab.data.idx import cache_dir
+    own = folder / layout.CATALOG
+    digest = hashlib.sha256(os.path.realpath(folder).encode("utf-8", "surrogateescape")).hexdigest()[:20]
+    return [own, cache_dir() / "catalogs" / f"{digest}.sqlite"]
+
+
+def _connect(path: Path, warn) -> sqlite3.Connection | None:
+    """An open catalog at `path`, made or rebuilt as needed; None where it cannot be written."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        return None
+    for attempt in (1, 2):
+        try:
+            connection = sqlite3.connect(path, timeout=BUSY_SECONDS, isolation_level=None)
+            return _prepare(connection)
+        except _Foreign as exc:
+            reason = str(exc)
+        except sqlite3.DatabaseError as exc:
+            reason = str(exc)
+        except (sqlite3.Error, OSError):
+            return None
+        with contextlib.suppress(Exception):
+            connection.close()
+        if attempt == 2:
+            return None
+        if warn is not None:
+            warn(f"{path}: not a digitlab catalog ({reason}); rebuilt it (it is only a cache of the run folders)")
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError, OSError):
+                os.unlink(f"{path}{suffix}")
+    return None
+
+
+class _Foreign(Exception):
+    pass
+
+
+def _prepare(connection: sqlite3.Connection) -> sqlite3.Connection:
+    """WAL, the tables, and the checks that the file is this version's catalog (else _Foreign)."""
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA synchronous=NORMAL")
+    with _transaction(connection):  # one process at a time looks at a new file and makes its tables
+        app = connection.execute("PRAGMA application_id").fetchone()[0]
+        tables = {name for (name,) in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if app not in (0, APPLICATION_ID) or (app == 0 and tables):
+            raise _Foreign("another program's SQLite file")
+        if app == 0:
+            connection.execute(f"PRAGMA application_id={APPLICATION_ID}")
+            connection.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            connection.execute("CREATE TABLE runs (path TEXT PRIMARY KEY, stamp TEXT NOT NULL, record TEXT NOT NULL)")
+            connection.execute("INSERT INTO meta VALUES ('format', ?)", (FORMAT,))
+        elif not {"meta", "runs"} <= tables:
+            raise _Foreign("its tables are missing")
+        else:
+            row = connection.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
+            if row is None or row[0] != FORMAT:  # another version's rows: the cache starts afresh, quietly
+                connection.execute("DELETE FROM runs")
+                connection.execute("INSERT OR REPLACE INTO meta VALUES ('format', ?)", (FORMAT,))
+    return connection
