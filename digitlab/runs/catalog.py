@@ -1,14 +1,16 @@
-"""The run catalog: every run folder's row kept in an SQLite file beside the runs (`<folder>/.digitlab-catalog.sqlite`,
-WAL), so that listing, filtering and comparing thousands of runs reads an index instead of every folder.
+"""The run catalog: every run folder's row kept in an SQLite file beside the runs
+(`<folder>/.digitlab-catalog.sqlite`, WAL), so that listing, filtering and comparing thousands of runs reads an
+index instead of every folder.
 
-It is a cache, never the truth. A row is keyed by the folder's path under the catalog's folder and stamped with the
-size, modification and change times and inode of each file it was read from; a folder whose stamp differs (changed, damaged,
-edited by hand), a new folder, and a run whose run.json says `running` (whether its process still lives is not in
-any file) are read again, and a folder that is gone loses its row. A stamp taken within a second of a file's last
-change is not trusted next time (git's "racy clean" rule: a write in the same clock tick keeps the mtime). A damaged
-or foreign catalog file is rebuilt with one warning; writers (sweeps, trainings, listings at once) meet in SQLite's
-locking, and one that cannot get the lock in time just does not cache. A runs folder that cannot be written keeps its
-catalog in the user's cache folder instead; where neither can be written, every folder is read, as without a catalog.
+It is a cache, never the truth. A row is keyed by the folder's path under the catalog's folder and stamped with
+the size, modification and change times and inode of each file it was read from; a folder whose stamp differs
+(changed, damaged, edited by hand), a new folder, and a run whose run.json says `running` (whether its process
+still lives is in no file) are read again, and a folder that is gone loses its row. A stamp taken within a second
+of a file's last change is not trusted next time (git's "racy clean" rule: a write in the same clock tick keeps
+the times). A damaged or foreign catalog file is rebuilt with one warning; writers (sweeps, trainings, listings at
+once) meet in SQLite's locking, and one that cannot get the lock in time just does not cache. A runs folder that
+cannot be written keeps its catalog in the user's cache folder instead; where neither can be written, every
+folder is read, as without a catalog.
 """
 
 from __future__ import annotations
@@ -27,9 +29,11 @@ from digitlab.runs.collect import Run, expand, read_run
 from digitlab.runs.columns import CONFIG_COLUMNS, METRIC_COLUMNS, describe
 
 APPLICATION_ID = 0x64676C62  # "dglb": marks the file as a digitlab catalog (PRAGMA application_id)
-FORMAT = "1:" + ",".join(CONFIG_COLUMNS + METRIC_COLUMNS)  # rows written by other columns are read again
+FORMAT = "2:" + ",".join(CONFIG_COLUMNS + METRIC_COLUMNS)  # rows written by other columns are read again
 STAMPED = (layout.RUN_JSON, layout.CONFIG, layout.METRICS, layout.SUMMARY, layout.MODEL, layout.CHECKPOINT,
            layout.TAGS)
+RUNS_TABLE = ("CREATE TABLE runs (path TEXT PRIMARY KEY, stamp TEXT NOT NULL, status TEXT NOT NULL, row TEXT NOT NULL, "
+              "record TEXT NOT NULL)")
 RACY_NS = 1_000_000_000  # a file changed this close to the reading may change again unseen within the tick
 BUSY_SECONDS = 5.0
 
@@ -79,13 +83,11 @@ class Catalog:
         for path in candidates:
             key = self._key(path)
             keys.add(key)
-            stamp, newest = _stamp(path)
+            stamp, newest = _stamp(str(path))
             row = cached.get(key)
-            if row is not None and stamp is not None and row[0] == stamp:
-                run = _from_record(path, json.loads(row[1]))
-                if run.status != layout.Status.RUNNING:
-                    runs.append(run)
-                    continue
+            if row is not None and stamp is not None and row[0] == stamp and row[1] != layout.Status.RUNNING:
+                runs.append(CataloguedRun(path, row[1], row[2], row[3]))
+                continue
             try:
                 run = read_run(path)
             except UserError as exc:
@@ -95,7 +97,8 @@ class Catalog:
             runs.append(run)
             if stamp is not None and key is not None:
                 trusted = stamp if now - newest > RACY_NS else "racy"
-                fresh.append((key, trusted, json.dumps(_record(run), default=str)))
+                values = json.dumps({k: v for k, v in run.values.items() if k != "path"}, default=str)
+                fresh.append((key, trusted, str(run.status), values, json.dumps(_record(run), default=str)))
         if self.db is not None:
             gone = [k for k in cached if k not in keys] if complete else []
             self._write(fresh, gone)
@@ -107,10 +110,9 @@ class Catalog:
         except ValueError:
             return None
 
-    def _rows(self) -> dict[str, tuple[str, str]]:
+    def _rows(self) -> dict[str, tuple[str, str, str, str]]:
         try:
-            return {key: (stamp, record) for key, stamp, record in
-                    self.db.execute("SELECT path, stamp, record FROM runs")}
+            return {key: rest for key, *rest in self.db.execute("SELECT path, stamp, status, row, record FROM runs")}
         except sqlite3.Error:
             self.db = None
             return {}
@@ -120,7 +122,8 @@ class Catalog:
             return
         try:
             with _transaction(self.db):
-                self.db.executemany("INSERT OR REPLACE INTO runs (path, stamp, record) VALUES (?, ?, ?)", fresh)
+                self.db.executemany("INSERT OR REPLACE INTO runs (path, stamp, status, row, record) "
+                                    "VALUES (?, ?, ?, ?, ?)", fresh)
                 self.db.executemany("DELETE FROM runs WHERE path = ?", [(k,) for k in gone])
         except sqlite3.Error:  # busy past the timeout, disk full, read-only: the listing stands, uncached
             pass
@@ -139,24 +142,36 @@ def _transaction(db: sqlite3.Connection):
 
 
 def _record(run: Run) -> dict:
-    return {"status": str(run.status), "cfg": run.cfg, "summary": run.summary, "damage": run.damage,
-            "info": run.info, "tags": run.tags, "values": {k: v for k, v in run.values.items() if k != "path"}}
+    return {"cfg": run.cfg, "summary": run.summary, "damage": run.damage, "info": run.info, "tags": run.tags}
 
 
-def _from_record(path: Path, record: dict) -> Run:
-    values = dict(record["values"], path=str(path), name=path.name)
-    return Run(path, record["status"], record["cfg"], record["summary"], None, record["damage"], values,
-               record["info"], record["tags"])
+class CataloguedRun(Run):
+    """A Run from its catalog row: the row (`values`) decoded at once, the rest of what was read (config,
+    summary, run.json, tags) only when a view asks for it, and the metrics from the folder when asked for."""
+
+    def __init__(self, path: Path, status: str, row: str, record: str):
+        values = json.loads(row)
+        values.update(path=str(path), name=path.name)
+        super().__init__(path, status, None, {}, None, values.get("damage"), values)
+        for name in ("cfg", "summary", "info", "tags"):
+            del self.__dict__[name]
+        self._record = record
+
+    def __getattr__(self, name):  # cfg, summary, info, tags: set on first use from the record
+        if name in ("cfg", "summary", "info", "tags") and "_record" in self.__dict__:
+            self.__dict__.update(json.loads(self.__dict__.pop("_record")))
+            return self.__dict__[name]
+        raise AttributeError(name)
 
 
-def _stamp(folder: Path) -> tuple[str | None, int]:
+def _stamp(folder: str) -> tuple[str | None, int]:
     """The size, mtime, ctime and inode of each file a row is read from ('-' for a missing one), and the newest
     of those times; None when a file cannot be looked at. The ctime catches a file rewritten in place whose mtime
     was set back."""
     parts, newest = [], 0
     for name in STAMPED:
         try:
-            st = os.stat(folder / name)
+            st = os.stat(os.path.join(folder, name))
         except FileNotFoundError:
             parts.append("-")
             continue
@@ -221,13 +236,14 @@ def _prepare(connection: sqlite3.Connection) -> sqlite3.Connection:
         if app == 0:
             connection.execute(f"PRAGMA application_id={APPLICATION_ID}")
             connection.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-            connection.execute("CREATE TABLE runs (path TEXT PRIMARY KEY, stamp TEXT NOT NULL, record TEXT NOT NULL)")
+            connection.execute(RUNS_TABLE)
             connection.execute("INSERT INTO meta VALUES ('format', ?)", (FORMAT,))
         elif not {"meta", "runs"} <= tables:
             raise _Foreign("its tables are missing")
         else:
             row = connection.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
             if row is None or row[0] != FORMAT:  # another version's rows: the cache starts afresh, quietly
-                connection.execute("DELETE FROM runs")
+                connection.execute("DROP TABLE runs")
+                connection.execute(RUNS_TABLE)
                 connection.execute("INSERT OR REPLACE INTO meta VALUES ('format', ?)", (FORMAT,))
     return connection

@@ -4,6 +4,8 @@ marked `damaged` with the file and the reason, never a traceback."""
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import os
 from pathlib import Path
 
@@ -142,9 +144,20 @@ def read_run(path: Path) -> Run:
                info=info, tags=tags)
 
 
+_CONFIGS: dict[bytes, dict] = {}  # resolved configs by the bytes of their config.yaml: a sweep's points and copies
+                                  # of one run share a text, read and validated once a process
+
+
 def _read_config(folder: RunFolder) -> dict:
     from digitlab.config import load_config
-    return load_config(folder / layout.CONFIG)
+    path = folder / layout.CONFIG
+    try:
+        key = hashlib.sha256(path.read_bytes()).digest()
+    except OSError:
+        return load_config(path)  # says what is wrong with the file
+    if key not in _CONFIGS:
+        _CONFIGS[key] = load_config(path)
+    return copy.deepcopy(_CONFIGS[key])
 
 
 def default_plot_path(paths) -> Path | None:
