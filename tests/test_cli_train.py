@@ -92,12 +92,12 @@ def test_last_stdout_line_is_a_new_run_folder(runs):
 def test_run_folder_holds_every_file(runs, which):
     run = runs[which]
     expected = {"config.yaml", "run.json", "metrics.csv", "summary.json", "confusion.csv", "confusion.png",
-                "curves.png", "failures.png", "model.npz", "log.txt"}
+                "curves.png", "mistakes.png", "model.npz", "log.txt"}
     present = {p.name for p in run.iterdir()}
     assert expected <= present, expected - present
     assert ("embedding.png" in present) == (which == "a")  # only the model with a 2-unit layer
     assert not [name for name in present if name.endswith(".tmp")]  # no half-written files left behind
-    for name in ("confusion.png", "curves.png", "failures.png") + (("embedding.png",) if which == "a" else ()):
+    for name in ("confusion.png", "curves.png", "mistakes.png") + (("embedding.png",) if which == "a" else ()):
         data = (run / name).read_bytes()
         assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 1000, name
 

@@ -123,6 +123,38 @@ def test_a_conv_run_shows_its_filters_activation_maps_and_augmentation(runs):
     assert "weights.png" not in shown and "embedding_epochs.png" not in shown  # no dense first layer, no plane
 
 
+def test_each_figure_declares_its_section_and_caption_on_its_output():
+    from digitlab.run.outputs import OUTPUTS, captioned, output
+    from digitlab.run.page import SECTIONS as PAGE_SECTIONS
+    sections = {o.name: o.section for o in captioned()}
+    assert sections["curves.png"] == "curves" and sections["mistakes.png"] == "mistakes"
+    assert sections["weights.png"] == sections["layer_health.png"] == "inside"
+    assert sections["augment.png"] == "augmentation"
+    assert set(sections.values()) <= {anchor for anchor, _, _ in PAGE_SECTIONS}
+    assert not {"confusion.csv", "confusion.png", "summary.json"} & set(sections)  # not shown as figures
+    assert "failures.png" not in OUTPUTS  # mistakes.png is the one figure of the mistakes
+    with pytest.raises(ValueError, match="only a figure"):
+        output("table.csv", caption="a table")
+    with pytest.raises(ValueError, match="needs a caption"):
+        output("quiet.png", section="inside")
+
+
+def test_a_figure_of_no_section_the_page_knows_is_shown_under_more_figures(runs, tmp_path, monkeypatch):
+    from digitlab.run import outputs
+    from digitlab.run.page import write_report
+    drawn = (runs["plane"] / "curves.png").read_bytes()
+    monkeypatch.setitem(outputs.OUTPUTS, "extra.png", outputs.Output("extra.png", lambda view: drawn,
+                                                                     section="elsewhere", caption="An extra figure."))
+    monkeypatch.setitem(outputs.OUTPUTS, "plain.png", outputs.Output("plain.png", lambda view: drawn))
+    run = tmp_path / "run"
+    shutil.copytree(runs["plane"], run)
+    write_report(RunFolder.open(run))
+    p = page(run / "report.html")
+    shown = {alt for _, alt in p.images}
+    assert "extra.png" in shown and "plain.png" not in shown
+    assert p.ids[-2:] == ["more", "log"] and "More figures" in p.text and "An extra figure." in p.text
+
+
 def old_copy(run: Path, tmp_path: Path) -> Path:
     """The run as a folder written before this issue: no report, no new figures, no records."""
     old = tmp_path / "old"

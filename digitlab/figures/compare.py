@@ -15,9 +15,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from digitlab.figures.canvas import save_png  # noqa: E402
 from digitlab.runs.collect import Run  # noqa: E402
 from digitlab.runs.columns import describe, legend_labels  # noqa: E402
-from digitlab.system.storage import save_png  # noqa: E402
 
 LEGEND_INSIDE = 10  # more runs than this: the legend goes beside the axes, in columns of at most LEGEND_ROWS
 LEGEND_ROWS = 25

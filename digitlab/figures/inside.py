@@ -1,7 +1,8 @@
 """The figures that show a network's inside, drawn with matplotlib's Agg backend like digitlab.figures.run: the
 mistakes with their probabilities, first-layer weights as images, the 2-D plane through training (a strip and
 an animated GIF), saliency maps, conv activation maps and layer health. Each function takes arrays, not a run, and
-returns a Figure (the GIF: its bytes).
+returns a Figure (the GIF: its bytes). These figures lay themselves out in inches: save them with
+`canvas.png(figure, tight=False)`, which skips the second draw a tight crop costs.
 """
 
 from __future__ import annotations
@@ -16,34 +17,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from digitlab.figures.run import picture  # noqa: E402
+from digitlab.figures.canvas import picture, tiles  # noqa: E402
 
 RIGHT, WRONG, OTHER = "#2ca02c", "#d62728", "#9e9e9e"
-
-
-def png(figure: plt.Figure) -> bytes:
-    """A figure as PNG bytes at the house's resolution; the figure is closed. These figures lay themselves out,
-    so the tight bounding box (a second full draw) is not needed."""
-    buffer = io.BytesIO()
-    try:
-        figure.savefig(buffer, format="png", dpi=110)
-    finally:
-        plt.close(figure)
-    return buffer.getvalue()
-
-
-def tiles(images: np.ndarray, cols: int, pad: int = 1, symmetric: bool = False) -> np.ndarray:
-    """Images (B, H, W) tiled into one array with NaN between them; with `symmetric`, each tile is scaled to
-    [-1, 1] by its own largest magnitude (weights and gradients are compared by their pattern, not size)."""
-    b, h, w = images.shape
-    if symmetric:
-        images = images / np.maximum(np.abs(images).reshape(b, -1).max(axis=1), 1e-12)[:, None, None]
-    rows = -(-b // cols)
-    out = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad), np.nan, dtype=np.float32)
-    for i in range(b):
-        r, c = divmod(i, cols)
-        out[pad + r * (h + pad):(r + 1) * (h + pad), pad + c * (w + pad):(c + 1) * (w + pad)] = images[i]
-    return out
 
 
 def mistakes(images: np.ndarray, true: np.ndarray, probabilities: np.ndarray, classes: list,

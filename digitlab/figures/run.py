@@ -1,5 +1,6 @@
-"""Figures of a run, drawn with matplotlib's Agg backend (no display needed). Each function returns a Figure;
-the run folder saves it atomically.
+"""Figures of a run, drawn with matplotlib's Agg backend (no display needed): its curves, the confusion matrix,
+the 2-unit layer's plane, the first convolution's kernels and the augmentation. Each function takes arrays, not a
+run, and returns a Figure; digitlab.figures.canvas makes it a PNG.
 
 The embedding figure is the course notebooks' picture: the test set in the plane of the network's 2-unit layer,
 coloured by digit, over the probability that the rest of the network assigns to each point of that plane.
@@ -18,12 +19,8 @@ warnings.filterwarnings("ignore", message="Glyph .* missing from font", category
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from digitlab.figures.canvas import tiles  # noqa: E402
 from digitlab.nn import Sequential  # noqa: E402
-
-
-def picture(image: np.ndarray) -> np.ndarray:
-    """One image (channels, rows, cols) as the 2-D array imshow draws (the first channel)."""
-    return image.reshape(image.shape[-2:]) if image.ndim >= 2 else image
 
 SPLIT_STYLE = {"train": dict(color="tab:blue", ls="--"), "val": dict(color="tab:green", ls="-."),
                "test": dict(color="tab:orange", ls="-")}
@@ -74,25 +71,6 @@ def confusion(matrix: np.ndarray, classes: list[int], title: str = "test confusi
     ax.set_xticks(range(k), [str(c) for c in classes])
     ax.set_yticks(range(k), [str(c) for c in classes])
     ax.set(xlabel="predicted", ylabel="true", title=title)
-    fig.tight_layout()
-    return fig
-
-
-def failures(images: np.ndarray, true: np.ndarray, predicted: np.ndarray, classes: list[int],
-             limit: int = 36) -> plt.Figure:
-    """A grid of misclassified images (N, channels, rows, cols), each titled 'true vs predicted'."""
-    wrong = np.flatnonzero(true != predicted)[:limit]
-    cols = 6
-    rows = max(1, int(np.ceil(len(wrong) / cols)))
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.5, rows * 1.7), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, i in zip(axes.flat, wrong):
-        ax.imshow(picture(images[i]), cmap="gray_r", vmin=0, vmax=1)
-        ax.set_title(f"{classes[true[i]]} vs {classes[predicted[i]]}", fontsize=9)
-    total = int(np.sum(true != predicted))
-    fig.suptitle(f"misclassified test images: true vs predicted ({len(wrong)} of {total} shown)" if total
-                 else "no misclassified test images")
     fig.tight_layout()
     return fig
 
@@ -150,24 +128,11 @@ def embedding(model: Sequential, x: np.ndarray, y: np.ndarray, classes: list[int
     return fig
 
 
-def mosaic(images: np.ndarray, cols: int = 8, pad: int = 1) -> np.ndarray:
-    """A batch of images (B, channels, rows, cols) tiled into one 2-D array, NaN between the tiles."""
-    b = len(images)
-    h, w = images.shape[-2:]
-    tiles = images.reshape(b, h, w)
-    rows = -(-b // cols)
-    out = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad), np.nan, dtype=np.float32)
-    for i in range(b):  # at most a few dozen tiles
-        r, c = divmod(i, cols)
-        out[pad + r * (h + pad):(r + 1) * (h + pad), pad + c * (w + pad):(c + 1) * (w + pad)] = tiles[i]
-    return out
-
-
 def augmentation(before: np.ndarray, after: np.ndarray, cols: int = 8) -> plt.Figure:
     """The same training images (B, channels, rows, cols) before and after data augmentation, side by side."""
     fig, axes = plt.subplots(1, 2, figsize=(12, 6.4))
     for ax, images, title in ((axes[0], before, "before"), (axes[1], after, "after augmentation")):
-        ax.imshow(mosaic(images, cols), cmap="gray_r", vmin=0, vmax=1)
+        ax.imshow(tiles(images, cols), cmap="gray_r", vmin=0, vmax=1)
         ax.set_title(title)
         ax.axis("off")
     fig.tight_layout()
@@ -188,58 +153,5 @@ def filters(weight: np.ndarray, title: str = "first convolution's kernels") -> p
         limit = float(np.abs(k).max()) or 1.0
         ax.imshow(k, cmap="RdBu_r", vmin=-limit, vmax=limit)
     fig.suptitle(f"{title} ({n} of {weight.shape[2]}x{weight.shape[3]})")
-    fig.tight_layout()
-    return fig
-
-
-def image_grid(images: np.ndarray, titles: list[str], cols: int = 10, title: str = "",
-               cmap: str = "gray_r", symmetric: bool = False) -> plt.Figure:
-    """Images (N, channels, rows, cols), one panel each with its title: random samples with their labels, the
-    class means, a layer's weights. `symmetric` scales each panel about 0 (red positive, blue negative)."""
-    n = len(images)
-    cols = max(1, min(cols, n))
-    rows = max(1, -(-n // cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.1, rows * 1.25 + (0.5 if title else 0)), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, image, label in zip(axes.flat, images, titles):
-        picture_ = picture(image)
-        if symmetric:
-            limit = float(np.abs(picture_).max()) or 1.0
-            ax.imshow(picture_, cmap="RdBu_r", vmin=-limit, vmax=limit)
-        else:
-            ax.imshow(picture_, cmap=cmap, vmin=0, vmax=max(1.0, float(picture_.max())))
-        ax.set_title(label, fontsize=8)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return fig
-
-
-def class_counts(counts: dict[str, np.ndarray], classes: list[int]) -> plt.Figure:
-    """Images per class in each split, as grouped bars: a glance at whether the classes are balanced."""
-    fig, ax = plt.subplots(figsize=(max(5.0, 0.7 * len(classes) + 2), 3.6))
-    width = 0.8 / max(len(counts), 1)
-    colours = {"train": "tab:blue", "val": "tab:green", "test": "tab:orange"}
-    x = np.arange(len(classes))
-    for i, (split, values) in enumerate(counts.items()):
-        ax.bar(x + (i - (len(counts) - 1) / 2) * width, values, width, label=f"{split} ({int(values.sum()):,})",
-               color=colours.get(split))
-    ax.set_xticks(x, [str(c) for c in classes])
-    ax.set(xlabel="digit", ylabel="images", title="images per digit")
-    ax.set_ylim(0, 1.22 * max(int(v.max()) for v in counts.values()))
-    ax.legend(fontsize=8, ncol=len(counts), loc="upper center")
-    ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    return fig
-
-
-def pixel_histogram(pixels: np.ndarray, levels: int) -> plt.Figure:
-    """How often each pixel value occurs (pixels scaled to [0, 1]; `levels` the raw values the dataset has),
-    on a log scale: handwriting is mostly background."""
-    fig, ax = plt.subplots(figsize=(6, 3.6))
-    ax.hist(pixels.ravel(), bins=min(levels, 64), range=(0, 1), color="tab:blue", log=True)
-    ax.set(xlabel="pixel value (scaled to 0..1)", ylabel="pixels (log scale)", title="pixel values")
-    ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig

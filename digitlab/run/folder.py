@@ -25,7 +25,7 @@ import numpy as np
 from digitlab.errors import DamagedRun, RunError, StorageError
 from digitlab.run import layout
 from digitlab.system.locks import FileLock, held_elsewhere
-from digitlab.system.storage import append_line, atomic_write, make_folder, npz_bytes, save_png
+from digitlab.system.storage import append_line, atomic_write, make_folder, npz_bytes
 
 METRICS_COLUMNS = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy",
                    "test_loss", "test_accuracy", "seconds"]
@@ -137,9 +137,6 @@ class RunFolder:
         if name is not None and summary.get("name") != name:
             raise DamagedRun(path, f"belongs to run {summary.get('name')!r}, not {name!r}")
         return summary
-
-    def save_figure(self, name: str, figure) -> Path:
-        return save_png(self.path / name, figure)
 
     def save_npz(self, name: str, arrays: dict[str, np.ndarray]) -> Path:
         return self.write(name, npz_bytes(arrays))

@@ -1,7 +1,11 @@
 """The run outputs that show the network's inside: the mistakes with their probabilities, first-layer weights,
-the 2-D plane through training, saliency, conv activation maps and layer health. Each is a function of a
-RunView, like every output in digitlab.run.outputs (which registers these), so old run folders get them too;
-the plane through training and layer health read what digitlab.run.records wrote while the run trained.
+the class means, the first convolution's kernels, the 2-unit layer's plane (at the end and through training),
+saliency, conv activation maps and layer health. Each is a function of a RunView, like every output in
+digitlab.run.outputs (which registers these), so old run folders get them too; the plane through training and
+layer health read what digitlab.run.records wrote while the run trained.
+
+`@inside_output(name, section=..., caption=..., narrow=...)` declares one with what report.html shows of it (the
+facts digitlab.run.outputs.output takes), in the order the page shows them.
 """
 
 from __future__ import annotations
@@ -11,32 +15,37 @@ from collections.abc import Callable
 import numpy as np
 
 from digitlab.figures import inside as figures
+from digitlab.figures import run as plots
+from digitlab.figures.canvas import png
+from digitlab.figures.data import image_grid
 from digitlab.inside.maps import conv_maps
 from digitlab.inside.saliency import saliency
-from digitlab.nn import Linear
+from digitlab.nn import ClassMeans, Conv2d, Linear
 from digitlab.nn.metrics import class_probabilities
 from digitlab.run.records import read_embedding, read_health
 from digitlab.run.view import RunView
 
-INSIDE: dict[str, Callable[[RunView], bytes | None]] = {}
+INSIDE: dict[str, tuple[Callable[[RunView], bytes | None], dict]] = {}  # name -> (function, facts)
 WEIGHT_UNITS = 100  # first-layer units drawn at most
 SALIENCY_DIGITS = 10
 
 
-def inside_output(name: str):
+def inside_output(name: str, **facts):
     def register(fn):
-        INSIDE[name] = fn
+        INSIDE[name] = (fn, facts)
         return fn
     return register
 
 
-@inside_output("mistakes.png")
+@inside_output("mistakes.png", section="mistakes", caption="Every misclassified test image, the most confident "
+               "mistakes first (lowest probability for the true class), with the model's probabilities.")
 def mistakes_png(view: RunView) -> bytes:
     probabilities = class_probabilities(view.test["probabilities"])
-    return figures.png(figures.mistakes(view.data.test.x, view.data.test.y, probabilities, view.classes))
+    return png(figures.mistakes(view.data.test.x, view.data.test.y, probabilities, view.classes), tight=False)
 
 
-@inside_output("weights.png")
+@inside_output("weights.png", section="inside", narrow=True,
+               caption="First layer's weights: what each hidden unit looks for in the image.")
 def weights_png(view: RunView) -> bytes | None:
     """For a model whose first layer is dense: each hidden unit's weights as an image of the dataset's shape."""
     first = view.model.layers[0] if view.model.layers else None
@@ -44,7 +53,32 @@ def weights_png(view: RunView) -> bytes | None:
         return None
     c, h, w = view.image_shape
     units = first.weight.data.T[:WEIGHT_UNITS].reshape(-1, c, h, w).mean(axis=1)
-    return figures.png(figures.weights(units, first.units))
+    return png(figures.weights(units, first.units), tight=False)
+
+
+@inside_output("means.png", section="inside",
+               caption="The class means (the average digits) the model compares each image with.")
+def means_png(view: RunView) -> bytes | None:
+    """The class means a model fitted in one pass holds (average_image, nearest_mean): its weights as images."""
+    means = next((layer for layer in view.model.layers if isinstance(layer, ClassMeans)), None)
+    if means is None:
+        return None
+    images = means.weight.data.T.reshape((len(view.classes),) + tuple(view.image_shape))
+    return png(image_grid(images, [str(c) for c in view.classes], title="the class means: the model's weights, one "
+                          "image per digit"))
+
+
+@inside_output("filters.png", section="inside", narrow=True, caption="First convolution's kernels.")
+def filters_png(view: RunView) -> bytes | None:
+    conv = next((layer for layer in view.model.layers if isinstance(layer, Conv2d)), None)
+    return png(plots.filters(conv.weight.data)) if conv is not None else None
+
+
+@inside_output("embedding.png", section="inside", narrow=True, caption="The test set in the 2-unit layer's "
+               "plane, over what the rest of the network makes of each point of it.")
+def embedding_png(view: RunView) -> bytes | None:
+    figure = plots.embedding(view.model, view.inputs("test"), view.data.test.y, view.classes)
+    return png(figure) if figure is not None else None
 
 
 def _plane(view: RunView) -> dict | None:
@@ -52,16 +86,17 @@ def _plane(view: RunView) -> dict | None:
     return record if record is not None and len(record["epochs"]) else None
 
 
-@inside_output("embedding_epochs.png")
-def embedding_epochs_png(view: RunView) -> bytes | None:
-    record = _plane(view)
-    return figures.png(figures.embedding_strip(record, view.classes)) if record is not None else None
-
-
-@inside_output("embedding_epochs.gif")
+@inside_output("embedding_epochs.gif", section="inside", narrow=True, caption="The plane through training, animated.")
 def embedding_epochs_gif(view: RunView) -> bytes | None:
     record = _plane(view)
     return figures.embedding_gif(record, view.classes) if record is not None else None
+
+
+@inside_output("embedding_epochs.png", section="inside",
+               caption="The same plane through training, on fixed axes.")
+def embedding_epochs_png(view: RunView) -> bytes | None:
+    record = _plane(view)
+    return png(figures.embedding_strip(record, view.classes), tight=False) if record is not None else None
 
 
 def saliency_digits(y: np.ndarray, classes: int, count: int = SALIENCY_DIGITS) -> np.ndarray:
@@ -71,17 +106,19 @@ def saliency_digits(y: np.ndarray, classes: int, count: int = SALIENCY_DIGITS) -
     return np.array(picked[:count], dtype=np.int64)
 
 
-@inside_output("saliency.png")
+@inside_output("saliency.png", section="inside", caption="Saliency: where more ink would raise (red) or lower "
+               "(blue) the predicted class's score.")
 def saliency_png(view: RunView) -> bytes | None:
     rows = saliency_digits(view.data.test.y, len(view.classes))
     if not len(rows):
         return None
     gradients, predicted = saliency(view.model, view.inputs("test")[rows])
-    return figures.png(figures.saliency(view.data.test.x[rows], gradients.reshape(view.data.test.x[rows].shape),
-                                      view.data.test.y[rows], predicted, view.classes))
+    return png(figures.saliency(view.data.test.x[rows], gradients.reshape(view.data.test.x[rows].shape),
+                                view.data.test.y[rows], predicted, view.classes), tight=False)
 
 
-@inside_output("activations.png")
+@inside_output("activations.png", section="inside",
+               caption="Activation maps: each convolution's channels for one test digit.")
 def activations_png(view: RunView) -> bytes | None:
     """Conv models: each conv layer's channels for the first test digit."""
     if not len(view.data.test):
@@ -91,10 +128,11 @@ def activations_png(view: RunView) -> bytes | None:
         return None
     y, said = view.data.test.y[0], view.test["predictions"][0]
     label = f"true {view.classes[y]}, predicted {view.classes[said]}"
-    return figures.png(figures.activation_maps(view.data.test.x[0], maps, label))
+    return png(figures.activation_maps(view.data.test.x[0], maps, label), tight=False)
 
 
-@inside_output("layer_health.png")
+@inside_output("layer_health.png", section="inside", caption="Layer health per epoch on a fixed probe batch: "
+               "output mean and spread, gradient spread, dead ReLU and saturated units.")
 def layer_health_png(view: RunView) -> bytes | None:
     rows = read_health(view.run, view.cfg)
-    return figures.png(figures.layer_health(rows)) if rows else None
+    return png(figures.layer_health(rows), tight=False) if rows else None

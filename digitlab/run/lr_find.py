@@ -20,8 +20,8 @@ from digitlab.config import dump
 from digitlab.data import DataLoader, Sampler
 from digitlab.data.augment import make_augment
 from digitlab.errors import RunError, UserError
+from digitlab.figures.canvas import png
 from digitlab.run.folder import RunFolder
-from digitlab.system.storage import png_bytes
 
 SMOOTHING = 0.98  # the exponential moving average of the loss (bias-corrected), as fastai
 EXPLODED = 4.0  # stop once the smoothed loss is this many times its lowest
@@ -134,7 +134,7 @@ def lr_find(cfg: dict, runs_dir, start: float = 1e-7, end: float = 10.0, steps: 
     writer.writerows([i + 1, f"{lr:.6g}", f"{loss:.6g}", f"{smooth:.6g}"]
                      for i, (lr, loss, smooth) in enumerate(zip(found.lrs, found.losses, found.smoothed)))
     folder.write("lr_find.csv", buffer.getvalue())
-    folder.write("lr_find.png", png_bytes(figure(found, cfg["name"])))
+    folder.write("lr_find.png", png(figure(found, cfg["name"])))
     folder.write_json("lr_find.json", {"suggested_lr": found.suggested, "lowest_loss_lr": found.lrs[found.minimum],
                                        "steps": len(found.lrs), "stopped": found.stopped, "start": start, "end": end})
     return found

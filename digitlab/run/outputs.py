@@ -2,35 +2,68 @@
 the file's contents, or None when it does not apply to the run (no 2-unit layer, no convolution...).
 
 `write_outputs` writes them all when a run ends, and again for any saved run folder, so an output added later
-can be made for old runs too. Adding one is a function here with `@output("name.ext")`.
+can be made for old runs too. Adding one is a function here (or in digitlab.run.inside) with
+`@output("name.png", section=..., caption=...)`: what report.html shows of it is declared there, with it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from digitlab.data.augment import make_augment
 from digitlab.figures import run as plots
-from digitlab.nn import ClassMeans, Conv2d
+from digitlab.figures.canvas import png
 from digitlab.nn.metrics import confusion_matrix, precision_recall
 from digitlab.run import layout
 from digitlab.run.folder import RunFolder
 from digitlab.run.inside import INSIDE
 from digitlab.run.setup import train_eval_rows
 from digitlab.run.view import RunView
-from digitlab.system.storage import png_bytes
 
-OUTPUTS: dict[str, Callable[[RunView], bytes | str | dict | None]] = {}
+FIGURE_KINDS = (".png", ".gif")  # what report.html can embed
+
+
+@dataclass(frozen=True)
+class Output:
+    """One output of a run folder: `make` gives the file's contents from a RunView. A figure with a `caption`
+    is shown on report.html in the page's `section` of that name (one the page does not lay out: under "More
+    figures"); `narrow` figures sit side by side there. An output without a caption is not shown as a figure.
+    `at_start`: made when training starts, from the config and the data alone."""
+
+    name: str
+    make: Callable[[RunView], bytes | str | dict | None]
+    section: str = ""
+    caption: str = ""
+    narrow: bool = False
+    at_start: bool = False
+
+    def __call__(self, view: RunView) -> bytes | str | dict | None:
+        return self.make(view)
+
+
+OUTPUTS: dict[str, Output] = {}
 AT_START: set[str] = set()  # outputs made when training starts (from the config and data alone)
 
 
-def output(name: str, at_start: bool = False):
+def output(name: str, section: str = "", caption: str = "", narrow: bool = False, at_start: bool = False):
+    """Register the decorated function of a RunView as the output `name`, with what report.html shows of it."""
+    if caption and not name.endswith(FIGURE_KINDS):
+        raise ValueError(f"{name}: only a figure ({', '.join(FIGURE_KINDS)}) has a caption")
+    if (section or narrow) and not caption:
+        raise ValueError(f"{name}: a figure in a section needs a caption")
+
     def register(fn):
-        OUTPUTS[name] = fn
+        OUTPUTS[name] = Output(name, fn, section, caption, narrow, at_start)
         if at_start:
             AT_START.add(name)
         return fn
     return register
+
+
+def captioned() -> list[Output]:
+    """The outputs report.html shows as figures (those with a caption), in the order they were registered."""
+    return [o for o in OUTPUTS.values() if o.caption]
 
 
 def write_outputs(run: RunFolder, view: RunView, names=None) -> list[str]:
@@ -64,7 +97,8 @@ def confusion_csv(view: RunView) -> str:
 
 @output("confusion.png")
 def confusion_png(view: RunView) -> bytes:
-    return png_bytes(plots.confusion(_confusion(view), view.classes))
+    """The confusion matrix as a figure (report.html shows it as a table, shaded by row)."""
+    return png(plots.confusion(_confusion(view), view.classes))
 
 
 def train_eval(view: RunView) -> dict:
@@ -81,40 +115,14 @@ def chance(view: RunView) -> dict:
     return {"majority": float(counts.max() / max(counts.sum(), 1)), "uniform": 1 / len(view.classes)}
 
 
-@output("curves.png")
+@output("curves.png", section="curves", caption="Loss, accuracy and error rate (log scale, with the chance level) "
+        "per epoch: train dashed, validation dash-dot, test solid.")
 def curves_png(view: RunView) -> bytes:
-    return png_bytes(plots.curves(view.rows, title=view.cfg["name"], chance=chance(view)["majority"]))
+    return png(plots.curves(view.rows, title=view.cfg["name"], chance=chance(view)["majority"]))
 
 
-@output("failures.png")
-def failures_png(view: RunView) -> bytes:
-    return png_bytes(plots.failures(view.data.test.x, view.data.test.y, view.test["predictions"], view.classes))
-
-
-@output("embedding.png")
-def embedding_png(view: RunView) -> bytes | None:
-    figure = plots.embedding(view.model, view.inputs("test"), view.data.test.y, view.classes)
-    return png_bytes(figure) if figure is not None else None
-
-
-@output("filters.png")
-def filters_png(view: RunView) -> bytes | None:
-    conv = next((layer for layer in view.model.layers if isinstance(layer, Conv2d)), None)
-    return png_bytes(plots.filters(conv.weight.data)) if conv is not None else None
-
-
-@output("means.png")
-def means_png(view: RunView) -> bytes | None:
-    """The class means a model fitted in one pass holds (average_image, nearest_mean): its weights as images."""
-    means = next((layer for layer in view.model.layers if isinstance(layer, ClassMeans)), None)
-    if means is None:
-        return None
-    images = means.weight.data.T.reshape((len(view.classes),) + tuple(view.image_shape))
-    return png_bytes(plots.image_grid(images, [str(c) for c in view.classes], title="the class means: the model's "
-                                      "weights, one image per digit"))
-
-
-@output("augment.png", at_start=True)
+@output("augment.png", section="augmentation", caption="Training images before and after augmentation.",
+        at_start=True)
 def augment_png(view: RunView) -> bytes | None:
     """32 training images before and after augmentation, drawn from a Generator of their own (seeded as the
     run), so the figure never changes what training draws."""
@@ -124,7 +132,7 @@ def augment_png(view: RunView) -> bytes | None:
     if transform is None:
         return None
     before = view.data.train.x[:32]
-    return png_bytes(plots.augmentation(before, transform(before)))
+    return png(plots.augmentation(before, transform(before)))
 
 
 @output(layout.SUMMARY)
@@ -155,4 +163,10 @@ def summary_json(view: RunView) -> dict:
     return summary
 
 
-OUTPUTS.update(INSIDE)  # the figures of the network's inside (digitlab.run.inside)
+def _register(declared: dict) -> None:
+    """Outputs declared in another module (name -> (function, facts)) into the registry, in their order."""
+    for name, (make, facts) in declared.items():
+        output(name, **facts)(make)
+
+
+_register(INSIDE)  # the figures of the network's inside (digitlab.run.inside)

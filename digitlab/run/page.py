@@ -22,46 +22,23 @@ from digitlab.nn.metrics import confusion_matrix, precision_recall
 from digitlab.nn.summary import summary_rows
 from digitlab.run import layout
 from digitlab.run.folder import RunFolder
-from digitlab.run.outputs import OUTPUTS
+from digitlab.run.outputs import OUTPUTS, Output, captioned
 from digitlab.run.records import HEALTH, read_health
 from digitlab.run.setup import make_model
 from digitlab.run.view import RunView
 
 REPORT = layout.REPORT
 LOG_LINES = 400
-# The figures the page shows, by section: (file, caption).
-FIGURES = {
-    "curves": [("curves.png", "Loss, accuracy and error rate (log scale, with the chance level) per epoch: "
-                              "train dashed, validation dash-dot, test solid.")],
-    "mistakes": [("mistakes.png", "Every misclassified test image, the most confident mistakes first (lowest "
-                                  "probability for the true class), with the model's probabilities.")],
-    "inside": [
-        ("weights.png", "First layer's weights: what each hidden unit looks for in the image."),
-        ("means.png", "The class means (the average digits) the model compares each image with."),
-        ("filters.png", "First convolution's kernels."),
-        ("embedding.png", "The test set in the 2-unit layer's plane, over what the rest of the network "
-                          "makes of each point of it."),
-        ("embedding_epochs.gif", "The plane through training, animated."),
-        ("embedding_epochs.png", "The same plane through training, on fixed axes."),
-        ("saliency.png", "Saliency: where more ink would raise (red) or lower (blue) the predicted class's score."),
-        ("activations.png", "Activation maps: each convolution's channels for one test digit."),
-        ("layer_health.png", "Layer health per epoch on a fixed probe batch: output mean and spread, gradient "
-                             "spread, dead ReLU and saturated units."),
-    ],
-    "augmentation": [("augment.png", "Training images before and after augmentation.")],
-}
-NARROW = {"weights.png", "filters.png", "embedding.png", "embedding_epochs.gif"}  # side by side
-SHOWN_OTHERWISE = {"failures.png", "confusion.png"}  # on the page as mistakes.png and the confusion table
-
-
-def _more() -> list[tuple[str, str]]:
-    """Figures registered as outputs that no section names (added since this page was written): shown last."""
-    named = {name for items in FIGURES.values() for name, _ in items} | SHOWN_OTHERWISE
-    return [(name, name) for name in OUTPUTS if name.endswith((".png", ".gif")) and name not in named]
-
-
-FIGURES["more"] = _more()
-MADE = [layout.SUMMARY] + [name for items in FIGURES.values() for name, _ in items]
+# The page's sections of figures, in order: (anchor, title, what it says when none of its figures is there). Each
+# figure names its section and caption on its @output (digitlab.run.outputs, digitlab.run.inside); a figure whose
+# section is not one of these is shown under MORE.
+SECTIONS = [
+    ("curves", "Curves", ""),
+    ("mistakes", "The mistakes", ""),
+    ("inside", "Inside the network", ""),
+    ("augmentation", "Augmentation", "No augmentation: the training images are used as they are."),
+]
+MORE = ("more", "More figures")
 SIGNATURES = {".png": b"\x89PNG\r\n\x1a\n", ".gif": b"GIF8"}
 
 
@@ -87,15 +64,19 @@ def write_report(run: RunFolder, view: RunView | None = None, remake: bool = Tru
     cfg = view.cfg
     page = Page()
     status, info = _status(run, page)
-    for name in MADE:
+    shown = captioned()
+    for name in [layout.SUMMARY] + [o.name for o in shown]:
         _gather(view, name, page, remake)
+    sections = []
+    for anchor, title, empty in SECTIONS:
+        section = _figures(anchor, title, [o for o in shown if o.section == anchor], page, empty)
+        sections.append(_inside(view, page, section) if anchor == "inside" else section)
+    more = [o for o in shown if o.section not in {anchor for anchor, _, _ in SECTIONS}]
+    if any(o.name in page.figures for o in more):
+        sections.append(_figures(*MORE, more, page))
     body = "\n".join([
         _header(cfg, status, info, run, page), _what_ran(view, cfg, info, status, page), _result(view, page),
-        _figures("curves", "Curves", page), _figures("mistakes", "The mistakes", page), _inside(view, page),
-        _figures("augmentation", "Augmentation", page, empty="No augmentation: the training images are used as "
-                                                               "they are."),
-        _figures("more", "More figures", page) if any(n in page.figures for n, _ in FIGURES["more"]) else "",
-        _log(run)])
+        *sections, _log(run)])
     run.write(REPORT, html.page(f"{cfg['name']}: digitlab report", body, sortable=True))
     return run
 
@@ -170,9 +151,8 @@ def _header(cfg: dict, status: str, info: dict, run: RunFolder, page: Page) -> s
                f"({page.summary['seconds']:.1f} s of training)"
     kind = "complete" if status == "complete" else "warn" if status in ("running", "interrupted", "pruned") else "bad"
     notes = "".join(f"<li>{html.esc(n)}</li>" for n in page.notes)
-    nav = " ".join(f'<a href="#{a}">{t}</a>' for a, t in (
-        ("what-ran", "what ran"), ("result", "result"), ("curves", "curves"), ("mistakes", "mistakes"),
-        ("inside", "inside"), ("augmentation", "augmentation"), ("log", "log")))
+    anchors = [("what-ran", "what ran"), ("result", "result")] + [(a, a) for a, _, _ in SECTIONS] + [("log", "log")]
+    nav = " ".join(f'<a href="#{a}">{t}</a>' for a, t in anchors)
     return (f"<h1>{html.esc(cfg['name'])}</h1>\n<nav>{nav}</nav>\n"
             f'<div class="banner {kind}"><b>{html.esc(status)}</b>: {html.esc(text)}</div>\n'
             + (f'<div class="banner warn"><b>notes</b><ul>{notes}</ul></div>' if notes else ""))
@@ -263,21 +243,21 @@ def _confusion_table(matrix: np.ndarray, classes: list) -> str:
     return html.table(["true \\ predicted"] + [str(c) for c in classes], rows)
 
 
-def _figures(section: str, title: str, page: Page, empty: str = "") -> str:
-    out = [f'<h2 id="{section}">{html.esc(title)}</h2>', '<div class="figs">']
-    for name, caption in FIGURES[section]:
-        content = page.figures.get(name)
+def _figures(anchor: str, title: str, outputs: list[Output], page: Page, empty: str = "") -> str:
+    out = [f'<h2 id="{anchor}">{html.esc(title)}</h2>', '<div class="figs">']
+    for o in outputs:
+        content = page.figures.get(o.name)
         if content is not None:
-            out.append(html.figure(content, alt=name, caption=html.esc(caption), link=name, narrow=name in NARROW,
-                                   kind="gif" if name.endswith(".gif") else "png"))
+            out.append(html.figure(content, alt=o.name, caption=html.esc(o.caption), link=o.name, narrow=o.narrow,
+                                   kind="gif" if o.name.endswith(".gif") else "png"))
     if len(out) == 2:
         out.append(f'<p class="note">{html.esc(empty or "Not available for this run (see the notes at the top).")}</p>')
     return "\n".join(out + ["</div>"])
 
 
-def _inside(view: RunView, page: Page) -> str:
-    figures = _figures("inside", "Inside the network", page)
-    head, rest = figures.split("\n", 1)
+def _inside(view: RunView, page: Page, section: str) -> str:
+    """The inside's section, with a warning banner when layer health found a layer mostly dead or saturated."""
+    head, rest = section.split("\n", 1)
     out = [head, rest]
     if not (view.run / HEALTH).exists():
         out.append('<p class="note">Layer health and the 2-D plane through training are recorded while a run trains; '

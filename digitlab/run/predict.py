@@ -87,7 +87,7 @@ def explain(predictions: list[Prediction], out: str | Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from digitlab.system.storage import save_png
+    from digitlab.figures.canvas import save_png
 
     n = len(predictions)
     fig, axes = plt.subplots(n, 3, figsize=(9, 2.4 * n), squeeze=False, gridspec_kw={"width_ratios": [1, 1, 1.6]})

@@ -90,9 +90,9 @@ def write_comparison(folders, out: Path, title: str | None = None, select: str |
              _table(columns, rows, out)]
     figure = overlay(runs)
     if figure is not None:
-        from digitlab.system.storage import png_bytes
+        from digitlab.figures.canvas import png
         body += ["<h2>Curves</h2>", '<div class="figs">', html.figure(
-            png_bytes(figure), "accuracy per epoch of every run", "Test accuracy (solid) and train accuracy (dashed) "
+            png(figure), "accuracy per epoch of every run", "Test accuracy (solid) and train accuracy (dashed) "
             "per epoch."), "</div>"]
     if select is not None:
         body.append(_parallel(runs, select))
@@ -168,8 +168,8 @@ def _parallel(runs: list[Run], select: str) -> str:
         row = {k: flat.get(k) for k in keys}
         row[select] = run.summary.get(select) if run.status == "complete" else None
         rows.append(row)
-    from digitlab.system.storage import png_bytes
+    from digitlab.figures.canvas import png
     figure = parallel_coordinates(keys, rows, select, maximize=select not in LOWER_IS_BETTER)
     return head + '<div class="figs">' + html.figure(
-        png_bytes(figure), "parallel coordinates of the sweep", f"One axis per varied config key and "
+        png(figure), "parallel coordinates of the sweep", f"One axis per varied config key and "
         f"{html.esc(select)} last; one line per point, coloured by {html.esc(select)}.") + "</div>"

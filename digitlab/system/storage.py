@@ -94,22 +94,6 @@ def read_npz(path: str | os.PathLike, keys=None) -> dict[str, np.ndarray]:
         return {k: npz[k] for k in (npz.files if keys is None else keys)}
 
 
-def png_bytes(figure) -> bytes:
-    """A matplotlib figure as PNG bytes; the figure is closed."""
-    import matplotlib.pyplot as plt
-    buffer = io.BytesIO()
-    try:
-        figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    finally:
-        plt.close(figure)
-    return buffer.getvalue()
-
-
-def save_png(path: str | os.PathLike, figure) -> Path:
-    """A matplotlib figure as a PNG at `path`, written atomically; the figure is closed."""
-    return atomic_write(path, png_bytes(figure))
-
-
 def fsync_dir(folder: Path) -> None:
     try:
         fd = os.open(folder, os.O_RDONLY)
