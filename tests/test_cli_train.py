@@ -21,7 +21,7 @@ from digitlab.config import load_config
 from digitlab.run.folder import METRICS_COLUMNS, RunFolder
 from digitlab.run.view import evaluate_run
 
-HEADER = "epoch,train_loss,train_accuracy,val_loss,val_accuracy,test_loss,test_accuracy,seconds"
+HEADER = "epoch,train_loss,train_accuracy,val_loss,val_accuracy,test_loss,test_accuracy,lr,seconds"
 
 # The course network, shrunk: 784-16-2-1 with dropout, 3 vs 8, a validation split and a schedule.
 SMALL_3V8 = {
@@ -128,10 +128,12 @@ def test_metrics_csv_with_validation(runs):
     rows = read_csv(runs["a"] / "metrics.csv")[1:]
     assert [r[0] for r in rows] == ["1", "2"]
     for row in rows:
-        assert len(row) == 8 and all(cell != "" for cell in row)
+        assert len(row) == 9 and all(cell != "" for cell in row)
         values = [float(cell) for cell in row]
-        assert all(0 <= values[i] <= 1 for i in (2, 4, 6)) and all(values[i] > 0 for i in (1, 3, 5, 7))
+        assert all(0 <= values[i] <= 1 for i in (2, 4, 6)) and all(values[i] > 0 for i in (1, 3, 5, 7, 8))
     assert float(rows[-1][6]) > 0.8  # it learned: 3 vs 8 from 500 images
+    lrs = [float(row[7]) for row in rows]  # the cosine schedule's lr at each epoch's last batch, falling from 0.1
+    assert 0.1 > lrs[0] > lrs[1] > 0
 
 
 def test_metrics_csv_without_validation_has_empty_val_columns(runs):
@@ -139,7 +141,8 @@ def test_metrics_csv_without_validation_has_empty_val_columns(runs):
     assert lines[0] == HEADER and len(lines) == 3
     for row in read_csv(runs["plain"] / "metrics.csv")[1:]:
         assert row[3] == "" and row[4] == ""
-        assert row[1] and row[2] and row[5] and row[6] and row[7]
+        assert row[1] and row[2] and row[5] and row[6] and row[8]
+        assert float(row[7]) == 0.01  # Adam's constant lr
 
 
 @pytest.mark.parametrize("which", ["a", "plain"])

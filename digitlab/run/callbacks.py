@@ -52,7 +52,8 @@ class RunWriter(Callback):
             self.beat = time.monotonic()
 
     def on_epoch_end(self, epoch, logs):
-        self.run.append_metrics(logs)
+        lr = logs.get("lr", getattr(self.learner.optimizer, "lr", None))  # the last batch's (a schedule's too)
+        self.run.append_metrics({**logs, "lr": lr})
         self.save_checkpoint(epoch)
         self.run.update_status(epoch=epoch)
         self.beat = time.monotonic()

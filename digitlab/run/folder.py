@@ -28,7 +28,8 @@ from digitlab.system.locks import FileLock, held_elsewhere
 from digitlab.system.storage import append_line, atomic_write, make_folder, npz_bytes
 
 METRICS_COLUMNS = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy",
-                   "test_loss", "test_accuracy", "seconds"]
+                   "test_loss", "test_accuracy", "lr", "seconds"]
+HEADERS = (METRICS_COLUMNS, [c for c in METRICS_COLUMNS if c != "lr"])  # runs that recorded no lr read as written
 FINISHED_FIELDS = ("ended", "signal", "error", "diverged", "hint", "pruned")  # cleared when a run goes back to running
 STALE_AFTER = 600  # seconds without a heartbeat before a `running` run is taken as crashed
 SUMMARY_NUMBERS = ("test_accuracy", "test_loss", "train_accuracy", "train_loss", "val_accuracy", "val_loss",
@@ -204,13 +205,19 @@ class RunFolder:
 
     # -- metrics.csv -------------------------------------------------------------------------------------------
     def append_metrics(self, logs: dict) -> None:
-        """Append one epoch's row (header first when the file is new), a whole line in one write + fsync."""
+        """Append one epoch's row (header first when the file is new), a whole line in one write + fsync. A run
+        resumed from a file with the header without lr goes on with that header."""
         path = self.path / layout.METRICS
         row = io.StringIO()
         writer = csv.writer(row, lineterminator="\n")
+        columns = METRICS_COLUMNS
         if not path.exists() or path.stat().st_size == 0:
-            writer.writerow(METRICS_COLUMNS)
-        writer.writerow([_cell(logs.get(c)) for c in METRICS_COLUMNS])
+            writer.writerow(columns)
+        else:
+            with open(path, encoding="utf-8", errors="replace") as file:
+                first = file.readline().strip().split(",")
+            columns = first if first in HEADERS else columns
+        writer.writerow([_cell(logs.get(c)) for c in columns])
         append_line(path, row.getvalue())
 
     def read_metrics(self) -> list[dict]:
@@ -238,7 +245,7 @@ def parse_metrics(text: str, path) -> list[dict]:
     except csv.Error as exc:
         raise DamagedRun(path, f"not CSV: {exc}") from None
     header, body = lines[0], [line for line in lines[1:] if line]
-    if header != METRICS_COLUMNS:
+    if header not in HEADERS:
         raise DamagedRun(path, f"header is {','.join(header)[:80]!r}, expected {','.join(METRICS_COLUMNS)!r}")
     rows = []
     for n, line in enumerate(body, start=2):

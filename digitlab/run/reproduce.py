@@ -70,9 +70,12 @@ def metrics_differences(original: Path, copy: Path) -> list[str]:
     first differing value."""
     def rows(path):
         text = path.read_text(encoding="utf-8") if path.exists() else ""
-        return [line.split(",")[:-1] for line in text.splitlines()[1:] if line]
+        lines = [line.split(",") for line in text.splitlines() if line]
+        return [dict(zip(lines[0], line)) for line in lines[1:]] if lines else []
 
     a, b = rows(original), rows(copy)
+    compared = [c for c in METRICS_COLUMNS if c != "seconds" and all(c in r for r in a[:1] + b[:1])]
+    a, b = ([[r.get(c) for c in compared] for r in rows_] for rows_ in (a, b))
     out = []
     if len(a) != len(b):
         out.append(f"{len(b)} epochs here, {len(a)} in the original")
@@ -81,7 +84,7 @@ def metrics_differences(original: Path, copy: Path) -> list[str]:
         x, y = changed[0]
         column = next(i for i, (p, q) in enumerate(zip(x, y)) if p != q)
         out.append(f"{len(changed)} of {min(len(a), len(b))} epochs, first at epoch {x[0]}: "
-                   f"{METRICS_COLUMNS[column]} {y[column]} here, {x[column]} in the original")
+                   f"{compared[column]} {y[column]} here, {x[column]} in the original")
     return out
 
 
