@@ -215,3 +215,15 @@ def test_the_trash_and_the_catalog_are_not_runs(trained, tmp_path):
     cached(root)
     assert CliRunner().invoke(main, ["rm", str(root / "run1")]).exit_code == 0
     assert list(cached(root)) == ["run0"]
+
+
+def test_a_sweeps_points_are_catalogued_beside_the_sweep_not_inside_it(trained, tmp_path):
+    root = tmp_path / "runs"
+    sweep = root / "s"
+    copy_run(trained, sweep / "point-a")
+    (sweep / layout.SWEEP_FILE).write_text("name: s\n")
+    assert list(cached(sweep)) == ["point-a"]
+    assert not list(sweep.glob(".digitlab-catalog*")) and (root / layout.CATALOG).is_file()
+    assert list(cached(root)) == ["point-a"]
+    shutil.rmtree(sweep / "point-a")
+    assert cached(sweep) == {} and cached(root) == {}

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from digitlab.errors import UserError
 from digitlab.run import layout
-from digitlab.runs.collect import Run, expand, read_run
+from digitlab.runs.collect import Run, expand, is_sweep_folder, read_run
 from digitlab.runs.columns import CONFIG_COLUMNS, METRIC_COLUMNS, describe
 
 APPLICATION_ID = 0x64676C62  # "dglb": marks the file as a digitlab catalog (PRAGMA application_id)
@@ -46,10 +46,16 @@ def collect(paths) -> tuple[list[Run], list[str]]:
     for root, candidates, said in expand(paths):
         warnings.extend(said)
         base = root if root is not None else (candidates[0].parent if candidates else None)
-        with Catalog.open(base, warnings.append) as catalog:
-            found = catalog.runs(candidates, warnings, complete=root is not None)
+        with Catalog.open(home(base) if base is not None else None, warnings.append) as catalog:
+            found = catalog.runs(candidates, warnings, within=base if root is not None else None)
         runs.extend(found)
     return runs, warnings
+
+
+def home(folder: Path) -> Path:
+    """The folder whose catalog lists `folder`'s runs: a sweep's points are in the catalog of the folder that holds
+    the sweep (runs/, which `digitlab runs` reads), so a sweep folder holds only the sweep's own files."""
+    return folder.parent if is_sweep_folder(folder) else folder
 
 
 class Catalog:
@@ -73,10 +79,10 @@ class Catalog:
             if connection is not None:
                 connection.close()
 
-    def runs(self, candidates: list[Path], warnings: list[str], complete: bool) -> list[Run]:
+    def runs(self, candidates: list[Path], warnings: list[str], within: Path | None = None) -> list[Run]:
         """The Run of each candidate folder, from its row where its stamp still holds, else read (and its row
-        written). With `complete` (the candidates are every run under the folder), rows of folders that are gone
-        are dropped."""
+        written). With `within` (the candidates are every run under that folder), rows of folders under it that
+        are gone are dropped."""
         cached = self._rows() if self.db is not None else {}
         runs, fresh, keys = [], [], set()
         now = time.time_ns()
@@ -100,7 +106,9 @@ class Catalog:
                 values = json.dumps({k: v for k, v in run.values.items() if k != "path"}, default=str)
                 fresh.append((key, trusted, str(run.status), values, json.dumps(_record(run), default=str)))
         if self.db is not None:
-            gone = [k for k in cached if k not in keys] if complete else []
+            prefix = self._key(within) if within is not None else None
+            inside = (lambda k: True) if prefix == "." else (lambda k: k.startswith(f"{prefix}/"))
+            gone = [k for k in cached if k not in keys and inside(k)] if prefix is not None else []
             self._write(fresh, gone)
         return runs
 

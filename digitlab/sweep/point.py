@@ -24,7 +24,7 @@ def record_failure(run_dir: Path, cfg: dict, error: str) -> None:
     folder = RunFolder(run_dir) if run_dir.is_dir() else RunFolder.create_at(run_dir)
     if not (folder / layout.CONFIG).exists():
         folder.write(layout.CONFIG, dump(cfg))
-    folder.update_status(status="failed", ended=utc_now(), error=error, command=command_line())
+    folder.update_status(status=layout.Status.FAILED, ended=utc_now(), error=error, command=command_line())
 
 
 def origin(sweep_dir: Path, point_id: str) -> dict:

@@ -1,6 +1,6 @@
-"""Running a sweep: find what each point needs from the disk (digitlab.sweep.schedule), run the jobs (here, in
-processes or on Dask; a pruned sweep finds more as results come in), report each as it ends with the best so
-far, and rewrite the sweep's files from what is on disk."""
+"""Running a sweep: find what each point needs from the disk (digitlab.sweep.schedule), hand the jobs to an
+executor (digitlab.sweep.executors; a pruned sweep finds more as results come in), report each as it ends with
+the best so far, and rewrite the sweep's files from what is on disk."""
 
 from __future__ import annotations
 
@@ -13,16 +13,18 @@ from pathlib import Path
 
 from digitlab.errors import RunError, StorageError
 from digitlab.run import layout
-from digitlab.run.folder import RunFolder
 from digitlab.runs.page import write_sweep_report
+from digitlab.sweep.executors.base import Executor
+from digitlab.sweep.executors.registry import backend
 from digitlab.sweep.files import write_compare_png, write_points_csv, write_sweep_file
-from digitlab.sweep.point import run_point
-from digitlab.sweep.prune import WAIT
+from digitlab.sweep.prune import ASHA, WAIT
 from digitlab.sweep.schedule import Job, Schedule
 from digitlab.sweep.spec import Point, Sweep
 from digitlab.sweep.state import FAILED, RERUN, Outcome, best_of, epochs_done, find_folder, last_metric, read_result
 from digitlab.system.locks import waiting_lock
 from digitlab.system.storage import check_writable, make_folder
+
+Status = layout.Status
 
 
 @dataclass
@@ -34,7 +36,7 @@ class SweepResult:
     best: Outcome | None = None
     dry_run: bool = False
     interrupted: int | None = None  # the signal that stopped the sweep
-    lost: list[str] = field(default_factory=list)  # points a Dask worker did not bring back
+    lost: list[str] = field(default_factory=list)  # points whose job never came back (a lost worker)
     retry_failed: bool = False
     waiting: list[str] = field(default_factory=list)  # pruned points waiting at their rung for a decision
     epochs: tuple[int, int] = (0, 0)  # epochs the points' folders hold, epochs the full grid would train
@@ -47,7 +49,7 @@ class SweepResult:
 
     @property
     def elsewhere(self) -> list[Outcome]:
-        return [o for o in self.outcomes if o.state in ("running", "pending")]
+        return [o for o in self.outcomes if o.state in (Status.RUNNING, "pending")]
 
 
 def run_sweep(sweep: Sweep, runs_dir: str | os.PathLike = "runs", workers: int | None = None,
@@ -60,9 +62,9 @@ def run_sweep(sweep: Sweep, runs_dir: str | os.PathLike = "runs", workers: int |
     if (sweep_dir / layout.RUN_JSON).exists():
         raise RunError(f"{sweep_dir}: is a run folder, not a sweep's; give the sweep another name")
     result = SweepResult(sweep, sweep_dir, dry_run=dry_run, retry_failed=retry_failed)
-    if executor == "dask" and not dry_run:
-        from digitlab.sweep.executors.dask import import_dask
-        import_dask()
+    chosen = backend(executor)
+    if not dry_run:
+        chosen.check()
     schedule = Schedule(sweep, sweep_dir, retry_failed).look(settle=not dry_run)
     states = schedule.states
     jobs = schedule.jobs()
@@ -97,27 +99,19 @@ def run_sweep(sweep: Sweep, runs_dir: str | os.PathLike = "runs", workers: int |
                                        else "every point is complete or pruned" if settled and schedule.prunes
                                        else "no point needs running"))
         else:
-            elsewhere = [p for p in sweep.points if states[p.id][0] == "running"]
+            elsewhere = [p for p in sweep.points if states[p.id][0] == Status.RUNNING]
             progress = _Progress(sweep, sweep_dir, schedule, len(jobs) + len(elsewhere), echo)
             for point in elsewhere:
-                progress.report(point, {"state": "running", "note": f"running elsewhere ({states[point.id][2]})"})
-            if executor == "dask":
-                from digitlab.sweep.executors.dask import run_on_dask
-                run_on_dask(sweep_dir, jobs, retry_failed, address, workers, progress)
-            elif (workers or 1) > 1 and (len(jobs) > 1 or schedule.prunes):
-                from digitlab.sweep.executors.processes import run_in_processes
-                run_in_processes(sweep_dir, jobs, retry_failed, workers, progress)
-            else:
-                queue = list(jobs)
-                while queue:
-                    job = queue.pop(0)
-                    outcome = run_point(str(sweep_dir), job, retry_failed)
-                    progress.report(job.point, outcome)
-                    if outcome.get("note") == "trained" and outcome["state"] == "interrupted":  # Ctrl-C, SIGTERM
-                        result.interrupted = _signal_of(find_folder(sweep_dir, job.point))
-                        echo("interrupted: the sweep stops here; run it again to continue where it stopped")
-                        break
-                    queue += progress.more({j.point.id for j in queue})
+                progress.report(point, {"state": Status.RUNNING, "note": f"running elsewhere ({states[point.id][2]})"})
+            jobs_executor = chosen.make(workers, address, len(jobs), schedule.prunes)
+            try:
+                jobs_executor.setup(sweep_dir=sweep_dir, retry_failed=retry_failed, echo=echo,
+                                    most_at_once=len(sweep.points) if schedule.prunes else len(jobs))
+                result.interrupted = _run_jobs(jobs_executor, jobs, progress)
+            finally:
+                jobs_executor.close()
+            if result.interrupted:
+                echo("interrupted: the sweep stops here; run it again to continue where it stopped")
             result.trained, result.lost = progress.trained, progress.lost
     except BaseException:  # Ctrl-C, a lost Dask scheduler...: points.csv still tells what is on disk
         with contextlib.suppress(Exception):
@@ -128,18 +122,44 @@ def run_sweep(sweep: Sweep, runs_dir: str | os.PathLike = "runs", workers: int |
     return result
 
 
+def _run_jobs(executor: Executor, jobs: list[Job], progress: _Progress) -> int | None:
+    """Launch the jobs while the executor has room, report each as it ends, and queue the jobs its result allows
+    (a pruned sweep's promotions) until none is left. The signal that stopped the sweep, if one did."""
+    queue = list(jobs)
+
+    def busy() -> set[str]:
+        return {job.point.id for job in queue + executor.running()}
+
+    while queue or executor.running():
+        while queue and executor.room() > 0:
+            job = queue.pop(0)
+            outcome = executor.launch(job)
+            if outcome is not None:
+                progress.report(job.point, outcome)
+                if stopped := executor.interrupted(job, outcome):
+                    return stopped
+                queue += progress.more(busy())
+        if not executor.running():
+            break
+        for job, outcome in executor.wait():
+            progress.report(job.point, outcome)
+            if stopped := executor.interrupted(job, outcome):
+                return stopped
+        queue += progress.more(busy())
+    return None
+
+
 def _mark(state: str, holder: str | None, job, prunes: bool) -> str:
     """What a dry run says of a point."""
-    if state == "running":
+    if state == Status.RUNNING:
         return f"running elsewhere ({holder})"
     if job is not None:
         to = f" to epoch {job.until}" if prunes else ""
         return f"to run{to}" if state == "pending" else f"to run again ({state}){to}"
-    return "done" if state == "complete" else state if prunes else f"{state}, skipped"
+    return "done" if state == Status.COMPLETE else state if prunes else f"{state}, skipped"
 
 
 def _describe(rule) -> str:
-    from digitlab.sweep.prune import ASHA
     if isinstance(rule, ASHA):
         return f"asha on {rule.metric} (min_epochs {rule.min_epochs}, reduction_factor {rule.eta})"
     return f"the median rule on {rule.metric} (min_epochs {rule.min_epochs}, min_points {rule.min_points})"
@@ -159,21 +179,14 @@ def _write_sweep_files(sweep: Sweep, sweep_dir: Path, result: SweepResult) -> No
         write_sweep_report(sweep_dir, sweep.select)
 
 
-def _signal_of(folder: Path | None) -> int:
-    try:
-        return int(RunFolder(folder).read_json(layout.RUN_JSON).get("signal") or 2)
-    except (RunError, TypeError, ValueError):
-        return 2
-
-
 def _count(states) -> str:
     """'3 complete, 2 pruned, 1 not run yet' from states (or a dict of counts)."""
     counts: dict[str, int] = dict(states) if isinstance(states, dict) else {}
     for state in [] if isinstance(states, dict) else states:
         counts[state] = counts.get(state, 0) + 1
-    order = ["complete", "pruned", "waiting", "promoted", "pending", "running", "crashed", "interrupted", "failed",
-             "diverged", "damaged"]
-    names = {"pending": "not run yet", "running": "running elsewhere", "waiting": "waiting at a rung",
+    order = [Status.COMPLETE, Status.PRUNED, "waiting", "promoted", "pending", Status.RUNNING, Status.CRASHED,
+             Status.INTERRUPTED, Status.FAILED, Status.DIVERGED, Status.DAMAGED]
+    names = {"pending": "not run yet", Status.RUNNING: "running elsewhere", "waiting": "waiting at a rung",
              "promoted": "promoted"}
     return ", ".join(f"{counts[s]} {names.get(s, s)}" for s in sorted(counts, key=lambda s: (
         order.index(s) if s in order else len(order), s)))
@@ -188,18 +201,20 @@ class _Progress:
         self.total = len(sweep.points)
         self.done = self.total - pending
         self.trained: list[str] = []
-        self.lost: list[str] = []  # points whose Dask task was lost (worker died): no folder, not run
+        self.lost: list[str] = []  # points whose job never came back (a lost worker): not run
         states = schedule.states
         self.known = [Outcome(p, s, f, *read_result(f, sweep.select)) for p in sweep.points
-                      for s, f, _ in [states[p.id]] if s == "complete"]
+                      for s, f, _ in [states[p.id]] if s == Status.COMPLETE]
 
     def report(self, point: Point, outcome: dict) -> None:
+        if outcome.get("lost"):
+            self.lost.append(point.id)
         folder = find_folder(self.sweep_dir, point)
         state = outcome["state"]
-        metric, params = read_result(folder, self.sweep.select) if state == "complete" else (None, None)
+        metric, params = read_result(folder, self.sweep.select) if state == Status.COMPLETE else (None, None)
         if outcome.get("note") == "trained":
             self.trained.append(point.id)
-            if state == "complete":
+            if state == Status.COMPLETE:
                 self.known.append(Outcome(point, state, folder, metric, params))
         if self.schedule.prunes:
             self.schedule.look()
@@ -209,9 +224,9 @@ class _Progress:
         best = best_of(self.known, self.sweep.maximize)
         shown = f"{self.sweep.select} {metric:.4f}" if metric is not None else ""
         what = state if outcome.get("note") == "trained" else f"skipped: {outcome.get('note')}"
-        if outcome.get("note") == "trained" and self.schedule.prunes and state in ("pruned", "complete"):
+        if outcome.get("note") == "trained" and self.schedule.prunes and state in (Status.PRUNED, Status.COMPLETE):
             what += f" at epoch {epochs_done(folder)}/{point.cfg['epochs']}"
-            if state == "pruned":
+            if state == Status.PRUNED:
                 shown = f"({self.schedule.why(point)})"
         if outcome.get("resumed"):
             what += " (resumed from its checkpoint)"

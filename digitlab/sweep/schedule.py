@@ -13,12 +13,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from digitlab.errors import RunError
+from digitlab.run import layout
 from digitlab.run.callbacks import StopAfter
 from digitlab.run.folder import RunFolder, utc_now
 from digitlab.sweep.prune import COMPLETE, PRUNED, RUN, WAIT, Decision, Track
 from digitlab.sweep.spec import Point, Sweep
 from digitlab.sweep.state import FAILED, RERUN, lock_path, point_state, should_run, why_stopped
 from digitlab.system.locks import FileLock
+
+Status = layout.Status
 
 
 @dataclass(frozen=True)
@@ -85,9 +88,9 @@ class Schedule:
                 continue
             try:
                 run = RunFolder(folder)
-                run.update_status(drop=("signal", "error"), status="pruned", ended=utc_now(),
+                run.update_status(drop=("signal", "error"), status=Status.PRUNED, ended=utc_now(),
                                   epoch=self.done_epochs[point.id], pruned=decision.why)
-                self.states[point.id] = ("pruned", folder, None)
+                self.states[point.id] = (Status.PRUNED, folder, None)
             except RunError:
                 continue
             finally:
@@ -102,7 +105,7 @@ class Schedule:
             decision, state, epochs = self.decisions[point.id], self.states[point.id][0], point.cfg["epochs"]
             finish = decision.state == COMPLETE and state in RERUN
             until = epochs if finish else decision.until
-            if (decision.state != RUN and not finish) or state == "running" or point.id in busy or \
+            if (decision.state != RUN and not finish) or state == Status.RUNNING or point.id in busy or \
                     (point.id, until) in self.tried or (state in FAILED and not self.retry_failed):
                 continue
             stop = decision.rule if decision.rule is not None else \
@@ -118,9 +121,9 @@ class Schedule:
         """Why the point is where it is: the rule's reason when pruning, else what its run.json says."""
         state, folder, _ = self.states[point.id]
         decision = self.decisions.get(point.id)
-        if self.prunes and decision is not None and decision.why and state not in ("running", *FAILED, *RERUN):
+        if self.prunes and decision is not None and decision.why and state not in (Status.RUNNING, *FAILED, *RERUN):
             if decision.state == RUN:
-                return f"promoted {decision.why}" if state == "pruned" else decision.why
+                return f"promoted {decision.why}" if state == Status.PRUNED else decision.why
             return decision.why
         return why_stopped(state, folder, point.cfg["epochs"])
 
@@ -129,8 +132,8 @@ class Schedule:
         counts: dict[str, int] = {}
         for point in self.sweep.points:
             d, state = self.decisions[point.id], self.states[point.id][0]
-            name = state if state != "pruned" or not self.prunes else {WAIT: "waiting", RUN: "promoted"}.get(
-                d.state, "pruned")
+            name = state if state != Status.PRUNED or not self.prunes else {WAIT: "waiting", RUN: "promoted"}.get(
+                d.state, Status.PRUNED)
             counts[name] = counts.get(name, 0) + 1
         return counts
 

@@ -4,19 +4,105 @@ this process writes the run folder and releases the lock, so workers need no sha
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from digitlab.errors import RunError, StorageError, UserError, os_reason
+from digitlab.errors import CheckpointError, RunError, StorageError, UserError, os_reason
 from digitlab.run import layout
+from digitlab.sweep.executors.base import Executor
 from digitlab.sweep.point import origin, record_failure
 from digitlab.sweep.schedule import Job
 from digitlab.sweep.spec import Point
 from digitlab.sweep.state import claim, folder_status, resumable, set_aside
 from digitlab.system.storage import atomic_write, make_folder
+
+
+class DaskExecutor(Executor):
+    """Jobs on a Dask cluster: the one at `address`, or a new local one of `workers` processes. This process
+    claims each point (its lock); a point that can continue from its checkpoint (crashed, interrupted, or pruned
+    and now promoted) has its folder shipped to the worker, which resumes it, else the worker trains it afresh;
+    either way in a temporary folder whose files come back, and this process writes the run folder and releases
+    the lock. At most twice as many points as the cluster has threads are claimed at once, so a second sweep can
+    take the rest."""
+
+    def __init__(self, address: str | None, workers: int | None):
+        self.address, self.workers = address, workers
+        self.client = self.cluster = None
+        self.threads = 1
+        self.claimed: dict = {}  # future -> (job, its point's lock, outcome so far, the folder it resumes or None)
+
+    @classmethod
+    def check(cls) -> None:
+        import_dask()
+
+    def setup(self, *, sweep_dir: Path, retry_failed: bool, most_at_once: int, echo: Callable[[str], None]) -> None:
+        self.sweep_dir, self.retry_failed = sweep_dir, retry_failed
+        self.client, self.cluster = dask_client(self.address, self.workers)
+        self.threads = sum(self.client.nthreads().values()) or 1
+        echo(f"dask: {len(self.client.nthreads())} workers, {self.threads} threads at {self.client.scheduler.address}")
+
+    def room(self) -> int:
+        return 2 * self.threads - len(self.claimed)
+
+    def launch(self, job: Job) -> dict | None:
+        lock, outcome = claim(self.sweep_dir, job.point, self.retry_failed, job.until)
+        if lock is None:
+            return outcome
+        try:
+            folder = outcome.pop("folder")
+            files = folder_files(folder) if resumable(folder, outcome["state"]) else None
+            if folder is not None and files is None:
+                outcome["moved"] = str(set_aside(self.sweep_dir, folder, outcome["state"]))
+            future = self.client.submit(train_remote, job.point.cfg, files, job.stop,
+                                        origin(self.sweep_dir, job.point.id), pure=False,
+                                        key=f"digitlab-{job.point.id}-{time.time_ns()}")
+        except BaseException:
+            lock.release()
+            raise
+        self.claimed[future] = (job, lock, outcome, folder if files is not None else None)
+        return None
+
+    def running(self) -> list[Job]:
+        return [job for job, *_ in self.claimed.values()]
+
+    def wait(self) -> Iterator[tuple[Job, dict]]:
+        """Each point's lock is held until the caller asks for the next outcome."""
+        from distributed import wait
+
+        for future in wait(list(self.claimed), return_when="FIRST_COMPLETED").done:
+            job, lock, outcome, resumed_from = self.claimed.pop(future)
+            try:
+                yield job, self._written(job, future, outcome, resumed_from)
+            finally:
+                lock.release()
+
+    def _written(self, job: Job, future, outcome: dict, resumed_from: Path | None) -> dict:
+        """Write the run folder a finished task sent back; its outcome."""
+        try:
+            remote = future.result()
+        except Exception as exc:  # the worker died or the task could not run: nothing to write, and the point
+            return {**outcome, "state": layout.Status.CRASHED, "note": "trained", "lost": True,  # runs next time
+                    "error": f"on the cluster: {type(exc).__name__}: {exc}"}
+        if resumed_from is not None and remote.get("restarted"):  # its checkpoint was unusable
+            outcome["moved"] = str(set_aside(self.sweep_dir, resumed_from, outcome["state"]))
+            resumed_from = None
+        run_dir = write_remote_run(self.sweep_dir, job.point, remote, replacing=resumed_from)
+        return {**outcome, "state": folder_status(run_dir, locked_here=True), "note": "trained",
+                "resumed": resumed_from is not None, "error": remote.get("error") or remote.get("restarted")}
+
+    def close(self) -> None:
+        for future, (_, lock, _, _) in self.claimed.items():
+            future.cancel()
+            lock.release()
+        if self.client is not None:
+            self.client.close()
+        if self.cluster is not None:
+            self.cluster.close()
 
 
 def import_dask():
@@ -31,8 +117,6 @@ def import_dask():
 def dask_client(address: str | None, workers: int | None):
     """A distributed.Client: connected to `address`, or to a new LocalCluster on 127.0.0.1 (processes, one
     thread each; Dask sets OMP/MKL/OPENBLAS_NUM_THREADS=1 in its workers). Returns (client, cluster or None)."""
-    import logging
-
     Client, LocalCluster = import_dask()
     try:
         if address:
@@ -43,77 +127,6 @@ def dask_client(address: str | None, workers: int | None):
     except OSError as exc:
         raise UserError(f"--executor dask: cannot reach the Dask scheduler at {address or 'a local cluster'}: "
                         f"{exc}") from None
-
-
-def run_on_dask(sweep_dir: Path, jobs: list[Job], retry_failed: bool, address: str | None, workers: int | None,
-                progress) -> None:
-    """Jobs on a Dask cluster. This process claims each point (its lock); a point that can continue from its
-    checkpoint (crashed, interrupted, or pruned and now promoted) has its folder shipped to the worker, which
-    resumes it, else the worker trains it afresh; either way in a temporary folder whose files come back, and
-    this process writes the run folder and releases the lock. At most twice as many points as the cluster has
-    threads are claimed at once, so a second sweep can take the rest."""
-    from distributed import wait
-
-    client, cluster = dask_client(address, workers)
-    claimed: dict = {}
-    queue = list(jobs)
-
-    def busy() -> set[str]:
-        return {job.point.id for job in queue} | {job.point.id for job, *_ in claimed.values()}
-
-    try:
-        threads = sum(client.nthreads().values()) or 1
-        progress.echo(f"dask: {len(client.nthreads())} workers, {threads} threads at {client.scheduler.address}")
-        while queue or claimed:
-            while queue and len(claimed) < 2 * threads:
-                job = queue.pop(0)
-                lock, outcome = claim(sweep_dir, job.point, retry_failed, job.until)
-                if lock is None:
-                    progress.report(job.point, outcome)
-                    queue += progress.more(busy())
-                    continue
-                try:
-                    folder = outcome.pop("folder")
-                    files = folder_files(folder) if resumable(folder, outcome["state"]) else None
-                    if folder is not None and files is None:
-                        outcome["moved"] = str(set_aside(sweep_dir, folder, outcome["state"]))
-                    future = client.submit(train_remote, job.point.cfg, files, job.stop,
-                                           origin(sweep_dir, job.point.id), pure=False,
-                                           key=f"digitlab-{job.point.id}-{time.time_ns()}")
-                except BaseException:
-                    lock.release()
-                    raise
-                claimed[future] = (job, lock, outcome, folder if files is not None else None)
-            if not claimed:
-                break
-            finished = wait(list(claimed), return_when="FIRST_COMPLETED").done
-            for future in finished:
-                job, lock, outcome, resumed_from = claimed.pop(future)
-                try:
-                    try:
-                        remote = future.result()
-                    except Exception as exc:  # the worker died or the task could not run: nothing to write,
-                        progress.lost.append(job.point.id)  # the point stays to run next time
-                        progress.report(job.point, {**outcome, "state": "crashed", "note": "trained",
-                                                    "error": f"on the cluster: {type(exc).__name__}: {exc}"})
-                        continue
-                    if resumed_from is not None and remote.get("restarted"):  # its checkpoint was unusable
-                        outcome["moved"] = str(set_aside(sweep_dir, resumed_from, outcome["state"]))
-                        resumed_from = None
-                    run_dir = write_remote_run(sweep_dir, job.point, remote, replacing=resumed_from)
-                    progress.report(job.point, {**outcome, "state": folder_status(run_dir, locked_here=True),
-                                                "note": "trained", "resumed": resumed_from is not None,
-                                                "error": remote.get("error") or remote.get("restarted")})
-                finally:
-                    lock.release()
-            queue += progress.more(busy())
-    finally:
-        for future, (_, lock, _, _) in claimed.items():
-            future.cancel()
-            lock.release()
-        client.close()
-        if cluster is not None:
-            cluster.close()
 
 
 def folder_files(folder: Path) -> dict[str, bytes]:
@@ -127,8 +140,8 @@ def train_remote(cfg: dict, files: dict[str, bytes] | None = None, stop=None, re
     """On a Dask worker: resume the run folder `files` (or, without them or when its checkpoint is unusable,
     train `cfg` afresh) in a temporary folder until `stop` ends it, and return the run folder's files as bytes
     (relative path -> bytes), so that the client writes the run folder and workers need no shared disk."""
-    from digitlab.errors import CheckpointError
     from digitlab.run.lifecycle import resume, start
+
     with tempfile.TemporaryDirectory(prefix="digitlab-") as tmp:
         run_dir = Path(tmp) / "run"
         error = restarted = None

@@ -3,59 +3,72 @@ and each watching its parent: when the sweep process dies, its workers stop clea
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import threading
 import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
 
+from digitlab.run import layout
+from digitlab.sweep.executors.base import Executor
 from digitlab.sweep.point import run_point
 from digitlab.sweep.schedule import Job
 from digitlab.sweep.state import folder_status
 from digitlab.system.threads import cpus, limits
 
 
-def run_in_processes(sweep_dir: Path, jobs: list[Job], retry_failed: bool, workers: int, progress) -> None:
+class ProcessExecutor(Executor):
     """Jobs in `workers` processes started with 'spawn', each with its BLAS threads limited to cores // workers:
-    the variables are set before the worker starts, so before it loads numpy. After each job, the jobs its
-    result allows (a pruned sweep's promotions) join the pool's queue."""
-    import multiprocessing
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    the variables are set before the workers start, so before they load numpy. The pool queues every job it is
+    given; `close` cancels those not started yet (left to the next sweep) and waits for those in flight."""
 
-    workers = max(1, min(workers, len(progress.sweep.points) if progress.schedule.prunes else len(jobs)))
-    limited = limits(cpus() // workers)
-    saved = {name: os.environ.get(name) for name in limited}
-    os.environ.update(limited)
-    try:
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=_watch_parent, initargs=(os.getpid(),)) as pool:
-            futures = {pool.submit(_pool_run_point, str(sweep_dir), job, retry_failed): job for job in jobs}
+    def __init__(self, workers: int):
+        self.workers = workers
+        self.pool: ProcessPoolExecutor | None = None
+        self.futures: dict[Future, Job] = {}
+        self.saved: dict[str, str | None] = {}  # the variables as they were before `setup`
+
+    def setup(self, *, sweep_dir: Path, retry_failed: bool, most_at_once: int, echo: Callable[[str], None]) -> None:
+        self.sweep_dir, self.retry_failed = sweep_dir, retry_failed
+        workers = max(1, min(self.workers, most_at_once))
+        limited = limits(cpus() // workers)
+        self.saved = {name: os.environ.get(name) for name in limited}
+        os.environ.update(limited)
+        self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                        initializer=_watch_parent, initargs=(os.getpid(),))
+
+    def launch(self, job: Job) -> None:
+        self.futures[self.pool.submit(_pool_run_point, str(self.sweep_dir), job, self.retry_failed)] = job
+
+    def running(self) -> list[Job]:
+        return list(self.futures.values())
+
+    def wait(self) -> Iterator[tuple[Job, dict]]:
+        finished, _ = wait(list(self.futures), return_when=FIRST_COMPLETED)
+        for future in finished:
+            job = self.futures.pop(future)
             try:
-                pending = set(futures)
-                while pending:
-                    finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    for future in finished:
-                        point = futures.pop(future).point
-                        try:
-                            outcome = future.result()
-                        except Exception as exc:  # the worker process died (killed, out of memory)
-                            outcome = {"id": point.id, "state": folder_status(sweep_dir / point.folder)
-                                       if (sweep_dir / point.folder).is_dir() else "crashed", "note": "trained",
-                                       "error": f"worker died: {type(exc).__name__}: {exc}"}
-                        progress.report(point, outcome)
-                    for job in progress.more({job.point.id for job in futures.values()}):
-                        future = pool.submit(_pool_run_point, str(sweep_dir), job, retry_failed)
-                        futures[future] = job
-                        pending.add(future)
-            except BaseException:
-                pool.shutdown(wait=False, cancel_futures=True)
-                raise
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+                outcome = future.result()
+            except Exception as exc:  # the worker process died (killed, out of memory)
+                folder = self.sweep_dir / job.point.folder
+                state = folder_status(folder) if folder.is_dir() else layout.Status.CRASHED
+                outcome = {"id": job.point.id, "state": state, "note": "trained",
+                           "error": f"worker died: {type(exc).__name__}: {exc}"}
+            yield job, outcome
+
+    def close(self) -> None:
+        try:
+            if self.pool is not None:
+                self.pool.shutdown(wait=True, cancel_futures=True)
+        finally:
+            for name, value in self.saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
 
 
 _orphaned = threading.Event()
