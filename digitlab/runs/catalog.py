@@ -113,8 +113,14 @@ class Catalog:
         return runs
 
     def _key(self, path: Path) -> str | None:
+        """The path of a run folder under the catalog's folder, as text ('sweep/point'); '.' for the folder."""
+        if self.folder is None:
+            return None
+        text, base = str(path), str(self.folder)
+        if text.startswith(base + os.sep):  # found under the folder: the names below it, without a system call
+            return text[len(base) + 1:].replace(os.sep, "/")
         try:
-            return Path(os.path.relpath(path, self.folder)).as_posix() if self.folder is not None else None
+            return Path(os.path.relpath(path, self.folder)).as_posix()
         except ValueError:
             return None
 

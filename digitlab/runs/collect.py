@@ -107,8 +107,9 @@ def expand(paths) -> list[tuple[Path | None, list[Path], list[str]]]:
         else:
             candidates = [path]
         fresh = []
-        for candidate in candidates:
-            key = os.path.realpath(candidate)
+        real = os.path.realpath(root if root is not None else path)
+        for candidate in candidates:  # found under the root: its real path is the root's and the names below it
+            key = real + str(candidate)[len(str(root)):] if root is not None else real
             if key not in seen:
                 seen.add(key)
                 fresh.append(candidate)
