@@ -96,24 +96,45 @@ def resume_threads(run_dir: Path, threads: int | None) -> int | None:
 
 
 @click.command(name="evaluate")
-@click.argument("run_dir", type=arguments.Path(file_okay=False))
+@click.argument("run_dirs", nargs=-1, required=True, type=arguments.Path(file_okay=False), metavar="RUN_DIR...")
 @common.threads("BLAS threads for scoring the test set (default: every core).")
-def evaluate_command(run_dir, threads):
-    """Reload RUN_DIR's model.npz and recompute its test metrics."""
+def evaluate_command(run_dirs, threads):
+    """Reload each RUN_DIR's model.npz and recompute its test metrics (a line each, named when there are
+    several)."""
     system_threads.use(threads)
     from digitlab.run.view import evaluate_run
 
-    result = evaluate_run(run_dir)
-    click.echo(f"test_accuracy {result['test_accuracy']:.6f}  test_loss {result['test_loss']:.6f}")
+    for run_dir in run_dirs:
+        result = evaluate_run(run_dir)
+        line = f"test_accuracy {result['test_accuracy']:.6f}  test_loss {result['test_loss']:.6f}"
+        click.echo(f"{run_dir}: {line}" if len(run_dirs) > 1 else line)
+
+
+def newest(run_dirs) -> Path:
+    """The run folder started last of several (a glob such as runs/tour-* that matched more than one), said in a
+    note; the only one when there is one."""
+    if len(run_dirs) == 1:
+        return run_dirs[0]
+
+    def started(path: Path) -> str:
+        try:
+            return str(json.loads((path / layout.RUN_JSON).read_text(encoding="utf-8")).get("started") or "")
+        except (OSError, ValueError, AttributeError, RecursionError):
+            return ""
+    chosen = max(run_dirs, key=lambda path: (started(path), str(path)))
+    click.echo(f"note: {len(run_dirs)} run folders given; using the newest, {chosen}", err=True)
+    return chosen
 
 
 @click.command(name="reproduce")
-@click.argument("run_dir", type=arguments.Path(file_okay=False))
+@click.argument("run_dirs", nargs=-1, required=True, type=arguments.Path(file_okay=False), metavar="RUN_DIR")
 @common.runs_dir("Folder that receives the new run folder.")
 @common.threads("BLAS threads (default: those the run started with).")
-def reproduce_command(run_dir, runs_dir, threads):
+def reproduce_command(run_dirs, runs_dir, threads):
     """Train RUN_DIR's config.yaml again into a new folder and say whether metrics.csv matches (apart from
-    seconds), naming what differs in the environment when it does not. Exit code 0 when it matches, 1 when not."""
+    seconds), naming what differs in the environment when it does not. Exit code 0 when it matches, 1 when not.
+    Given several run folders (a glob that matched more than one), the newest."""
+    run_dir = newest(run_dirs)
     system_threads.use(resume_threads(run_dir, threads))  # the run's own BLAS threads and kernels
     from digitlab.run.reproduce import reproduce_run
 
@@ -126,7 +147,7 @@ def reproduce_command(run_dir, runs_dir, threads):
 
 @click.command(name="predict")
 @click.argument("run_dir", type=arguments.Path(file_okay=False))
-@click.argument("images", nargs=-1, required=True, type=arguments.Path())
+@click.argument("images", nargs=-1, required=True, type=arguments.Path(), metavar="IMAGE...")
 @common.output_format(("text", "json"), "text: a line per image with the top three digits; json: a list with every "
                                         "probability.")
 @click.option("--explain", "explain_path", type=arguments.Path(dir_okay=False),
@@ -138,6 +159,10 @@ def predict_command(run_dir, images, fmt, explain_path, threads):
     system_threads.use(threads)
     from digitlab.run import predict
 
+    runs = [run_dir] + [p for p in images if (p / layout.RUN_JSON).is_file()]  # a glob that matched several runs
+    run_dir, images = newest(runs), [p for p in images if p not in runs]
+    if not images:
+        raise click.UsageError("give an IMAGE after the run folder")
     predictions = predict.predict(run_dir, list(images))
     click.echo(predict.as_json(predictions) if fmt == "json" else predict.as_text(predictions))
     if explain_path is not None:
