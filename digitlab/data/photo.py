@@ -5,9 +5,14 @@ MNIST's recipe (LeCun et al.): grey levels; the digit's bounding box scaled, kee
 its longer side is 20 pixels (anti-aliased, hence the grey edges); placed in the 28x28 field with its centre of
 mass at the centre (pixel 14.0, 14.0, as measured on MNIST's test set; here to a fraction of a pixel). The
 background is read from the image's border (light paper is inverted), faint noise (paper texture, JPEG ringing)
-is dropped before the box is found, and the ink is scaled to the range 0..1. The 8x8 digits get theirs: the
-digit's box filling a 32x32 bitmap, centred by mass, then the share of ink in each 4x4 block (UCI's optdigits);
-any other size the box scaled to fill the image, centred.
+is dropped before the box is found, and the ink is scaled to the range 0..1. A page lit unevenly (a lighting
+gradient, a shadow over one edge: parts of the border differ) is evened out first, as document scanners do: the
+background is what a morphological opening keeps (strokes narrower than a third of the image vanish from it; a
+gradient, a wide shadow or one that runs along an edge stays) and is taken away, and on light paper the ink is
+divided by the paper's local brightness, so strokes in the shade count as much as those in the light. A shadow
+it cannot tell from a stroke (a narrow one reaching in from an edge) leaves ink along that edge: a warning. The
+8x8 digits get theirs: the digit's box filling a 32x32 bitmap, centred by mass, then the share of ink in each 4x4
+block (UCI's optdigits); any other size the box scaled to fill the image, centred.
 """
 
 from __future__ import annotations
@@ -26,6 +31,11 @@ WORKING_SIDE = 1024  # larger images are reduced to this (longer side) before an
 MIN_CONTRAST = 0.15  # ink must differ from the background by this much (of the full grey range)
 NOISE = 0.12  # ink fainter than this (after scaling the darkest stroke to 1) is background
 MNIST_BOX = 20  # MNIST's digits: the longer side of their box, in the 28x28 field
+UNEVEN = 0.08  # parts of the border whose levels differ by more than this: the page is lit unevenly
+BORDER_PARTS = 4  # each side of the border is cut into this many parts, compared by their medians
+OPENING = 3  # the background's opening is a square of a third of the image's shorter side
+EVEN_SIDE = 256  # an unevenly lit image is reduced to this (longer side) to be evened out: ample for 28x28 and 8x8
+EDGE_INK = 0.05  # after evening out, ink along more than this share of a side: a shadow probably remains
 
 
 def read_grey(path: str | Path) -> np.ndarray:
@@ -90,24 +100,92 @@ def _grey(image) -> np.ndarray:
     return np.asarray(image, dtype=np.float32) / 255
 
 
-def ink(grey: np.ndarray, name: str = "image") -> np.ndarray:
-    """Ink as 1 on background 0: inverted when the border (the paper) is light, the background level
-    subtracted, the strongest stroke scaled to 1, faint noise set to 0. DataError for a blank image."""
-    border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
-    paper = float(np.median(border))
-    strokes = 1 - grey if paper > 0.5 else grey
-    level = 1 - paper if paper > 0.5 else paper
+def ink(grey: np.ndarray, name: str = "image", warn=None) -> np.ndarray:
+    """Ink as 1 on background 0: inverted when the border (the paper) is light, the background subtracted (its
+    level, or all of it where the lighting is uneven), the strongest stroke scaled to 1, faint noise set to 0.
+    DataError for a blank image (an evenly lit page, or a gradient or shadow with no digit on it). `warn` gets
+    a line when an uneven background was evened out but ink still runs along the image's edge."""
+    parts = _border_parts(grey)
+    uneven = max(parts) - min(parts) > UNEVEN
+    paper = float(np.median(_border(grey)))
+    # Under uneven light the border's brightest part shows the paper's own colour best: a shadow only darkens.
+    light_paper = (max(parts) if uneven else paper) > 0.5
+    strokes = 1 - grey if light_paper else grey
+    if uneven:
+        strokes = _reduced(strokes, EVEN_SIDE)
+        background = _opening(strokes, max(3, min(strokes.shape) // OPENING))
+        strokes = strokes - background
+        if light_paper:  # light falls on ink and paper alike: ink in the shade is as dark, relative to its paper
+            strokes = strokes / np.maximum(1 - background, 0.2)
+        level = float(np.median(_border(strokes)))
+    else:
+        level = 1 - paper if light_paper else paper
     contrast = float(strokes.max()) - level
     if contrast < MIN_CONTRAST:
-        raise DataError(f"{name}: no digit found: the image is blank (or its ink is too faint)")
+        evened = " once its uneven background is evened out" if uneven else ""
+        raise DataError(f"{name}: no digit found: the image is blank (or its ink is too faint){evened}")
     out = np.clip((strokes - level) / contrast, 0, 1)
     out[out < NOISE] = 0
+    if uneven and warn is not None:
+        edge = max(float((side > 0).mean()) for side in (out[0], out[-1], out[:, 0], out[:, -1]))
+        if edge > EDGE_INK:
+            warn(f"{name}: uneven lighting evened out, but ink still touches {edge:.0%} of an edge of the image: "
+                 f"a shadow may remain (or the crop cuts the digit); --explain shows what the model saw")
     return out
 
 
-def to_digit(grey: np.ndarray, image_shape: tuple[int, int, int], name: str = "image") -> np.ndarray:
-    """An image (channels, rows, cols) float32 in [0, 1] from grey levels, as the dataset's images were made."""
-    strokes = ink(grey, name)
+def _reduced(a: np.ndarray, side: int) -> np.ndarray:
+    """`a` with its longer side reduced to `side` (area-averaged), or as it is when not longer."""
+    if max(a.shape) <= side:
+        return a
+    return _resized(a, side / max(a.shape), "BOX")
+
+
+def _border(a: np.ndarray) -> np.ndarray:
+    return np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]])
+
+
+def _border_parts(grey: np.ndarray) -> list[float]:
+    """The medians of the border's parts (BORDER_PARTS on each side): where they differ by more than UNEVEN, the
+    page is lit unevenly. A part's median ignores a stroke that crosses less than half of it, so a digit touching
+    the edge does not count; a gradient or a shadow over an edge does."""
+    sides = [grey[0], grey[-1], grey[:, 0], grey[:, -1]]
+    return [float(np.median(part)) for side in sides for part in np.array_split(side, BORDER_PARTS) if len(part)]
+
+
+def _opening(a: np.ndarray, size: int) -> np.ndarray:
+    """The morphological opening of `a` by a square of `size` (made odd): the largest surface under `a` that a
+    square of that size can fill. Bright structures narrower than the square (strokes) vanish; a gradient or a
+    step wider than it stays exactly, since the image is extended by its edge values first (so a slope keeps
+    rising under the square where it meets the border)."""
+    k = size | 1
+    pad = k - 1
+    extended = np.pad(a.astype(np.float32), pad, mode="edge")
+    eroded = _running(_running(extended, k, 0, np.minimum), k, 1, np.minimum)
+    opened = _running(_running(eroded, k, 0, np.maximum), k, 1, np.maximum)
+    return opened[pad:-pad, pad:-pad]
+
+
+def _running(a: np.ndarray, k: int, axis: int, op) -> np.ndarray:
+    """np.minimum or np.maximum over a centred window of k (odd) along `axis`, the ends extended by their own
+    values; van Herk and Gil-Werman's blocks make it a few passes whatever k is."""
+    a = np.moveaxis(a, axis, -1)
+    n, r = a.shape[-1], k // 2
+    lead = [(0, 0)] * (a.ndim - 1)
+    padded = np.pad(a, lead + [(r, r)], mode="edge")
+    blocks = -(-padded.shape[-1] // k)
+    fill = np.inf if op is np.minimum else -np.inf
+    padded = np.pad(padded, lead + [(0, blocks * k - padded.shape[-1])], constant_values=fill)
+    padded = padded.reshape(a.shape[:-1] + (blocks, k))
+    ahead = op.accumulate(padded, axis=-1).reshape(a.shape[:-1] + (blocks * k,))  # from each block's start
+    behind = op.accumulate(padded[..., ::-1], axis=-1)[..., ::-1].reshape(ahead.shape)  # to each block's end
+    return np.moveaxis(op(behind[..., :n], ahead[..., k - 1:k - 1 + n]), -1, axis)
+
+
+def to_digit(grey: np.ndarray, image_shape: tuple[int, int, int], name: str = "image", warn=None) -> np.ndarray:
+    """An image (channels, rows, cols) float32 in [0, 1] from grey levels, as the dataset's images were made;
+    `warn` gets a line about an image whose reading is doubtful (see ink)."""
+    strokes = ink(grey, name, warn)
     rows, cols = np.flatnonzero(strokes.any(axis=1)), np.flatnonzero(strokes.any(axis=0))
     crop = strokes[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
     channels, height, width = image_shape

@@ -1,7 +1,8 @@
 """`digitlab predict RUN IMAGE...`: a trained run classifies a person's own digits. Each image is made into what
 the run's dataset holds (digitlab.data.photo), the saved model gives its probabilities, and the top three are
 printed, or written as JSON for scripts, or drawn (`--explain`): the image as read, as the model saw it, and the
-probabilities as bars.
+probabilities as bars. A network trained on some of the digits (3 vs 8) can only answer with those: the text
+says so on its first line and the JSON lists them (`classes`), so that a 5 answered with a 3 is understood.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from digitlab.config import warn_stderr
 from digitlab.data.photo import read_grey, to_digit
 from digitlab.errors import DamagedRun, RunError
 from digitlab.nn.metrics import class_probabilities
@@ -55,11 +57,12 @@ def classifier(run_dir: str | Path) -> RunView:
     return view
 
 
-def predict(run_dir: str | Path, images: list[str | Path]) -> list[Prediction]:
-    """Every image read and prepared first (a bad one stops everything with one line), then classified."""
+def predict(run_dir: str | Path, images: list[str | Path], warn=warn_stderr) -> list[Prediction]:
+    """Every image read and prepared first (a bad one stops everything with one line), then classified; `warn`
+    hears about an image whose reading is doubtful (a shadow left along its edge)."""
     view = classifier(run_dir)
     originals = [read_grey(path) for path in images]
-    seen = [to_digit(grey, view.image_shape, str(path)) for grey, path in zip(originals, images)]
+    seen = [to_digit(grey, view.image_shape, str(path), warn) for grey, path in zip(originals, images)]
     x = np.stack(seen).reshape((len(seen),) + view.model.in_shape)
     with np.errstate(over="ignore", invalid="ignore"):
         probabilities = class_probabilities(view.model.predict(x))
@@ -68,16 +71,31 @@ def predict(run_dir: str | Path, images: list[str | Path]) -> list[Prediction]:
     return [Prediction(Path(p), o, s, pr, view.classes) for p, o, s, pr in zip(images, originals, seen, probabilities)]
 
 
+def knows_only(classes: list) -> str | None:
+    """`this network knows only 3 and 8` for a network trained on some of the ten digits, else None: whatever
+    is drawn, its answer is one of those."""
+    if set(classes) >= set(range(10)):
+        return None
+    names = [str(c) for c in classes]
+    listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+    return f"this network knows only {listed}"
+
+
 def as_text(predictions: list[Prediction]) -> str:
-    """One line per image: its path, then the top three digits with their probabilities."""
+    """One line per image: its path, then the top three digits with their probabilities; first, for a network
+    that knows only some digits, a line naming them."""
     width = max(len(str(p.path)) for p in predictions)
-    return "\n".join(f"{str(p.path):<{width}}  " + "  ".join(f"{d} {q:6.1%}" for d, q in p.top(3))
-                     for p in predictions)
+    lines = [f"{str(p.path):<{width}}  " + "  ".join(f"{d} {q:6.1%}" for d, q in p.top(3)) for p in predictions]
+    note = knows_only(predictions[0].classes)
+    return "\n".join(([note] if note else []) + lines)
 
 
 def as_json(predictions: list[Prediction]) -> str:
+    """A list with one object per image: its path, the predicted digit, every class's probability, and
+    `classes`, the digits the network knows (its only possible answers)."""
     return json.dumps([{"image": str(p.path), "predicted": int(p.predicted),
-                        "probabilities": {str(c): round(float(q), 6) for c, q in zip(p.classes, p.probabilities)}}
+                        "probabilities": {str(c): round(float(q), 6) for c, q in zip(p.classes, p.probabilities)},
+                        "classes": [int(c) for c in p.classes]}
                        for p in predictions], indent=2)
 
 
