@@ -15,6 +15,7 @@ a rule raises `Invalid` with the expectation, and the caller names the file and 
 
 from __future__ import annotations
 
+import datetime
 import difflib
 import inspect
 import math
@@ -30,12 +31,52 @@ class Invalid(ValueError):
         super().__init__(message)
 
 
-def show(value) -> str:
-    """A value as an error message shows it: its type and a shortened repr ('str 'ten'', 'list [0.9]')."""
+def kind(value) -> str:
+    """What a value is, in the words a config's author uses: text, a number, true or false, a list, a mapping."""
     if value is None:
         return "nothing"
+    if isinstance(value, bool):
+        return "true or false"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, (datetime.date, datetime.datetime)):
+        return "a date"
+    return "a value"
+
+
+def show(value) -> str:
+    """A value as an error message shows it: what it is, in words, and a shortened rendering ("text 'ten'",
+    "a list [0.9]", "true", "nothing"). Booleans show as YAML writes them."""
+    if value is None:
+        return "nothing"
+    if isinstance(value, bool):
+        return "true" if value else "false"
     text = repr(value)
-    return f"{type(value).__name__} {text[:60] + '...' if len(text) > 60 else text}"
+    return f"{kind(value)} {text[:60] + '...' if len(text) > 60 else text}"
+
+
+def plural(count: int, word: str, many: str | None = None) -> str:
+    """'1 epoch', '3 epochs', '12,560 parameters'; `many` for a word whose plural is not word + 's' (batches)."""
+    return f"{count:,} {word if count == 1 else many or word + 's'}"
+
+
+def size_text(size: float) -> str:
+    """Bytes in the largest unit that keeps the number >= 1 (1024 of one unit make the next): '512 bytes',
+    '6.1 KB', '4.6 MB', '22.5 GB'; one decimal below 100, none from there."""
+    units = ["KB", "MB", "GB", "TB"]
+    if size < 1024:
+        return plural(int(size), "byte")
+    for unit in units:
+        size /= 1024
+        if size < 1024 or unit == units[-1]:
+            break
+    return f"{size:.1f} {unit}" if size < 100 else f"{size:,.0f} {unit}"
 
 
 def as_number(value) -> int | float | None:
@@ -154,11 +195,11 @@ class Choice(Rule):
 
 
 class Text(Rule):
-    expected = "a non-empty string"
+    expected = "text (not empty)"
 
     def check(self, value) -> str:
         if not isinstance(value, str) or not value.strip():
-            raise Invalid(f"expected a non-empty string, got {show(value)}")
+            raise Invalid(f"expected {self.expected}, got {show(value)}")
         return value
 
 
@@ -219,6 +260,27 @@ def required(cls) -> list[str]:
     """The declared options that `cls`'s constructor has no default for."""
     params = inspect.signature(cls).parameters
     return [name for name in cls.options if name in params and params[name].default is inspect.Parameter.empty]
+
+
+def yaml_text(value) -> str:
+    """A default as a config would write it: null, true, 0.5, 1e-05, [0.9, 0.999], he."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (list, tuple)):
+        return f"[{', '.join(yaml_text(v) for v in value)}]"
+    return str(value)
+
+
+def reference(cls) -> list[tuple[str, str, str]]:
+    """Each declared option of `cls` as docs/configs.md tables it: (name, default as YAML or 'required', what it
+    accepts). A test holds the docs to these rows."""
+    found = defaults(cls)
+    return [(name, yaml_text(found[name]) if name in found else "required", getattr(rule, "expected", ""))
+            for name, rule in cls.options.items()]
 
 
 def check_keys(given: dict, allowed, key: str = "") -> None:

@@ -47,8 +47,8 @@ def train_command(config, overrides, runs_dir, name, seed, resume_dir, threads, 
     else:
         if config is None:
             raise click.UsageError("give a CONFIG file, or --resume RUN_DIR")
-        extra = tuple(overrides) + ((f"name={name}",) if name is not None else ()) + \
-            ((f"seed={seed}",) if seed is not None else ())
+        extra = tuple(overrides) + ((("--name", f"name={name}"),) if name is not None else ()) + \
+            ((("--seed", f"seed={seed}"),) if seed is not None else ())  # a mistake names the option that made it
         cfg = load_config(config, extra)
         with arguments.blaming(config):
             if dry_run:

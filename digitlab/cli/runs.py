@@ -88,7 +88,7 @@ def compare_command(folders, sort, fmt, all_columns, plot_path, group_seeds, con
 def report_command(folders, out, threads):
     """Write report.html, a page to open in a browser, for each run folder (figures made again from the folder)
     and each sweep folder in FOLDERS; with --out, one page comparing all their runs."""
-    system_threads.use(threads)
+    system_threads.use(threads, default=threads == 1)
     from digitlab.runs.page import report
 
     if out is not None:

@@ -9,8 +9,9 @@ from typing import Any
 import yaml
 
 from digitlab.errors import ConfigError
+from digitlab.options import size_text
 
-MAX_CONFIG_BYTES = 1_000_000
+MAX_CONFIG_BYTES = 1 << 20  # 1 MB
 
 
 class SafeLoader(yaml.SafeLoader):
@@ -79,7 +80,7 @@ def read_yaml(path: str | Path, keep_text: tuple[str, ...] = ("name",)) -> Any:
     try:
         size = path.stat().st_size
         if size > MAX_CONFIG_BYTES:
-            raise ConfigError(path, "", f"file is {size} bytes; configs are at most {MAX_CONFIG_BYTES}")
+            raise ConfigError(path, "", f"file is {size_text(size)}; configs are at most {size_text(MAX_CONFIG_BYTES)}")
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(path, "", "file not found") from None

@@ -21,8 +21,9 @@ from digitlab.config.memory import check_memory
 from digitlab.data import DataOptions, check_data, open_source
 from digitlab.errors import ConfigError, DataError
 from digitlab.learner import EarlyStopping
-from digitlab.nn import LAYERS, LOSSES, MODELS, OPTIMIZERS, SCHEDULES, ShapeError, build_layers
+from digitlab.nn import LAYERS, LOSSES, MODELS, OPTIMIZERS, SCHEDULES, ShapeError, Softmax, build_layers
 from digitlab.nn.model import plan
+from digitlab.nn.registry import layer_name
 from digitlab.options import (
     Boolean,
     Choice,
@@ -33,7 +34,9 @@ from digitlab.options import (
     Rule,
     Text,
     check_keys,
+    defaults,
     did_you_mean,
+    plural,
     resolve,
     show,
 )
@@ -58,11 +61,25 @@ class Experiment:
         pass  # the options are the point: see validate
 
 
-# Keys added after digitlab 0.1, with the value that behaves as 0.1 did: a config that holds them at these values
-# identifies the same experiment as one written before they existed (see identity()).
-LATER_DEFAULTS: dict[tuple[str, ...], Any] = {("data", "dataset"): "mnist", ("data", "test"): None,
-                                              ("test_every_epoch",): True, ("early_stopping",): None,
-                                              ("optimizer", "decay_all"): True, ("train_eval",): None}
+def file_kind(raw) -> str | None:
+    """The command a parsed YAML file is for: 'sweep' (a `base` config and what varies, no experiment keys),
+    'train' (experiment keys, no `base`), or None when it is neither clearly."""
+    if not isinstance(raw, dict):
+        return None
+    keys = set(map(str, raw)) - {"name"}
+    ours = keys & set(Experiment.options)
+    if "base" in keys and not ours:
+        return "sweep"
+    return "train" if ours and "base" not in keys else None
+
+
+def check_kind(raw, source: str, command: str) -> None:
+    """A sweep file given to `digitlab train`, or a train config given to `digitlab sweep`, is one line naming the
+    command it is for (rather than an unknown-key error about its first key)."""
+    kind = file_kind(raw)
+    if kind is not None and kind != command:
+        what = "a sweep file" if kind == "sweep" else "a train config"
+        raise ConfigError(source, "", f"this is {what}; use digitlab {kind} {source}")
 
 
 def validate(raw: Any, source: str = "config") -> dict:
@@ -72,6 +89,7 @@ def validate(raw: Any, source: str = "config") -> dict:
 
     if not isinstance(raw, dict):
         fail("", f"expected a mapping of settings at the top level, got {show(raw)}")
+    check_kind(raw, source, "train")
     try:
         check_keys(raw, Experiment.options)
     except Invalid as exc:
@@ -83,7 +101,7 @@ def validate(raw: Any, source: str = "config") -> dict:
 
     name = cfg["name"] if cfg["name"] is not None else Path(source).stem
     cfg["name"] = safe_name(_checked(Text(), name, "name", fail))
-    for key in ("seed", "epochs", "batch_size", "early_stopping", "train_eval", "test_every_epoch"):
+    for key in ("seed", "epochs", "early_stopping", "train_eval", "test_every_epoch"):
         cfg[key] = _checked(Experiment.options[key], cfg[key], key, fail)
     cfg["loss"] = _check_loss(cfg["loss"], fail)
     cfg["data"] = _check_data(cfg["data"], fail)
@@ -101,8 +119,10 @@ def validate(raw: Any, source: str = "config") -> dict:
         checked = [check_layer(item, f"model.{i}", fail) for i, item in enumerate(model)]
         cfg["model"] = [kept for _, _, kept in checked]
         specs = [(n, o) for n, o, _ in checked]
-    _check_closed_form(cfg, raw, specs, fail)
+    if not _check_closed_form(cfg, raw, specs, fail):
+        cfg["batch_size"] = _checked(Experiment.options["batch_size"], cfg["batch_size"], "batch_size", fail)
     _check_shapes(cfg, specs, source, fail)
+    _check_loss_input(loss_name(cfg), specs, fail)
     stopping = cfg["early_stopping"]
     if stopping and stopping["monitor"].startswith("val_") and not cfg["data"]["validation"]:
         fail("early_stopping.monitor", f"{stopping['monitor']} needs a validation split: set data.validation, "
@@ -110,12 +130,13 @@ def validate(raw: Any, source: str = "config") -> dict:
     return cfg
 
 
-def _check_closed_form(cfg: dict, raw: dict, specs: list[tuple[str, dict]], fail) -> None:
+def _check_closed_form(cfg: dict, raw: dict, specs: list[tuple[str, dict]], fail) -> bool:
     """A model fitted in one pass (class means) is its fitted layer after layers without parameters; it scores
-    each class (cross_entropy) and takes one epoch."""
+    each class (cross_entropy: the loss its metrics report) and takes one epoch. It uses no optimizer and no
+    batches, so its resolved config holds null for both. Returns whether the model is one."""
     fitted = [i for i, (name, _) in enumerate(specs) if LAYERS[name].closed_form]
     if not fitted:
-        return
+        return False
     what = cfg["model"] if isinstance(cfg["model"], str) else "class_means"
     head = LOSSES[loss_name(cfg)].fuses
     last = len(specs) - (2 if head is not None and LAYERS[specs[-1][0]] is head else 1)  # before a final softmax
@@ -127,6 +148,48 @@ def _check_closed_form(cfg: dict, raw: dict, specs: list[tuple[str, dict]], fail
         cfg["epochs"] = 1
     if cfg["epochs"] != 1:
         fail("epochs", f"{what} is fitted in one pass over the training data: epochs must be 1, got {cfg['epochs']}")
+    cfg["optimizer"] = cfg["batch_size"] = None
+    return True
+
+
+def unused_by_one_pass(raw: dict) -> list[str]:
+    """The keys of a parsed config that a model fitted in one pass does not use (optimizer, batch_size) and that
+    it sets to something other than their defaults: what the user asked for in vain. The defaults themselves, which
+    a run folder's config.yaml may record, ask for nothing."""
+    def fail(key: str, message: str):
+        raise ConfigError("config", key, message)
+    unused = []
+    if raw.get("optimizer") is not None and _check_optimizer(raw["optimizer"], fail) != default_optimizer():
+        unused.append("optimizer")
+    if raw.get("batch_size") is not None and raw["batch_size"] != defaults(Experiment)["batch_size"]:
+        unused.append("batch_size")
+    return unused
+
+
+def _check_loss_input(name: str, specs: list[tuple[str, dict]], fail) -> None:
+    """What the loss receives must be what it expects. bce needs the model to end with the sigmoid it fuses
+    (build_layers would add one silently). A loss on logits (bce, cross_entropy) refuses outputs that an
+    activation has bounded: the layer that sets their range, looking back past the fused activation and past
+    layers that keep a bound (dropout, pooling, flatten), must not be one that `gives` bounded values. mse takes
+    outputs as they are: any last layer can be right (see docs/configs.md for each pair)."""
+    loss, classes = LOSSES[name], [LAYERS[n] for n, _ in specs]
+    fused = loss.fuses
+    fused_name = layer_name(fused) if fused else ""
+    if loss.needs_fused and classes[-1] is not fused:
+        fail(f"model.{len(specs) - 1}", f"{name} needs the model to end with '{fused_name}' (outputs in (0, 1))")
+    i = len(specs) - 1 - (fused is not None and classes[-1] is fused)
+    while i >= 0 and classes[i].keeps_range:
+        i -= 1
+    if not loss.takes_logits or i < 0 or classes[i].gives is None:
+        return
+    layer = layer_class_name(specs[i][0])
+    said = f"{name} takes logits (any real number) and applies {fused_name} itself; '{layer}' "
+    if classes[i] is fused:
+        fail(f"model.{i}", f"{said}here gives {classes[i].gives}, so the loss would see a {fused_name} of a "
+                           f"{fused_name}: remove it (one final {fused_name} is fused into the loss)")
+    where = f"before the final {fused_name}" if loss.needs_fused else "here"
+    fail(f"model.{i}", f"{said}{where} gives only {classes[i].gives}: remove it, or use mse (which takes the outputs "
+                       f"as they are)")
 
 
 def _checked(rule: Rule, value, key: str, fail):
@@ -184,6 +247,11 @@ def _check_loss(raw, fail) -> str | dict:
     return _checked(Choice(LOSSES), raw, "loss", fail)
 
 
+def default_optimizer() -> dict:
+    """The resolved optimizer of a config that names none: sgd with its defaults."""
+    return _check_optimizer(None, None)
+
+
 def _check_optimizer(raw, fail) -> dict:
     if raw is None:
         raw = "sgd"
@@ -220,7 +288,9 @@ def layer_class_name(name: str) -> str:
 
 
 def check_layer(item, key: str, fail) -> tuple[str, dict, Any]:
-    """(config name, options, the item as the resolved config keeps it) for one entry of `model`."""
+    """(config name, options, the item as the resolved config keeps it) for one entry of `model`. The kept item
+    says what trains: a layer given without options keeps its defaults written out ({dropout: {p: 0.5}}); one
+    given its first option alone keeps the shorthand ({linear: 100}); others keep the options given."""
     if isinstance(item, str):
         name, arg = item, None
     elif isinstance(item, dict) and len(item) == 1:
@@ -246,13 +316,23 @@ def check_layer(item, key: str, fail) -> tuple[str, dict, Any]:
         shown = f"{key}.{name}.{exc.key}" if exc.key and isinstance(arg, dict) else f"{key}.{name}"
         message = f"{exc.message}, e.g. {{{name}: 100}}" if exc.message.startswith("needs ") else exc.message
         fail(shown, message)
-    if not opts:
+    written = written_defaults(cls)
+    if not cls.options or (not given and not written):
         kept = name
+    elif not given or (isinstance(arg, dict) and opts == written):  # bare or null: the defaults it trains with
+        kept = {name: written}
     elif len(opts) == 1 and next(iter(opts)) == first:
         kept = {name: next(iter(opts.values()))}
     else:
         kept = {name: opts}
     return name, opts, kept
+
+
+def written_defaults(cls) -> dict:
+    """The defaults of a layer's options as the resolved config writes them for a layer given without options
+    (`- dropout` is {dropout: {p: 0.5}}): every option with a default other than null (null means 'derived',
+    as a pooling stride that follows the size)."""
+    return {k: cls.options[k].check(v) for k, v in defaults(cls).items() if v is not None}
 
 
 def layer_specs(cfg: dict) -> list[tuple[str, dict]]:
@@ -276,7 +356,10 @@ def _check_shapes(cfg: dict, specs: list[tuple[str, dict]], source: str, fail) -
     fitted = [str(i) for i, layer in enumerate(layers) if layer.closed_form]
     if fitted and any(key.split(".")[0] not in fitted for key in param_shapes):
         fail("model", "a layer fitted in one pass (class_means) cannot follow layers with weights to train")
-    check_memory(cfg, data, layer_shapes, param_shapes, fail)
+    for i, layer in enumerate(layers):
+        if isinstance(layer, Softmax) and layer_shapes[i] == (1,):
+            fail(f"model.{i}", "softmax over a single output is always 1; it needs two or more (or use sigmoid)")
+    check_memory(cfg, data, layer_shapes, param_shapes, fail, layers)
     out_shape = layer_shapes[-1] if layer_shapes else in_shape
     n_classes, digits = len(cfg["data"]["digits"]), cfg["data"]["digits"]
     if len(out_shape) != 1:
@@ -284,13 +367,12 @@ def _check_shapes(cfg: dict, specs: list[tuple[str, dict]], source: str, fail) -
     outputs = out_shape[0]
     name = loss_name(cfg)
     if name == "cross_entropy" and outputs != n_classes:
-        fail("model", f"the last layer gives {outputs} output(s), but cross_entropy over digits {digits} "
+        fail("model", f"the last layer gives {plural(outputs, 'output')}, but cross_entropy over digits {digits} "
                       f"needs {n_classes} (one per digit)")
     if name in ("bce", "mse") and outputs not in ({1, n_classes} if n_classes == 2 else {n_classes}):
         needs = "1 (or 2, one per digit)" if n_classes == 2 else f"{n_classes} (one per digit)"
-        fail("model", f"the last layer gives {outputs} output(s), but {name} over digits {digits} needs {needs}")
-    if name == "bce" and LAYERS[specs[-1][0]] is not LAYERS["sigmoid"]:  # build_layers would add one silently
-        fail(f"model.{len(specs) - 1}", "bce needs the model to end with 'sigmoid' (outputs in (0, 1))")
+        fail("model", f"the last layer gives {plural(outputs, 'output')}, but {name} over digits {digits} needs "
+                      f"{needs}")
 
 
 NAME_BYTES = 160  # a run folder's name adds '-<UTC time>-<n>'; file systems allow 255 bytes
@@ -304,17 +386,3 @@ def safe_name(name: str) -> str:
     while len(cleaned.encode("utf-8")) > NAME_BYTES:
         cleaned = cleaned[:-1]
     return cleaned.strip(".-") or "run"
-
-
-def identity(cfg: dict) -> dict:
-    """What identifies the experiment a resolved config describes: everything but its name, with keys added
-    after digitlab 0.1 left out while they hold the value that behaves as before (so that a sweep point or a run
-    recorded then is the same experiment now)."""
-    out = copy.deepcopy({k: v for k, v in cfg.items() if k != "name"})
-    for path, default in LATER_DEFAULTS.items():
-        node = out
-        for part in path[:-1]:
-            node = node.get(part) if isinstance(node, dict) else None
-        if isinstance(node, dict) and path[-1] in node and node[path[-1]] == default:
-            del node[path[-1]]
-    return out

@@ -19,6 +19,7 @@ class ReLU(Layer):
     preferred_init = "he"
     elementwise = monotone = True
     inplace = False
+    gives = "values >= 0"
 
     def forward(self, x):
         self.y = np.maximum(x, 0, out=x if self.inplace else None)
@@ -58,6 +59,7 @@ class Sigmoid(Layer):
     """y = 1 / (1 + e^-x) (stable, via tanh); dL/dx = dL/dy * y (1 - y)."""
 
     elementwise = monotone = True
+    gives = "values in (0, 1)"
 
     def forward(self, x):
         self.y = F.sigmoid(x)
@@ -71,6 +73,7 @@ class Tanh(Layer):
     """y = tanh(x); dL/dx = dL/dy * (1 - y^2)."""
 
     elementwise = monotone = True
+    gives = "values in (-1, 1)"
 
     def forward(self, x):
         self.y = np.tanh(x)
@@ -83,6 +86,8 @@ class Tanh(Layer):
 class Softmax(Layer):
     """y = softmax(x) over the last axis. With y the row's output and g = dL/dy, the Jacobian-vector product is
     dL/dx = y * (g - sum(g * y)) row-wise. (With cross-entropy the two fuse into the loss instead.)"""
+
+    gives = "probabilities in (0, 1) that sum to 1"
 
     def forward(self, x):
         self.y = F.softmax(x)

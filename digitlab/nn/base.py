@@ -42,6 +42,10 @@ class Layer:
     monotone: ClassVar[bool] = False  # elementwise and non-decreasing: max pooling commutes with it
     takes_max: ClassVar[bool] = False  # max pooling: a monotone activation before it may run after it
     fresh_output: ClassVar[bool] = False  # forward returns a new array that it keeps no reference to
+    # The values an activation gives when it bounds them ("values >= 0", "values in (0, 1)"); None: any real number.
+    # A loss on logits refuses a model whose outputs come from a bounded layer (see config.schema).
+    gives: ClassVar[str | None] = None
+    keeps_range: ClassVar[bool] = False  # outputs stay bounded when the inputs are (dropout, pooling, flatten)
 
     training = True
     retain = False
@@ -104,8 +108,14 @@ class Layer:
                 out[name] = value
         return out
 
+    def settings(self) -> dict:
+        """Every option with the value this layer runs with, defaults included (an option left unset, None, is
+        left out): what the model summary shows."""
+        values = {name: self.option_value(name) for name in self.options}
+        return {name: value for name, value in values.items() if value is not None}
+
     def __repr__(self) -> str:
-        opts = ", ".join(f"{k}={v}" for k, v in self.spec().items())
+        opts = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in self.settings().items())
         return f"{type(self).__name__}({opts})"
 
 

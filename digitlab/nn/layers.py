@@ -51,7 +51,7 @@ class Dropout(Layer):
     so the expected output equals the input."""
 
     options = {"p": Number(0, 1, high_open=True)}
-    elementwise = True
+    elementwise = keeps_range = True
 
     def __init__(self, p: float = 0.5):
         self.p = p
@@ -76,6 +76,8 @@ class Dropout(Layer):
 
 class Flatten(Layer):
     """(N, *shape) -> (N, prod(shape)); backward reshapes the gradient back."""
+
+    keeps_range = True
 
     def build(self, in_shape):
         self.in_shape = in_shape

@@ -3,6 +3,11 @@
 `forward(outputs, targets)` returns the mean loss as a float; `backward()` returns dL/doutputs. A loss that
 fuses an activation (`fuses`) receives the pre-activation outputs (logits): the model stops before it.
 `targets(y, n_outputs)` turns class indices into what the loss compares against.
+
+What a loss expects of the model's last layer is declared here and checked by the config (config.schema):
+`takes_logits` refuses a model whose outputs come from an activation that bounds them (a softmax before
+cross-entropy is a softmax of a softmax; a ReLU before BCE's sigmoid leaves it >= 0.5); `needs_fused` asks for
+the fused activation to be written as the last layer (bce ends in sigmoid).
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ def predict_classes(probabilities: np.ndarray) -> np.ndarray:
 class Loss:
     fuses: type[Layer] | None = None
     options: dict = {}  # what a config may set: loss: {name: cross_entropy, label_smoothing: 0.1}
+    takes_logits = False  # True: it receives logits, any real number, and applies its activation itself
+    needs_fused = False  # the model must end with the activation it fuses (else it would be added silently)
 
     def targets(self, y: np.ndarray, n_outputs: int) -> np.ndarray:
         return binary_or_onehot(y, n_outputs)
@@ -59,6 +66,7 @@ class BCELoss(Loss):
     mean(softplus(z) - z t), stable for any z; dL/dz = (sigmoid(z) - t) / z.size."""
 
     fuses = Sigmoid
+    takes_logits = needs_fused = True
 
     def forward(self, logits, targets):
         self.logits, self.t = logits, targets
@@ -80,6 +88,7 @@ class CrossEntropyLoss(Loss):
     The network is not pushed to ever larger logits for examples it already gets right."""
 
     fuses = Softmax
+    takes_logits = True
     options = {"label_smoothing": Number(0, 1, high_open=True)}
 
     def __init__(self, label_smoothing: float = 0.0):

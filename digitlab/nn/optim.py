@@ -31,6 +31,19 @@ class Optimizer:
     # with parameter groups); each optimizer that decays lists these among its options
     decay_options = {"weight_decay": Number(0), "decay_all": Boolean()}
 
+    STATE_PROBE = 4096  # parameters of the small model that state_bytes builds an optimizer for
+
+    @classmethod
+    def state_bytes(cls, options: dict, dtype=np.float32) -> float:
+        """Bytes of state per parameter that an optimizer with these options allocates (momentum, moments,
+        accumulators, scratch): measured on one built for a small buffer, so the memory check counts exactly what
+        the constructor allocates."""
+        probe = Parameters({"probe": (cls.STATE_PROBE,)}, dtype)
+        optimizer = cls(probe, **options)
+        own = [a for a in vars(optimizer).values() if isinstance(a, np.ndarray)
+               and not np.shares_memory(a, probe.data) and not np.shares_memory(a, probe.grad)]
+        return sum(a.nbytes for a in own) / cls.STATE_PROBE
+
     def __init__(self, params: Parameters, lr: float, weight_decay: float = 0.0, decay_all: bool = True):
         self.params, self.lr = params, float(lr)
         self.weight_decay, self.decay_all = float(weight_decay), bool(decay_all)
@@ -276,3 +289,23 @@ class AdamW(Adam):
             if self.decay_mask is not None:
                 tmp *= self.decay_mask[lo:hi]
             self.apply(p, tmp, lo, hi)
+
+
+class NoOptimizer:
+    """What a model fitted in one pass (class means) has instead of an optimizer: nothing to step, no state to
+    save or restore (optimizer entries in a checkpoint are ignored)."""
+
+    lr = None
+
+    @classmethod
+    def state_bytes(cls, options: dict, dtype=np.float32) -> float:
+        return 0.0
+
+    def step(self) -> None:
+        pass
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        pass

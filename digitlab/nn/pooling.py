@@ -16,7 +16,7 @@ class Pool2d(Layer):
     """What max and average pooling share: options, output shape, the window offsets."""
 
     options = {"size": Integer(1), "stride": Integer(1)}
-    transparent_to_init = True
+    transparent_to_init = keeps_range = True
     name = "pool2d"
 
     def __init__(self, size: int = 2, stride: int | None = None):

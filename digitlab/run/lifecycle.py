@@ -19,12 +19,14 @@ from pathlib import Path
 import numpy as np
 
 from digitlab.config import dump, load_config
+from digitlab.config.memory import OutOfMemory
 from digitlab.data import DataLoader, Sampler
 from digitlab.data.augment import make_augment
 from digitlab.errors import CheckpointError, DamagedRun, RunError, StorageError
 from digitlab.learner import EarlyStopping, Learner, LRScheduler, OnePass, ProgressBar, ScoreSplits, TerminateOnNaN
 from digitlab.nn import SCHEDULES
 from digitlab.nn.summary import format_summary
+from digitlab.options import plural
 from digitlab.run import checkpoint, layout
 from digitlab.run.callbacks import EpochLogger, RunWriter, StopCheck
 from digitlab.run.console import Console
@@ -33,7 +35,7 @@ from digitlab.run.folder import FINISHED_FIELDS, RunFolder, utc_now
 from digitlab.run.outputs import AT_START, OUTPUTS, write_outputs
 from digitlab.run.page import write_report
 from digitlab.run.records import recorders
-from digitlab.run.setup import Setup, prepare, train_eval_rows
+from digitlab.run.setup import Setup, prepare, start_warnings, train_eval_line, train_eval_rows
 from digitlab.run.view import RunView
 from digitlab.system.environment import command_line, environment
 
@@ -72,13 +74,27 @@ def failures_recorded(run: RunFolder):
             run.update_status(status="failed", ended=utc_now(), error=f"a write failed: {exc.path}")
         kept = "its last checkpoint is intact" if (run / layout.CHECKPOINT).exists() else "nothing was trained yet"
         raise exc.because(f"the run stopped, {kept}") from None
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, OutOfMemory):  # OutOfMemory: recorded already, where it happened
         raise
+    except MemoryError as exc:
+        said = f"out of memory in epoch {_epochs_done(run) + 1} ({exc or 'MemoryError'})"
+        with contextlib.suppress(Exception):
+            run.update_status(status="failed", ended=utc_now(), error=said)
+            run.append_log(f"error: {said}")
+        raise OutOfMemory(f"{run.path}: {said}; the run is recorded as failed: try a smaller batch_size or "
+                          f"model") from None
     except BaseException as exc:
         with contextlib.suppress(Exception):
             run.update_status(status="failed", ended=utc_now(), error=f"{type(exc).__name__}: {exc}")
             run.append_log(traceback.format_exc().rstrip("\n"))
         raise
+
+
+def _epochs_done(run: RunFolder) -> int:
+    try:
+        return len(run.read_metrics())
+    except Exception:  # noqa: BLE001 (a metrics.csv that cannot be read counts no epoch)
+        return 0
 
 
 def start(cfg: dict, runs_dir: str | Path = "runs", quiet: bool = False, progress: bool = True,
@@ -101,16 +117,15 @@ def start(cfg: dict, runs_dir: str | Path = "runs", quiet: bool = False, progres
         save_splits(run, setup.data, cfg)
         sizes = setup.data.sizes()
         console.echo(f"{cfg['name']}: digits {cfg['data']['digits']}, {sizes['train']} train / {sizes['val']} val"
-                     f" / {sizes['test']} test images, {setup.model.num_parameters()} parameters -> {run.path}")
+                     f" / {sizes['test']} test images, {plural(setup.model.num_parameters(), 'parameter')} -> "
+                     f"{run.path}")
         for line in format_summary(setup.model, cfg["name"]).splitlines():
             console.echo(line)
-        rows = train_eval_rows(cfg, sizes["train"], sizes["test"])
-        if rows is not None:
-            console.echo(f"train metrics on a fixed {len(rows):,} of the {sizes['train']:,} training images "
-                         f"(train_eval)")
-        if cfg["batch_size"] > sizes["train"]:
-            console.warn(f"batch_size {cfg['batch_size']} is larger than the {sizes['train']} training images: "
-                         f"every epoch is one batch of {sizes['train']}")
+        subset = train_eval_line(cfg, sizes)
+        if subset:
+            console.echo(subset)
+        for line in start_warnings(setup):
+            console.warn(line)
         _fit(run, setup, console, config_yaml, start_epoch=1, progress=progress, callbacks=callbacks, stop=stop)
     return run
 
@@ -212,7 +227,7 @@ def _fit(run: RunFolder, setup: Setup, console: Console, config_yaml: str, start
                 stopper = next((cb for cb in learner.callbacks.callbacks if isinstance(cb, EarlyStopping)), None)
                 if stopper is not None and stopper.stopped_epoch:
                     console.echo(f"early stop after epoch {stopper.stopped_epoch}: {stopper.monitor} did not improve "
-                                 f"for {stopper.patience} epochs; best epoch {stopper.best_epoch}")
+                                 f"for {plural(stopper.patience, 'epoch')}; best epoch {stopper.best_epoch}")
                 view = finish(run, setup, stopper.weights_epoch if stopper is not None else None)
         except KeyboardInterrupt:
             signals = signals or [signal.SIGINT]

@@ -41,6 +41,12 @@ class Output:
     def __call__(self, view: RunView) -> bytes | str | dict | None:
         return self.make(view)
 
+    @property
+    def figure(self) -> bool:
+        """A picture, drawn from the folder's other files: what a light run leaves for `digitlab report` to draw
+        when someone looks (and keeps in the folder once drawn)."""
+        return self.name.endswith(FIGURE_KINDS)
+
 
 OUTPUTS: dict[str, Output] = {}
 AT_START: set[str] = set()  # outputs made when training starts (from the config and data alone)
@@ -66,12 +72,12 @@ def captioned() -> list[Output]:
     return [o for o in OUTPUTS.values() if o.caption]
 
 
-def write_outputs(run: RunFolder, view: RunView, names=None) -> list[str]:
+def write_outputs(run: RunFolder, view: RunView, names=None, figures: bool = True) -> list[str]:
     """Write the outputs named (default: all, summary.json last, so that its presence means the rest are
-    there) into `run`; returns the names written."""
+    there) into `run`, the figures among them only with `figures`; returns the names written."""
     written = []
     for name in [n for n in OUTPUTS if n != layout.SUMMARY] + [layout.SUMMARY]:
-        if names is not None and name not in names:
+        if (names is not None and name not in names) or (not figures and OUTPUTS[name].figure):
             continue
         content = OUTPUTS[name](view)
         if content is None:

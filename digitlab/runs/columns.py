@@ -49,14 +49,33 @@ def architecture(cfg: dict) -> tuple[str, int] | None:
     return "-".join(parts), sum(math.prod(s) for s in params.values())
 
 def config_values(cfg: dict | None, summary: dict) -> dict:
+    """A run's config columns, as what trained: a dropout given without a rate shows the rate it trained with
+    (its default), and a model fitted in one pass (class means) shows no optimizer, learning rate, schedule or
+    batch size, even where its config.yaml records an optimizer it never used."""
+    from digitlab.nn import LAYERS, MODELS
+    from digitlab.options import defaults
+
+    def _layer_name(item) -> str | None:  # 'relu', {linear: 100} -> linear
+        if isinstance(item, str):
+            return item
+        return next(iter(item)) if isinstance(item, dict) and len(item) == 1 else None
+
     if not cfg:
         return {c: None for c in CONFIG_COLUMNS}
-    opt = cfg.get("optimizer") or {}
+    model = cfg.get("model")
+    layers = model if isinstance(model, list) else []
+    names = [_layer_name(item) for item in layers]
+    one_pass = (isinstance(model, str) and model in MODELS) or any(LAYERS[n].closed_form for n in names if n in LAYERS)
+    opt = {} if one_pass else cfg.get("optimizer") or {}
     schedule = opt.get("schedule")
     arch = architecture(cfg)
-    dropouts = [item["dropout"] for item in cfg.get("model") or []
-                if isinstance(item, dict) and "dropout" in item]
-    dropouts = [d["p"] if isinstance(d, dict) else d for d in dropouts]
+    rate = defaults(LAYERS["dropout"])["p"]
+    dropouts = []
+    for item, name in zip(layers, names):
+        if name == "dropout":
+            given = item.get("dropout") if isinstance(item, dict) else None
+            given = given.get("p", rate) if isinstance(given, dict) else given
+            dropouts.append(rate if given is None else given)
     data = cfg.get("data") or {}
     return {
         "digits": "".join(map(str, data.get("digits") or [])) if data.get("digits") else None,
@@ -67,9 +86,9 @@ def config_values(cfg: dict | None, summary: dict) -> dict:
         "lr": opt.get("lr"),
         "momentum": opt.get("momentum"),
         "weight_decay": opt.get("weight_decay"),
-        "schedule": (schedule.get("name") if isinstance(schedule, dict) else schedule) or "none",
+        "schedule": None if one_pass else (schedule.get("name") if isinstance(schedule, dict) else schedule) or "none",
         "dropout": "/".join(_number(d) for d in dropouts) if dropouts else "none",
-        "batch_size": cfg.get("batch_size"),
+        "batch_size": None if one_pass else cfg.get("batch_size"),
         "epochs": cfg.get("epochs"),
         "limit": data.get("limit"),
         "validation": data.get("validation"),

@@ -13,7 +13,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from digitlab.config import config_hash, load_config, read_yaml, safe_name, set_key, validate
+from digitlab.config import check_kind, config_hash, load_config, read_yaml, safe_name, set_key, validate
 from digitlab.errors import ConfigError
 from digitlab.options import Choice, Invalid, as_number, resolve
 from digitlab.sweep.prune import METHODS
@@ -71,6 +71,7 @@ def load_sweep(path: str | os.PathLike) -> Sweep:
 
     if not isinstance(spec, dict):
         fail("", "expected a mapping with keys base, grid, random, seeds, select")
+    check_kind(spec, source, "sweep")
     for key in spec:
         if key not in SWEEP_KEYS:
             fail(str(key), f"unknown key; expected one of: {', '.join(SWEEP_KEYS)}")

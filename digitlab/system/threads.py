@@ -10,6 +10,7 @@ process may use, at most 4).
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -49,11 +50,13 @@ def limits(n: int) -> dict[str, str]:
     return {name: str(max(1, n)) for name in LIMIT_VARIABLES}
 
 
-def use(n: int | None) -> None:
+def use(n: int | None, default: bool = False) -> None:
     """Hold this process, and the processes it starts, to `n` threads (None: leave the defaults). BLAS reads the
     variables once, as numpy loads, so the command line calls this before anything imports numpy (where numpy is
-    loaded already, they reach the processes it starts and what a run records of its environment)."""
-    if n:
+    loaded already, they reach the processes it starts and what a run records of its environment). A command's
+    `default` thread count is applied only before numpy loads: a caller that runs the command in its own process
+    (a script, a test) keeps its environment."""
+    if n and not (default and "numpy" in sys.modules):
         os.environ.update(limits(n))
 
 
