@@ -109,7 +109,8 @@ def test_a_run_ends_with_its_report(runs):
     info = json.loads((runs["plane"] / "run.json").read_text())
     for fact in (f"command {info['command']}", f"started {info['started']}", "seed 1", "digits 3 8",
                  "540 train / 60 validation / 1984 test images", "versions digitlab", "complete: test accuracy",
-                 "0 linear Linear (None, 16) 12,560", "out sigmoid Sigmoid (None, 1) 0", "optimizer:", "epoch 3/3"):
+                 "0 linear Linear(units=16, init=he, bias=True, lr_scale=1) (None, 16) 12,560",
+                 "out sigmoid Sigmoid() (None, 1) 0", "optimizer:", "epoch 3/3"):
         assert fact in p.text, fact
     assert "precision" in p.text and "recall" in p.text and "true \\ predicted" in p.text
     assert p.scripts == 1 and "sortable" in text

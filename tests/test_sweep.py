@@ -89,6 +89,30 @@ def test_quick_sweep_finishes_and_writes_the_sweep_files(quick_local):
     assert Path(copy["base"]).is_absolute() and copy["grid"] == yaml.safe_load(QUICK.read_text())["grid"]
 
 
+def test_points_draw_no_figures_and_train_what_digitlab_train_trains(quick_local, tmp_path):
+    """A point ends with what its figures are drawn from (`outputs: light`), not the figures; its metrics and
+    weights are those `digitlab train` gives its config; `digitlab report` draws every figure when asked."""
+    sweep_dir, _ = quick_local
+    point = sorted(p for p in sweep_dir.iterdir() if (p / "run.json").is_file())[0]
+    assert not list(point.glob("*.png")) and not (point / "report.html").exists()
+    assert {"summary.json", "metrics.csv", "model.npz", "splits.npz", "confusion.csv"} <= {p.name for p in
+                                                                                            point.iterdir()}
+    cfg = yaml.safe_load((point / "config.yaml").read_text())
+    assert cfg["outputs"] == "light"
+    (tmp_path / "point.yaml").write_text(yaml.safe_dump({**cfg, "outputs": "full"}))
+    result = CliRunner().invoke(main, ["train", str(tmp_path / "point.yaml"), "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 0, result.output
+    alone = Path(result.stdout.splitlines()[-1])
+    np.testing.assert_array_equal(numeric_metrics(point), numeric_metrics(alone))
+    assert {p.name for p in alone.glob("*.png")} >= {"curves.png", "confusion.png"}
+    with np.load(point / "model.npz") as a, np.load(alone / "model.npz") as b:
+        assert all(np.array_equal(a[k], b[k]) for k in a.files if k != "__architecture__")
+    report = CliRunner().invoke(main, ["report", str(point)])
+    assert report.exit_code == 0, report.output
+    assert {p.name for p in point.glob("*.png")} == {p.name for p in alone.glob("*.png")}
+    assert (point / "report.html").is_file()
+
+
 def test_running_again_runs_nothing_and_says_so(quick_local):
     sweep_dir, _ = quick_local
     before = {p: (p / "run.json").read_bytes() for p in sweep_dir.iterdir() if (p / "run.json").is_file()}

@@ -20,6 +20,9 @@ LATER_DEFAULTS: dict[tuple[str, ...], Any] = {("data", "dataset"): "mnist", ("da
                                               ("optimizer", "decay_all"): True, ("train_eval",): None}
 
 
+NOT_IDENTITY = ("name", "outputs")  # what a run is called and which figures it draws change none of its numbers
+
+
 def _as_recorded(item):
     """A layer of the resolved config as digitlab 0.1 recorded it: one written out with exactly its defaults
     ({dropout: {p: 0.5}}) was recorded by its bare name ('dropout')."""
@@ -36,7 +39,7 @@ def identity(cfg: dict) -> dict:
     recorded then is the same experiment now). Layers given without options and a model fitted in one pass (which
     records no optimizer and no batch size) take the form digitlab 0.1 recorded: the bare layer name, and the
     default optimizer and batch size that such a model never used."""
-    out = copy.deepcopy({k: v for k, v in cfg.items() if k != "name"})
+    out = copy.deepcopy({k: v for k, v in cfg.items() if k not in NOT_IDENTITY})
     if isinstance(out.get("model"), list):
         out["model"] = [_as_recorded(item) for item in out["model"]]
     if "optimizer" in out and out["optimizer"] is None:

@@ -41,23 +41,27 @@ from digitlab.options import (
     show,
 )
 
+OUTPUT_LEVELS = ("full", "light")  # full: figures and report.html when a run ends; light: what they are drawn from
+
 
 class Experiment:
     """The top level of a config. `name` names the run folder (default: the config file's stem); one `seed`
     drives the splits, the initial weights, the shuffles and dropout; `model` is the list of layers, or the name
     of a model fitted in one pass (average_image, nearest_mean); `early_stopping` stops when a metric stops
     improving (see learner.EarlyStopping); `test_every_epoch: false` scores the test set once, at the end,
-    instead of after every epoch (so that nobody is tempted to pick a model by its test score)."""
+    instead of after every epoch (so that nobody is tempted to pick a model by its test score); `outputs: light`
+    ends a run with the files its figures are drawn from and no figures (a sweep's default: drawing is most of a
+    small run's time), which `digitlab report` draws when someone looks."""
 
     options = {"name": Text(), "seed": Integer(0, 2**32 - 1), "data": None, "model": None,
                "loss": None, "optimizer": None, "epochs": Integer(1, 100_000),
                "batch_size": Integer(1, 1_000_000), "early_stopping": Nested(EarlyStopping),
-               "train_eval": CountOrAll(), "test_every_epoch": Boolean()}
+               "train_eval": CountOrAll(), "test_every_epoch": Boolean(), "outputs": Choice(OUTPUT_LEVELS)}
 
     def __init__(self, name: str | None = None, seed: int = 0, data: dict | None = None, model: list | None = None,
                  loss: str = "cross_entropy", optimizer: dict | str = "sgd", epochs: int = 10, batch_size: int = 32,
                  early_stopping: dict | None = None, train_eval: int | str | None = None,
-                 test_every_epoch: bool = True):
+                 test_every_epoch: bool = True, outputs: str = "full"):
         pass  # the options are the point: see validate
 
 

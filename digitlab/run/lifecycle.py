@@ -197,7 +197,7 @@ def _learner(run: RunFolder, setup: Setup, console: Console, config_yaml: str, s
     transform = make_augment(cfg["data"]["augment"], setup.rng, data.image_shape)  # training batches only
     loader = DataLoader((x_train, targets), Sampler(len(x_train), cfg["batch_size"], shuffle=True, rng=setup.rng),
                         transform)
-    if transform is not None and start_epoch == 1:
+    if transform is not None and start_epoch == 1 and drawn(cfg):
         write_outputs(run, RunView(run, cfg=cfg, data=data), names=AT_START)
     hooks = [*callbacks[:1], ProgressBar(cfg["epochs"], progress and not console.quiet), *report, *callbacks[1:]]
     schedule = cfg["optimizer"].get("schedule")
@@ -216,7 +216,7 @@ def _fit(run: RunFolder, setup: Setup, console: Console, config_yaml: str, start
     nan_guard = TerminateOnNaN()
     stop_check = StopCheck(run, stop, cfg["epochs"])  # after RunWriter: the epoch it stops at is recorded
     view = None
-    with reported_on_failure(run, console), failures_recorded(run):
+    with reported_on_failure(run, console, drawn(cfg)), failures_recorded(run):
         try:
             learner = _learner(run, setup, console, config_yaml, start_epoch, progress,
                                [nan_guard, *callbacks, stop_check], callback_states)
@@ -246,8 +246,9 @@ def _fit(run: RunFolder, setup: Setup, console: Console, config_yaml: str, start
         console.echo(f"pruned after epoch {done} of {cfg['epochs']}: {stop_check.reason}")
     else:
         run.update_status(status="complete", ended=utc_now(), epoch=done)  # a resume may have trained no epoch
-        console.echo(f"test accuracy {run.read_json('summary.json')['test_accuracy']:.4f}")
-    _report(run, console, view)
+        console.echo(f"test accuracy {run.read_json(layout.SUMMARY)['test_accuracy']:.4f}")
+    if drawn(cfg):
+        _report(run, console, view)
 
 
 def finish(run: RunFolder, setup: Setup, weights_epoch: int | None = None) -> RunView:
@@ -258,8 +259,14 @@ def finish(run: RunFolder, setup: Setup, weights_epoch: int | None = None) -> Ru
     save_model(run, setup.model, setup.cfg, epoch=epoch)
     view = RunView(run, cfg=setup.cfg, data=setup.data, model=setup.model, model_meta={"epoch": epoch},
                    loss_fn=setup.loss_fn)
-    write_outputs(run, view, names=set(OUTPUTS) - AT_START)
+    write_outputs(run, view, names=set(OUTPUTS) - AT_START, figures=drawn(setup.cfg))
     return view
+
+
+def drawn(cfg: dict) -> bool:
+    """Whether a run draws its figures and report.html when it ends (`outputs: full`), or leaves them to
+    `digitlab report` (`outputs: light`)."""
+    return cfg.get("outputs", "full") != "light"
 
 
 def _report(run: RunFolder, console: Console, view: RunView | None) -> None:
@@ -269,17 +276,18 @@ def _report(run: RunFolder, console: Console, view: RunView | None) -> None:
         write_report(run, view, remake=view is None)
     except Exception as exc:  # noqa: BLE001 (the run is recorded already; the page is a view of it)
         with contextlib.suppress(Exception):  # a full disk may refuse log.txt the warning too
-            console.warn(f"{run / 'report.html'} was not written ({type(exc).__name__}: {exc})")
+            console.warn(f"{run / layout.REPORT} was not written ({type(exc).__name__}: {exc})")
 
 
 @contextlib.contextmanager
-def reported_on_failure(run: RunFolder, console: Console):
-    """A run that fails (run.json already says so, see failures_recorded) still gets its report.html, unless a
-    write failed: the disk is then no place for more files."""
+def reported_on_failure(run: RunFolder, console: Console, report: bool = True):
+    """A run that fails (run.json already says so, see failures_recorded) still gets its report.html (when it
+    draws one), unless a write failed: the disk is then no place for more files."""
     try:
         yield
     except StorageError:
         raise
     except Exception:
-        _report(run, console, None)
+        if report:
+            _report(run, console, None)
         raise

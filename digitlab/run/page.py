@@ -65,7 +65,8 @@ def write_report(run: RunFolder, view: RunView | None = None, remake: bool = Tru
     page = Page()
     status, info = _status(run, page)
     shown = captioned()
-    for name in [layout.SUMMARY] + [o.name for o in shown]:
+    others = [o.name for o in OUTPUTS.values() if o.figure and not o.caption] if remake else []
+    for name in [layout.SUMMARY] + [o.name for o in shown] + others:  # others: in the folder, not on the page
         _gather(view, name, page, remake)
     sections = []
     for anchor, title, empty in SECTIONS:

@@ -207,8 +207,11 @@ def _round(value: float) -> float:
 
 
 def _resolve(base_raw: dict, base: Path, fixed: dict, values: dict, source: str) -> dict:
-    """The validated config of one point: the base, then `set`, then the point's values, as --set overrides."""
+    """The validated config of one point: the base, then `set`, then the point's values, as --set overrides. A
+    point draws no figures when it ends (`outputs: light`) unless the base or the sweep says so: a sweep is decided
+    by numbers, and `digitlab report` draws a point's figures when someone looks."""
     raw = copy.deepcopy(base_raw)
+    raw.setdefault("outputs", "light")
     where = " ".join(f"{k}={_text(v)}" for k, v in values.items())
     for section, assignments in (("set", fixed), ("point", values)):
         for keys, value in assignments.items():
