@@ -40,7 +40,7 @@ class Task:
 
     @property
     def description(self) -> str:
-        from digitlab.runs.compare import architecture
+        from digitlab.runs.columns import architecture
         cfg = self.resolved()
         opt = cfg["optimizer"]
         arch = architecture(cfg)
