@@ -1,4 +1,5 @@
 # make train: set up .venv and train configs/3v8.yaml.  make test: set up .venv and run the tests.
+# make check: ruff and the tests not marked slow (setup.cfg), for the edit-test loop; CI runs make test.
 # Needs only Python 3.10+ and pip; everything else is installed into .venv.
 PYTHON ?= python3
 VENV   := .venv
@@ -6,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 TESTS  := $(VENV)/.installed-test
 
-.PHONY: train test lint install clean
+.PHONY: train test check lint install clean
 
 train: $(STAMP)
 	$(BIN)/digitlab train configs/3v8.yaml
@@ -14,8 +15,14 @@ train: $(STAMP)
 # One BLAS thread for the whole session: the tests' timings then hold on a busy 2-core machine (two threads fighting
 # for a busy core make small products many times slower), and runs trained in the test process and in the
 # processes it starts sum in the same order.
+PYTEST := OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m pytest -q
+
 test: lint
-	OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m pytest -q
+	$(PYTEST)
+
+# Leaves out the tests marked slow (setup.cfg): those that kill processes, start a Dask cluster or train for seconds.
+check: lint
+	$(PYTEST) -m "not slow"
 
 # ruff: pyflakes, pycodestyle, import order and a few bug patterns (pyproject.toml).
 lint: $(TESTS)

@@ -9,9 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from click.testing import CliRunner
+from conftest import cli
 
-from digitlab.cli import main
 from digitlab.config import load_config
 from digitlab.data import DataLoader, Sampler
 from digitlab.data.augment import Augment, from_config, warp
@@ -133,7 +132,7 @@ def test_run_with_augmentation_writes_augment_png_and_evaluates_clean_images(tmp
 
     monkeypatch.setattr(augment_module.Augment, "__call__", spy)
     path = write(tmp_path, {"shift": 2, "rotate": 10, "scale": 0.1}, batch_size=25)
-    result = CliRunner().invoke(main, ["train", str(path), "--runs-dir", str(tmp_path / "runs")])
+    result = cli("train", path, "--runs-dir", tmp_path / "runs")
     assert result.exit_code == 0, (result.output, result.exception)
     run = Path(result.stdout.splitlines()[-1])
     assert (run / "augment.png").stat().st_size > 0

@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from conftest import cli
 
 from digitlab import bench
 from digitlab.bench import suite
@@ -15,13 +15,12 @@ from digitlab.bench.engines.matmul import gemm_shapes
 from digitlab.bench.engines.numpy_loop import NumpyLoop, dense_plan
 from digitlab.bench.tasks import TASKS, configs_dir
 from digitlab.bench.worker import setup_task
-from digitlab.cli import main
 
 
 def test_bench_3v8_without_peers(tmp_path):
     out = tmp_path / "bench.json"
-    result = CliRunner().invoke(main, ["bench", "--task", "3v8", "--epochs", "2", "--limit", "200", "--no-peers",
-                                       "--threads", "1", "--json", str(out)])
+    result = cli("bench", "--task", "3v8", "--epochs", "2", "--limit", "200", "--no-peers", "--threads", "1",
+                 "--json", out)
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("| task | engine |"))
@@ -74,7 +73,7 @@ def test_tasks_are_shipped_configs_without_validation_schedule_or_augmentation()
 
 
 def test_unknown_task_is_a_user_error():
-    result = CliRunner().invoke(main, ["bench", "--task", "nope", "--no-peers"])
+    result = cli("bench", "--task", "nope", "--no-peers")
     assert result.exit_code == 2
     assert "unknown bench task 'nope'" in result.output
 

@@ -1,6 +1,6 @@
 """`digitlab train` and `digitlab evaluate` end to end, on small slices of the real MNIST (data.limit, 2 epochs,
-tiny layers): the run folder and every file in it, one-line errors with exit code 2, determinism per seed, and
-exclusive run folders."""
+tiny layers): the run folder and every file in it, what the console shows (sizes, warnings), scoring the test set
+once, one-line errors with exit code 2, determinism per seed, and exclusive run folders."""
 
 from __future__ import annotations
 
@@ -14,9 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from click.testing import CliRunner
+from conftest import cli, digitlab, tiny, train
 
-from digitlab.cli import main
 from digitlab.config import load_config
 from digitlab.run.folder import METRICS_COLUMNS, RunFolder
 from digitlab.run.view import evaluate_run
@@ -47,30 +46,23 @@ SMALL_3WAY = {
 TEST_SIZES = {"tiny3v8": 1984, "tiny179": 1135 + 1028 + 1009}
 
 
-def write_yaml(folder: Path, cfg: dict) -> Path:
+def config_file(folder: Path, cfg: dict) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{cfg['name']}.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path
 
 
-def train(config: Path, runs_dir: Path, *args: str):
-    result = CliRunner().invoke(main, ["train", str(config), "--runs-dir", str(runs_dir), *args])
-    assert result.exit_code == 0, (result.output, result.exception)
-    run = Path(result.stdout.splitlines()[-1])
-    return run, result
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """The 3-vs-8 config trained with seeds 0, 0 and 1, and the 3-digit config once."""
     base = tmp_path_factory.mktemp("cli")
-    config = write_yaml(base / "configs", SMALL_3V8)
+    config = config_file(base / "configs", SMALL_3V8)
     out = {}
     out["a"], out["a_result"] = train(config, base / "runs")
     out["b"], _ = train(config, base / "runs")
     out["c"], _ = train(config, base / "runs", "--seed", "1")
-    out["plain"], out["plain_result"] = train(write_yaml(base / "configs", SMALL_3WAY), base / "runs")
+    out["plain"], out["plain_result"] = train(config_file(base / "configs", SMALL_3WAY), base / "runs")
     out["runs_dir"] = base / "runs"
     return out
 
@@ -118,7 +110,7 @@ def test_config_yaml_is_the_resolved_config(runs, tmp_path):
     assert saved["seed"] == 0 and saved["name"] == "tiny3v8"
     assert saved["optimizer"]["nesterov"] is False and saved["optimizer"]["weight_decay"] == 0.0  # defaults filled
     assert saved["data"]["path"] is None and saved["data"]["limit"] == 500
-    assert saved == load_config(write_yaml(tmp_path, SMALL_3V8))
+    assert saved == load_config(config_file(tmp_path, SMALL_3V8))
     assert yaml.safe_load((runs["c"] / "config.yaml").read_text())["seed"] == 1
 
 
@@ -203,6 +195,7 @@ def test_log_txt_is_what_the_console_showed(runs):
     assert log == shown[:-1]  # all but the run folder's path, printed last
     assert sum(line.startswith("epoch ") for line in log) == 2
     assert any("val loss" in line for line in log) and log[-1].startswith("test accuracy")
+    assert "450 train / 50 val / 1984 test images" in runs["a_result"].output  # the limit, then the split
     assert not any("val loss" in line for line in runs["plain_result"].stdout.splitlines())
 
 
@@ -212,10 +205,29 @@ def test_evaluate_reproduces_the_summary(runs):
         result = evaluate_run(runs[which])
         assert result["test_accuracy"] == summary["test_accuracy"]
         assert result["test_loss"] == pytest.approx(summary["test_loss"], rel=1e-6)
-    cli = CliRunner().invoke(main, ["evaluate", str(runs["a"])])
-    assert cli.exit_code == 0, cli.output
+    evaluated = cli("evaluate", runs["a"])
+    assert evaluated.exit_code == 0, evaluated.output
     summary = json.loads((runs["a"] / "summary.json").read_text())
-    assert f"test_accuracy {summary['test_accuracy']:.6f}" in cli.stdout
+    assert f"test_accuracy {summary['test_accuracy']:.6f}" in evaluated.stdout
+
+
+def test_a_batch_larger_than_the_training_set_is_a_warning(tmp_path):
+    run, result = train(tiny(name="big", batch_size=5000, epochs=1), tmp_path / "runs")
+    assert "warning: batch_size 5000 is larger than the 270 training images" in result.stderr
+    assert "warning: batch_size 5000" in (run / "log.txt").read_text()
+
+
+def test_test_every_epoch_false_scores_the_test_set_once(tmp_path):
+    """The teacher's option: the test set is scored once, at the end, so that no epoch is picked by its score."""
+    run, result = train(tiny(name="teach", test_every_epoch=False), tmp_path / "runs")
+    rows = read_csv(run / "metrics.csv")
+    column = rows[0].index("test_accuracy")
+    assert [r[column] for r in rows[1:]] == ["", ""] and all(r[rows[0].index("val_accuracy")] for r in rows[1:])
+    assert "test loss" not in result.output.split("test accuracy")[0]  # no test score before the end
+    summary = json.loads((run / "summary.json").read_text())
+    assert 0.5 < summary["test_accuracy"] <= 1
+    table = cli("compare", run, "--format", "json")
+    assert json.loads(table.stdout)[0]["test_acc"] == summary["test_accuracy"]
 
 
 # -- determinism ---------------------------------------------------------------------------------------------------
@@ -271,9 +283,9 @@ def test_different_seed_gives_different_metrics(runs):
     (["--set", "data.path=/nonexistent/mnist"], "/nonexistent/mnist: data.path is not a folder"),
 ])
 def test_bad_config_exits_2_with_one_line(args, expected, tmp_path):
-    config = write_yaml(tmp_path / "configs", SMALL_3V8)
+    config = config_file(tmp_path / "configs", SMALL_3V8)
     runs_dir = tmp_path / "runs"
-    result = CliRunner().invoke(main, ["train", str(config), "--runs-dir", str(runs_dir), *args])
+    result = cli("train", config, "--runs-dir", runs_dir, *args)
     assert result.exit_code == 2, result.output
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], result.stderr
@@ -282,24 +294,24 @@ def test_bad_config_exits_2_with_one_line(args, expected, tmp_path):
 
 
 def test_missing_config_and_missing_run(tmp_path):
-    result = CliRunner().invoke(main, ["train", str(tmp_path / "nope.yaml")])
+    result = cli("train", tmp_path / "nope.yaml")
     assert result.exit_code == 2 and result.stderr.strip() == f"error: {tmp_path / 'nope.yaml'}: file not found"
-    result = CliRunner().invoke(main, ["evaluate", str(tmp_path)])
+    result = cli("evaluate", tmp_path)
     assert result.exit_code == 2 and len(result.stderr.splitlines()) == 1 and "not a run folder" in result.stderr
 
 
 def test_bad_config_in_a_real_process(tmp_path):
-    config = write_yaml(tmp_path, {**SMALL_3V8, "optimizer": {"name": "sgd", "lr": 0}})
-    proc = subprocess.run([sys.executable, "-m", "digitlab", "train", str(config), "--runs-dir", str(tmp_path / "r")],
-                          capture_output=True, text=True, timeout=120)
+    config = config_file(tmp_path, {**SMALL_3V8, "optimizer": {"name": "sgd", "lr": 0}})
+    proc = digitlab("train", config, "--runs-dir", tmp_path / "r", timeout=120)
     assert proc.returncode == 2
     assert proc.stderr == f"error: {config}: optimizer.lr: expected a number > 0, got 0\n"
     assert "Traceback" not in proc.stdout + proc.stderr
 
 
 # -- exclusive run folders -----------------------------------------------------------------------------------------
+@pytest.mark.slow  # two trainings in processes of their own
 def test_concurrent_runs_with_the_same_name_never_share_a_folder(tmp_path):
-    config = write_yaml(tmp_path, {**SMALL_3WAY, "data": {"digits": [1, 7, 9], "limit": 100}, "epochs": 1})
+    config = config_file(tmp_path, {**SMALL_3WAY, "data": {"digits": [1, 7, 9], "limit": 100}, "epochs": 1})
     command = [sys.executable, "-m", "digitlab", "train", str(config), "--runs-dir", str(tmp_path / "runs"),
                "--name", "same", "--quiet"]
     procs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
@@ -333,24 +345,25 @@ def test_run_folder_create_is_exclusive_under_contention(tmp_path):
 # -- data.path -----------------------------------------------------------------------------------------------------
 def test_train_and_evaluate_on_idx_files_in_data_path(tmp_path, fake_idx_folder):
     folder = fake_idx_folder(n_train=60, n_test=30)  # labels cycle 0..9: 12 train and 6 test images of 3 and 8
-    config = write_yaml(tmp_path, {**SMALL_3V8, "data": {"digits": [3, 8], "path": str(folder)}, "epochs": 1,
+    config = config_file(tmp_path, {**SMALL_3V8, "data": {"digits": [3, 8], "path": str(folder)}, "epochs": 1,
                                    "batch_size": 5})
     run, _ = train(config, tmp_path / "runs")
     summary = json.loads((run / "summary.json").read_text())
     assert summary["dataset_sizes"] == {"train": 12, "val": 0, "test": 6}
     assert evaluate_run(run)["test_accuracy"] == summary["test_accuracy"]
     (folder / "t10k-images-idx3-ubyte.gz").write_bytes((folder / "t10k-images-idx3-ubyte.gz").read_bytes()[:100])
-    result = CliRunner().invoke(main, ["train", str(config), "--runs-dir", str(tmp_path / "runs")])
+    result = cli("train", config, "--runs-dir", tmp_path / "runs")
     assert result.exit_code == 2 and len(result.stderr.splitlines()) == 1
     assert f"{folder / 't10k-images-idx3-ubyte.gz'}: cannot be read or decompressed" in result.stderr
 
 
 def test_dry_run_prints_the_summary_splits_and_memory_and_writes_nothing(tmp_path):
-    config = write_yaml(tmp_path, SMALL_3V8)
-    result = CliRunner().invoke(main, ["train", str(config), "--runs-dir", str(tmp_path / "runs"), "--dry-run"])
+    config = config_file(tmp_path, SMALL_3V8)
+    result = cli("train", config, "--runs-dir", tmp_path / "runs", "--dry-run")
     assert result.exit_code == 0, result.output
     out = result.output
-    assert 'Model: "tiny3v8"' in out and "Layer (type)" in out and "0 linear (Linear)" in out
+    assert 'Model: "tiny3v8"' in out and "Layer (type)" in out
+    assert "0 linear (Linear(units=16, init=he, bias=True, lr_scale=1))" in out
     assert "(None, 16)" in out and "12,560" in out  # 784 * 16 + 16
     assert "Total params: 12,597" in out  # + 16 * 2 + 2 + 2 * 1 + 1
     assert "splits: 450 train / 50 val / 1984 test images" in out and "memory: about" in out
@@ -364,14 +377,12 @@ def test_the_run_starts_with_the_model_summary_and_ends_with_chance_in_the_summa
     assert chance == {"majority": 1010 / 1984, "uniform": 0.5}  # 1010 threes, 974 eights in the test set
 
 
-def test_train_metrics_on_a_fixed_subset_said_in_the_summary(tmp_path):
-    config = write_yaml(tmp_path, {**SMALL_3V8, "name": "subset", "data": {"digits": [3, 8], "limit": 600},
+def test_train_metrics_on_a_fixed_subset_said_in_the_summary(runs, tmp_path):
+    config = config_file(tmp_path, {**SMALL_3V8, "name": "subset", "data": {"digits": [3, 8], "limit": 600},
                                    "train_eval": 100, "epochs": 1})
     run, result = train(config, tmp_path / "runs")
     assert "train metrics on a fixed 100 of the 600 training images" in result.output
     assert json.loads((run / "summary.json").read_text())["train_eval"] == {"images": 100, "of": 600}
-    everything = write_yaml(tmp_path / "all", {**SMALL_3V8, "name": "all", "data": {"digits": [3, 8], "limit": 600},
-                                               "epochs": 1})
-    run, result = train(everything, tmp_path / "runs")  # default: the test split's 1984 images, more than 600
-    assert "train metrics on" not in result.output
-    assert json.loads((run / "summary.json").read_text())["train_eval"] == {"images": 600, "of": 600}
+    # by default, as many as the test split holds (1984 images): all of a 450-image training split
+    assert "train metrics on" not in runs["a_result"].output
+    assert json.loads((runs["a"] / "summary.json").read_text())["train_eval"] == {"images": 450, "of": 450}

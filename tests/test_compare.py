@@ -1,5 +1,6 @@
 """digitlab compare: runs side by side (the differing config columns and the metrics), sorting, the four
-formats, seed groups, the overlay plot, statuses of unfinished runs, and warnings for folders that are not runs.
+formats, seed groups and their aligned tables, a CNN's architecture, the overlay plot, statuses of unfinished runs,
+and warnings for folders that are not runs.
 """
 
 from __future__ import annotations
@@ -13,9 +14,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from click.testing import CliRunner
+from conftest import cli, tiny
 
-from digitlab.cli import main
 from digitlab.config import load_config, validate
 from digitlab.run.folder import RunFolder
 from digitlab.run.lifecycle import start as train
@@ -25,15 +25,17 @@ from digitlab.runs.table import table
 from digitlab.sweep import load_sweep, run_sweep
 
 REPO = Path(__file__).resolve().parent.parent
-TINY = {"name": "tiny", "seed": 0, "data": {"digits": [3, 8], "validation": 0.1, "limit": 300},
-        "model": [{"linear": 16}, "relu", {"linear": 2}], "loss": "cross_entropy",
-        "optimizer": {"name": "sgd", "lr": 0.1, "momentum": 0.9}, "epochs": 2, "batch_size": 50}
+# The tiny config with a 784-16-2 network on cross-entropy (the logistic regression beside it differs in loss too).
+TINY = tiny(model=[{"linear": 16}, "relu", {"linear": 2}], loss="cross_entropy")
+CNN = tiny(name="cnn", loss="cross_entropy", epochs=1,
+           model=[{"conv2d": {"filters": 4, "kernel": 3}}, "relu", {"maxpool2d": 2}, "flatten", {"linear": 2}])
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """A sweep of two learning rates x two seeds (4 runs), and a logistic regression trained on its own."""
+    """A sweep of two learning rates x two seeds (4 runs), and a logistic regression and a CNN trained on their own
+    into one folder."""
     root = tmp_path_factory.mktemp("compare")
     (root / "base.yaml").write_text(yaml.safe_dump(TINY))
     (root / "lr.yaml").write_text(yaml.safe_dump({"name": "lr", "base": "base.yaml",
@@ -41,11 +43,12 @@ def runs(tmp_path_factory):
     run_sweep(load_sweep(root / "lr.yaml"), root / "runs", echo=lambda line: None)
     logreg = validate({**TINY, "name": "logreg", "model": [{"linear": 1}, "sigmoid"], "loss": "bce"})
     alone = train(logreg, runs_dir=root / "single", quiet=True, progress=False).path
+    train(validate(CNN), runs_dir=root / "single", quiet=True, progress=False)
     return root / "runs" / "lr", alone
 
 
 def invoke(*args):
-    return CliRunner().invoke(main, ["compare", *map(str, args)])
+    return cli("compare", *args)
 
 
 def parse_csv(text: str) -> list[dict]:
@@ -183,3 +186,38 @@ def test_architecture_counts_weighted_layers_only():
     assert architecture(cfg) == ("784-100-10", 784 * 100 + 100 + 2 * 100 + 100 * 10 + 10)
     cnn = validate({"model": [{"conv2d": 8}, "batchnorm", "relu", "flatten", {"linear": 10}]}, "b.yaml")
     assert architecture(cnn)[0] == "1x28x28-c8k3-10"  # a conv net reads as one, not as a wide MLP
+
+
+@pytest.mark.parametrize("fmt", ["table", "markdown"])
+def test_group_seeds_tables_are_aligned(runs, fmt):
+    sweep_dir, _ = runs
+    result = invoke(*sorted(p for p in sweep_dir.iterdir() if (p / "run.json").is_file()), "--group-seeds",
+                    "--format", fmt)
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.strip().splitlines()
+    if fmt == "markdown":
+        widths = {line.count(" | ") for line in lines}
+        assert len(widths) == 1, lines
+        header = [c.strip() for c in lines[0].strip("|").split("|")]
+        row = [c.strip() for c in lines[2].strip("|").split("|")]
+    else:
+        header, row = lines[0].split(), lines[1].split()
+    assert "test_acc" in header and "±" in " ".join(row)
+    cell = dict(zip(header, row)) if fmt == "markdown" else None
+    if cell is not None:
+        assert "±" in cell["test_acc"] and cell["runs"] == "2"
+
+
+def test_compare_takes_a_folder_of_runs(runs):
+    _, alone = runs
+    result = invoke(alone.parent, "--format", "csv")
+    assert result.exit_code == 0, result.output
+    rows = parse_csv(result.stdout)
+    assert len(rows) == 2 and {r["status"] for r in rows} == {"complete"}
+
+
+def test_a_cnns_arch_column_reads_as_a_cnn(runs):
+    _, alone = runs
+    result = invoke(alone.parent, "--format", "json")
+    arch = {r["name"].split("-")[0]: r["arch"] for r in json.loads(result.stdout)}
+    assert arch["cnn"] == "1x28x28-c4k3-mp2-2" and arch["logreg"] == "784-1"

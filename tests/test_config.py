@@ -1,5 +1,8 @@
-"""Config validation: each mistake is one ConfigError line `<file>: <key path>: <what was expected>`, raised
-before anything trains; `--set KEY=VALUE` overrides reach any key, including inside the layer list."""
+"""Config files and their validation: each mistake is one ConfigError line `<file>: <key path>: <what was
+expected>`, raised before anything trains; hostile, huge or binary files and configs too big for the machine are
+refused with one line; numbers read the same way for every key; `--set KEY=VALUE` overrides reach any key, including
+inside the layer list; and a property test that no config makes the loader raise anything but a one-line
+ConfigError."""
 
 from __future__ import annotations
 
@@ -8,9 +11,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import cli, one_line_error, tiny
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from digitlab.config import apply_override, dump, load_config, validate
-from digitlab.errors import ConfigError, UserError
+from digitlab.config.schema import Experiment
+from digitlab.errors import ConfigError, DataError, UserError
 
 BASE = {
     "name": "t",
@@ -40,10 +47,10 @@ BAD = [
     (changed("data.validaton", 0.2), "data.validaton", "unknown key; did you mean 'validation'?"),
     (changed("epoch", 3), "epoch", "unknown key; did you mean 'epochs'?"),
     (changed("optimizer.nesterv", True), "optimizer.nesterv", "unknown key; did you mean 'nesterov'?"),
-    (changed("epochs", "ten"), "epochs", "expected a whole number in [1, 100000], got str 'ten'"),
+    (changed("epochs", "ten"), "epochs", "expected a whole number in [1, 100000], got text 'ten'"),
     (changed("epochs", 2.5), "epochs", "expected a whole number"),
-    (changed("optimizer.lr", "fast"), "optimizer.lr", "expected a number > 0, got str 'fast'"),
-    (changed("optimizer.momentum", [0.9]), "optimizer.momentum", "expected a number in [0, 1), got list"),
+    (changed("optimizer.lr", "fast"), "optimizer.lr", "expected a number > 0, got text 'fast'"),
+    (changed("optimizer.momentum", [0.9]), "optimizer.momentum", "expected a number in [0, 1), got a list"),
     (changed("optimizer.nesterov", "yes please"), "optimizer.nesterov", "expected true or false"),
     (changed("optimizer.lr", 0), "optimizer.lr", "expected a number > 0, got 0"),
     (changed("optimizer.lr", -1), "optimizer.lr", "expected a number > 0, got -1"),
@@ -59,11 +66,11 @@ BAD = [
     (changed("data.digits", [3, 3]), "data.digits", "expected at least two distinct digits 0-9, got [3, 3]"),
     (changed("data.digits", "38"), "data.digits", "expected a list of at least two distinct digits"),
     (changed("loss", "cross_entropy"), "model",
-     "the last layer gives 1 output(s), but cross_entropy over digits [3, 8] needs 2 (one per digit)"),
+     "the last layer gives 1 output, but cross_entropy over digits [3, 8] needs 2 (one per digit)"),
     (changed("model.3", {"linear": 3}), "model",
-     "the last layer gives 3 output(s), but bce over digits [3, 8] needs 1"),
+     "the last layer gives 3 outputs, but bce over digits [3, 8] needs 1"),
     ({**changed("loss", "mse"), "data": {"digits": [1, 7, 9]}}, "model",
-     "the last layer gives 1 output(s), but mse over digits [1, 7, 9] needs 3 (one per digit)"),
+     "the last layer gives 1 output, but mse over digits [1, 7, 9] needs 3 (one per digit)"),
     ({**BASE, "model": [{"linear": 4}, "relu", {"linear": 1}]}, "model.2",
      "bce needs the model to end with 'sigmoid'"),
     (changed("model.1", "relux"), "model.1", "unknown layer 'relux'; did you mean 'relu'?"),
@@ -102,7 +109,7 @@ def test_yaml_syntax_error(write_config):
     assert "\n" not in message and message.startswith(f"{path}: invalid YAML: line "), message
 
 
-@pytest.mark.parametrize("text, shown", [("- linear: 4\n- relu\n", "list"), ("just words\n", "str 'just words'"),
+@pytest.mark.parametrize("text, shown", [("- linear: 4\n- relu\n", "a list"), ("just words\n", "text 'just words'"),
                                          ("", "nothing")])
 def test_top_level_must_be_a_mapping(text, shown, write_config):
     path = write_config(text)
@@ -252,3 +259,120 @@ def test_a_merge_key_is_not_taken_for_a_duplicate(write_config):
     path = write_config("name: t\ndata: {digits: [3, 8]}\nmodel: [{linear: 1}, sigmoid]\nloss: bce\n"
                         "optimizer:\n  <<: {name: sgd}\n  lr: 0.1\n")
     assert load_config(path)["optimizer"]["name"] == "sgd"
+
+
+# -- options of the 8x8 digits, per-layer learning rates and early stopping -------------------------------------------
+def test_data_test_is_for_datasets_without_a_test_split():
+    with pytest.raises(ConfigError, match="data.test: expected a number in \\(0, 1\\), got 1.5"):
+        validate({"data": {"dataset": "digits8x8", "test": 1.5}, "model": "average_image"}, "x.yaml")
+    with pytest.raises(ConfigError, match="mnist has an official test split"):
+        validate({"data": {"test": 0.2}, "model": "average_image"}, "x.yaml")
+    assert validate({"data": {"dataset": "digits8x8"}, "model": "average_image"}, "x.yaml")["data"]["test"] == 0.2
+
+
+@pytest.mark.parametrize("raw, key, words", [
+    ({"data": {"dataset": "digit8x8"}}, "data.dataset", "did you mean 'digits8x8'?"),
+    ({"data": {"dataset": "digits8x8", "digits": [3, 12]}}, "data.digits.1", "in [0, 9], got 12"),
+    ({"data": {"dataset": "digits8x8"}, "model": [{"linear": {"units": 10, "lr_scale": 0}}]},
+     "model.0.linear.lr_scale", "expected a number > 0, got 0"),
+    ({"data": {"dataset": "digits8x8"}, "early_stopping": True}, "early_stopping.monitor", "needs a validation split"),
+    ({"data": {"dataset": "digits8x8"}, "model": [{"conv2d": {"filters": 4, "kernel": 9}}, "flatten",
+                                                  {"linear": 10}]}, "model.0", "does not fit its 8x8 input"),
+    ({"data": {"dataset": "digits8x8"}, "model": "average_image", "epochs": 5}, "epochs", "epochs must be 1"),
+])
+def test_bad_dataset_lr_scale_and_early_stopping_options_are_one_line(raw, key, words):
+    raw = {"model": [{"linear": 10}], **raw}
+    with pytest.raises(ConfigError) as error:
+        validate(raw, "x.yaml")
+    assert error.value.key == key and words in str(error.value) and "\n" not in str(error.value), str(error.value)
+
+
+# -- numbers ---------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("key, text, value", [("epochs", "1e2", 100), ("epochs", "100.0", 100),
+                                              ("batch_size", "6.4e1", 64), ("optimizer.lr", "1e-3", 0.001),
+                                              ("data.limit", "2e3", 2000), ("seed", "1E1", 10)])
+def test_numbers_read_the_same_way_for_every_key(write_config, key, text, value):
+    cfg = load_config(write_config(tiny()), (f"{key}={text}",))
+    node = cfg
+    for part in key.split("."):
+        node = node[part]
+    assert node == value and type(node) is type(value)
+
+
+@pytest.mark.parametrize("key, text, words", [("epochs", "2.5", "whole number"), ("epochs", "1e-1", "whole number"),
+                                              ("batch_size", "true", "got true"), ("optimizer.lr", "nan", "number")])
+def test_what_is_not_a_number_of_the_right_kind_is_refused(write_config, key, text, words):
+    with pytest.raises(ConfigError, match=words):
+        load_config(write_config(tiny()), (f"{key}={text}",))
+
+
+# -- hostile files and configs too big for the machine ---------------------------------------------------------------
+@pytest.mark.parametrize("text,expected", [
+    ("name: x\nmodel: !!python/object/apply:os.system ['echo pwned']\n", "invalid YAML"),
+    ("a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a]\nc: &c [*b, *b, *b, *b, *b, *b]\n",
+     "aliases"),
+    ("model: [linear: 10\n", "line"),
+    ("- just\n- a list\n", "expected a mapping"),
+    ("", "expected a mapping"),
+])
+def test_hostile_yaml_is_one_line_exit_2(tmp_path, text, expected):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    message = one_line_error(cli("train", path, "--runs-dir", tmp_path / "runs"))
+    assert str(path) in message and expected in message
+    assert not (tmp_path / "runs").exists(), "nothing is written for a bad config"
+
+
+def test_huge_and_binary_files_are_refused(tmp_path):
+    big = tmp_path / "big.yaml"
+    big.write_text("name: x\n" + "# padding\n" * 200_000)
+    assert "at most" in one_line_error(cli("train", big))
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(bytes(range(256)) * 10)
+    assert str(binary) in one_line_error(cli("train", binary))
+    assert "file not found" in one_line_error(cli("train", tmp_path / "missing.yaml"))
+
+
+def test_too_big_for_memory_is_refused_before_allocation(write_config):
+    cfg = write_config(tiny(model=[{"linear": 10**6}, "relu", {"linear": 10**6}, {"linear": 1}, "sigmoid"]))
+    message = one_line_error(cli("train", cfg))
+    assert "model" in message and "TB" in message and "parameters" in message
+
+
+# -- property test: any config validates or fails with one line ------------------------------------------------------
+scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**12, 10**12),
+                    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=12))
+values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=4),
+                                                       st.dictionaries(st.text(max_size=8), inner, max_size=4)),
+                      max_leaves=10)
+keys = st.sampled_from(["name", "seed", "epochs", "batch_size", "loss", "data", "data.digits", "data.digits.0",
+                        "data.validation", "data.limit", "data.path", "model", "model.0", "model.0.linear",
+                        "model.1", "model.2", "model.3.linear", "optimizer", "optimizer.name", "optimizer.lr",
+                        "optimizer.momentum", "optimizer.betas", "optimizer.schedule", "optimizer.schedule.name",
+                        "bogus", "data.bogus"] + list(Experiment.options))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mutations=st.lists(st.tuples(keys, values), min_size=1, max_size=4))
+def test_mutated_configs_validate_or_fail_with_one_line(mutations):
+    raw = tiny()
+    try:
+        for key, value in mutations:
+            apply_override(raw, f"{key}={yaml.safe_dump(value, default_flow_style=True).strip()}")
+        cfg = validate(raw, "fuzz.yaml")
+    except ConfigError as exc:
+        assert "\n" not in str(exc) and str(exc).startswith(("fuzz.yaml", "--set"))
+        return
+    except DataError as exc:  # a data.path that is not a folder of IDX files: the path's own one-line error
+        assert "\n" not in str(exc) and "data.path" in str(exc)
+        return
+    assert isinstance(cfg, dict) and cfg["epochs"] >= 1 and len(set(cfg["data"]["digits"])) >= 2
+
+
+@settings(max_examples=200, deadline=None)
+@given(raw=values)
+def test_any_yaml_document_validates_or_fails_with_one_line(raw):
+    try:
+        validate(raw, "fuzz.yaml")
+    except ConfigError as exc:
+        assert "\n" not in str(exc)

@@ -10,9 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from click.testing import CliRunner
+from conftest import cli
 
-from digitlab.cli import main
 from digitlab.config import load_config
 from digitlab.errors import ConfigError
 from digitlab.nn import AvgPool2d, Conv2d, CrossEntropyLoss, MaxPool2d, Sequential, build_model
@@ -108,7 +107,7 @@ def test_leaky_relu_and_avgpool2d_train_from_a_config(tmp_path, write_config):
                         "model": [{"conv2d": {"filters": 4, "kernel": 3}}, "leaky_relu", {"avgpool2d": 2},
                                   "flatten", {"linear": 16}, {"leaky_relu": {"slope": 0.05}}, {"linear": 2}],
                         "optimizer": {"name": "adam", "lr": 0.01}, "epochs": 2, "batch_size": 50})
-    result = CliRunner().invoke(main, ["train", str(cfg), "--runs-dir", str(tmp_path / "runs"), "--quiet"])
+    result = cli("train", cfg, "--runs-dir", tmp_path / "runs", "--quiet")
     assert result.exit_code == 0, result.output
     run = Path(result.output.strip().splitlines()[-1])
     summary = json.loads((run / "summary.json").read_text())
@@ -264,7 +263,7 @@ def write(tmp_path: Path, model: list, **extra) -> Path:
       {"linear": 3}], "model.2", "kernel does not fit its 13x13 input"),
     (["flatten", {"conv2d": 4}, "flatten", {"linear": 3}], "model.1", "conv2d expects images"),
     ([{"linear": 10}, {"maxpool2d": 2}, {"linear": 3}], "model.1", "maxpool2d expects images"),
-    ([{"conv2d": 4}, "flatten"], "model", "the last layer gives 2704 output(s)"),
+    ([{"conv2d": 4}, "flatten"], "model", "the last layer gives 2,704 outputs"),
     ([{"conv2d": {"filters": 4, "padding": "full"}}, "flatten", {"linear": 3}], "model.0.conv2d.padding",
      "expected one of valid, same"),
     ([{"conv2d": {"kernel": 3}}, "flatten", {"linear": 3}], "model.0.conv2d", "needs 'filters'"),
@@ -278,7 +277,7 @@ def test_shape_and_option_mistakes_are_one_line_config_errors(tmp_path, model, k
         load_config(path)
     message = str(info.value)
     assert info.value.key == key and words in message and "\n" not in message, message
-    result = CliRunner().invoke(main, ["train", str(path), "--runs-dir", str(tmp_path / "runs")])
+    result = cli("train", path, "--runs-dir", tmp_path / "runs")
     assert result.exit_code == 2 and key in result.output
 
 
@@ -286,7 +285,7 @@ def test_shorthands_and_overrides(tmp_path):
     path = write(tmp_path, [{"conv": 4}, {"maxpool": 2}, "batchnorm", "flatten", {"linear": 3}])
     cfg = load_config(path, ("model.0.conv.kernel=5", "model.1.maxpool.stride=1"))
     assert cfg["model"][:3] == [{"conv": {"filters": 4, "kernel": 5}}, {"maxpool": {"size": 2, "stride": 1}},
-                                "batchnorm"]
+                                {"batchnorm": {"momentum": 0.1, "eps": 1e-5, "lr_scale": 1.0}}]
 
 
 def test_tiny_cnn_trains_through_the_cli(tmp_path):
@@ -299,7 +298,7 @@ def test_tiny_cnn_trains_through_the_cli(tmp_path):
     cfg = yaml.safe_load(path.read_text())
     cfg["data"] = {"digits": [0, 1, 2], "limit": 300}
     path.write_text(yaml.safe_dump(cfg))
-    result = CliRunner().invoke(main, ["train", str(path), "--runs-dir", str(tmp_path / "runs")])
+    result = cli("train", path, "--runs-dir", tmp_path / "runs")
     assert result.exit_code == 0, (result.output, result.exception)
     run = Path(result.stdout.splitlines()[-1])
     assert (run / "filters.png").stat().st_size > 0
@@ -313,6 +312,7 @@ def test_tiny_cnn_trains_through_the_cli(tmp_path):
     assert again["test_accuracy"] == pytest.approx(summary["test_accuracy"])
 
 
+@pytest.mark.slow
 def test_killed_cnn_with_batchnorm_and_augmentation_resumes_exactly(tmp_path, kill_run, same_run):
     """Running statistics are in the checkpoint and augmentation draws from the checkpointed Generator, so a
     conv run SIGKILLed in the middle of epoch 2 and resumed ends exactly as one that never stopped."""
@@ -332,7 +332,7 @@ def test_killed_cnn_with_batchnorm_and_augmentation_resumes_exactly(tmp_path, ki
     run = tmp_path / "run"
     child = kill_run(path, run, "mid-epoch", 2)
     assert child.returncode == -signal.SIGKILL, child.stderr
-    result = CliRunner().invoke(main, ["train", "--resume", str(run)])
+    result = cli("train", "--resume", run)
     assert result.exit_code == 0, result.output
     assert "1.running_var" in same_run(run, straight)
 

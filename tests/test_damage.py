@@ -1,7 +1,7 @@
-"""Any file of a run folder may be damaged or foreign: truncated, garbled, edited by hand, or copied in from another
-run. Every command that reads run folders (compare, evaluate, train --resume, sweep, report, predict) either works,
-lists the run as `damaged` with the file and the reason, or refuses with one line; never a traceback, never a
-silently wrong result."""
+"""Any file of a run folder may be damaged or foreign: truncated, garbled, tampered with, edited by hand, or copied
+in from another run. Every command that reads run folders (compare, evaluate, train --resume, sweep, report, predict)
+either works, lists the run as `damaged` with the file and the reason, or refuses with one line; never a traceback,
+never a silently wrong result."""
 
 from __future__ import annotations
 
@@ -14,22 +14,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from click.testing import CliRunner
+from conftest import OTHER, cli, one_line_error, tiny, train, write_yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from digitlab.cli import main
+from digitlab.run import layout
 
-TINY = {"name": "tiny", "seed": 0, "data": {"digits": [3, 8], "validation": 0.1, "limit": 300},
-        "model": [{"linear": 8}, "relu", {"linear": 2}, {"linear": 1}, "sigmoid"], "loss": "bce",
-        "optimizer": {"name": "sgd", "lr": 0.1, "momentum": 0.9}, "epochs": 2, "batch_size": 50}
-OTHER = {**TINY, "name": "other", "model": [{"linear": 12}, "relu", {"linear": 2}, {"linear": 1}, "sigmoid"]}
 FILES = ["config.yaml", "run.json", "metrics.csv", "summary.json", "model.npz", "checkpoint.npz", "splits.npz",
          "layer_health.csv", "embedding_epochs.npz"]
-
-
-def cli(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 def assert_clean(result, codes=(0, 1, 2)):
@@ -41,31 +33,75 @@ def assert_clean(result, codes=(0, 1, 2)):
     return result
 
 
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    """Two finished runs of different networks: one to damage, one to copy files from."""
-    root = tmp_path_factory.mktemp("damage")
-    out = {}
-    for cfg in (TINY, OTHER):
-        path = root / f"{cfg['name']}.yaml"
-        path.write_text(yaml.safe_dump(cfg))
-        result = cli("train", path, "--runs-dir", root / "runs", "--quiet")
-        assert result.exit_code == 0, result.output
-        out[cfg["name"]] = Path(result.output.strip().splitlines()[-1])
-    from PIL import Image
-    digit = np.zeros((28, 28), dtype=np.uint8)
-    digit[6:22, 12:16] = 255  # a stroke, white on black, as MNIST stores it
-    out["image"] = root / "digit.png"
-    Image.fromarray(digit).save(out["image"])
-    return out
+@pytest.fixture
+def finished(tiny_run, other_run, digit_png):
+    """The session's tiny run (tests damage copies of it), another network's run of the same data (to copy files
+    from), and an image to predict."""
+    return {"tiny": tiny_run, "other": other_run, "image": digit_png}
 
 
-def copy_run(finished, tmp_path) -> Path:
-    run = tmp_path / "run"
-    shutil.copytree(finished["tiny"], run)
-    return run
+# -- tampered weights, checkpoints and configs ----------------------------------------------------------------------
+def test_the_undamaged_run_evaluates_to_its_summary(tiny_run):
+    result = cli("evaluate", tiny_run)
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tiny_run / "summary.json").read_text())
+    assert f"test_accuracy {summary['test_accuracy']:.6f}" in result.output
 
 
+def test_truncated_model_is_a_clear_error(tiny_run, copy_run):
+    run = copy_run(tiny_run)
+    data = (run / "model.npz").read_bytes()
+    (run / "model.npz").write_bytes(data[: len(data) // 2])
+    assert "model.npz" in one_line_error(cli("evaluate", run))
+
+
+def test_model_with_pickled_objects_is_refused(tiny_run, copy_run):
+    run = copy_run(tiny_run)
+    with np.load(run / "model.npz", allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    arrays["0.weight"] = np.array([object()], dtype=object)
+    np.savez(run / "model.npz", **arrays)
+    assert "model.npz" in one_line_error(cli("evaluate", run))
+
+
+def test_model_that_does_not_match_its_architecture_is_refused(tiny_run, copy_run):
+    run = copy_run(tiny_run)
+    with np.load(run / "model.npz", allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    assert arrays["0.weight"].shape == (784, 8)
+    arrays["0.weight"] = np.zeros((784, 9), np.float32)
+    np.savez(run / "model.npz", **arrays)
+    assert "not match" in one_line_error(cli("evaluate", run))
+
+
+def test_tampered_checkpoint_and_config_refuse_to_resume(tiny_run, copy_run, tmp_path):
+    run = copy_run(tiny_run)
+    info = json.loads((run / "run.json").read_text())
+    (run / "run.json").write_text(json.dumps({**info, "status": "interrupted"}))
+    data = (run / layout.CHECKPOINT).read_bytes()
+    (run / layout.CHECKPOINT).write_bytes(data[:100])
+    assert "checkpoint" in one_line_error(cli("train", "--resume", run))
+
+    run2 = copy_run(tiny_run, "run2")
+    (run2 / "run.json").write_text(json.dumps({**info, "status": "interrupted"}))
+    config = (run2 / "config.yaml").read_text()
+    assert config.count("lr: 0.1,") == 1  # optimizer: {name: sgd, lr: 0.1, ...}
+    (run2 / "config.yaml").write_text(config.replace("lr: 0.1,", "lr: 0.2,"))
+    assert "was written for another config" in one_line_error(cli("train", "--resume", run2))
+    assert "not a run folder" in one_line_error(cli("train", "--resume", tmp_path))
+
+
+def test_a_model_of_the_8x8_digits_is_refused_for_mnist(tmp_path):
+    run, _ = train({"name": "small", "data": {"dataset": "digits8x8"}, "model": [{"linear": 10}], "epochs": 1},
+                   tmp_path / "runs", "--quiet")
+    edited = yaml.safe_load((run / "config.yaml").read_text())
+    edited["data"].update(dataset="mnist", test=None)
+    (run / "config.yaml").write_text(yaml.safe_dump(edited))
+    result = cli("evaluate", run)
+    assert result.exit_code == 2 and "model.npz: damaged (belongs to another run" in result.output
+
+
+# -- any damage, and files copied in from another run ----------------------------------------------------------------
 def cells(text: str, drop: bool, row: int, col: int) -> str:
     """metrics.csv (or any CSV) with one cell dropped from, or added to, one row."""
     rows = list(csv.reader(io.StringIO(text)))
@@ -112,12 +148,13 @@ def damage(run: Path, other: Path, name: str, kind: str, data) -> None:
         path.unlink()
 
 
+@pytest.mark.slow  # 40 damaged copies, six commands each (report and a resume among them)
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_every_reading_command_survives_any_damaged_file(finished, tmp_path_factory, data):
     name = data.draw(st.sampled_from(FILES), label="file")
     kind = data.draw(st.sampled_from(["truncate", "flip", "cells", "swap", "empty", "delete"]), label="damage")
-    run = copy_run(finished, tmp_path_factory.mktemp("case"))
+    run = Path(shutil.copytree(finished["tiny"], tmp_path_factory.mktemp("case") / "run"))
     damage(run, finished["other"], name, kind, data)
     for args in (["compare", run], ["compare", run, "--format", "json"], ["evaluate", run],
                  ["report", run], ["predict", run, finished["image"]], ["train", "--resume", run, "--quiet"]):
@@ -126,8 +163,8 @@ def test_every_reading_command_survives_any_damaged_file(finished, tmp_path_fact
 
 @pytest.mark.parametrize("name", ["model.npz", "checkpoint.npz", "splits.npz", "summary.json", "layer_health.csv",
                                   "embedding_epochs.npz"])
-def test_a_file_copied_from_another_run_is_refused_or_flagged(finished, tmp_path, name):
-    run = copy_run(finished, tmp_path)
+def test_a_file_copied_from_another_run_is_refused_or_flagged(finished, copy_run, tmp_path, name):
+    run = copy_run(finished["tiny"])
     shutil.copyfile(finished["other"] / name, run / name)
     if name in ("layer_health.csv", "embedding_epochs.npz"):  # read by report: a note, the rest shown
         result = assert_clean(cli("report", run), codes=(0,))
@@ -149,8 +186,8 @@ def test_a_file_copied_from_another_run_is_refused_or_flagged(finished, tmp_path
 
 
 @pytest.mark.parametrize("change", ["short", "long"])
-def test_compare_lists_a_run_with_a_bad_metrics_row_as_damaged(finished, tmp_path, change):
-    run = copy_run(finished, tmp_path)
+def test_compare_lists_a_run_with_a_bad_metrics_row_as_damaged(finished, copy_run, tmp_path, change):
+    run = copy_run(finished["tiny"])
     lines = (run / "metrics.csv").read_text().splitlines()
     lines[1] = lines[1].rsplit(",", 1)[0] if change == "short" else lines[1] + ",9"
     (run / "metrics.csv").write_text("\n".join(lines) + "\n")
@@ -162,25 +199,35 @@ def test_compare_lists_a_run_with_a_bad_metrics_row_as_damaged(finished, tmp_pat
     assert rows[0]["status"] == "damaged" and "metrics.csv" in rows[0]["damage"]
 
 
-def test_evaluate_refuses_a_model_of_another_network(finished, tmp_path):
-    run = copy_run(finished, tmp_path)
+def test_evaluate_refuses_a_model_of_another_network(finished, copy_run, tmp_path):
+    run = copy_run(finished["tiny"])
     shutil.copyfile(finished["other"] / "model.npz", run / "model.npz")
     result = assert_clean(cli("evaluate", run), codes=(2,))
     assert result.output.startswith(f"error: {run / 'model.npz'}: damaged (belongs to another run")
 
 
-def finished_sweep(tmp_path) -> tuple[Path, list[Path]]:
-    """A sweep of two one-epoch points, run into tmp_path/runs: (the sweep file, the point folders)."""
-    (tmp_path / "base.yaml").write_text(yaml.safe_dump({**TINY, "epochs": 1}))
-    sweep = tmp_path / "s.yaml"
-    sweep.write_text(yaml.safe_dump({"name": "s", "base": "base.yaml", "grid": {"optimizer.lr": [0.1, 0.05]}}))
-    assert cli("sweep", sweep, "--runs-dir", tmp_path / "runs").exit_code == 0
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory) -> Path:
+    """A sweep of two one-epoch points, run once for the module: a folder of s.yaml, base.yaml and runs/s/."""
+    root = tmp_path_factory.mktemp("sweep")
+    write_yaml(root / "base.yaml", tiny(epochs=1))
+    write_yaml(root / "s.yaml", {"name": "s", "base": "base.yaml", "grid": {"optimizer.lr": [0.1, 0.05]}})
+    assert cli("sweep", root / "s.yaml", "--runs-dir", root / "runs").exit_code == 0
+    return root
+
+
+@pytest.fixture
+def finished_sweep(swept, tmp_path) -> tuple[Path, list[Path]]:
+    """A copy of the finished sweep in tmp_path (runs in tmp_path/runs): (the sweep file, the point folders)."""
+    shutil.copytree(swept, tmp_path, dirs_exist_ok=True)
     points = sorted(p for p in (tmp_path / "runs" / "s").iterdir() if (p / "run.json").is_file())
-    return sweep, points
+    assert len(points) == 2
+    return tmp_path / "s.yaml", points
 
 
-def test_a_sweep_goes_past_a_damaged_point_and_reports_it(tmp_path):
-    sweep, points = finished_sweep(tmp_path)
+@pytest.mark.slow  # a sweep, run again twice
+def test_a_sweep_goes_past_a_damaged_point_and_reports_it(finished_sweep, tmp_path):
+    sweep, points = finished_sweep
     (points[0] / "metrics.csv").write_text("epoch,train_loss\n1,2,3,4\n")
     (points[1] / "summary.json").write_text("{not json")
     again = assert_clean(cli("sweep", sweep, "--runs-dir", tmp_path / "runs"), codes=(1,))
@@ -193,8 +240,8 @@ def test_a_sweep_goes_past_a_damaged_point_and_reports_it(tmp_path):
     assert len(list((tmp_path / "runs" / "s" / "replaced").iterdir())) == 2
 
 
-def test_a_damaged_config_or_run_json_is_one_line_for_evaluate_and_resume(finished, tmp_path):
-    run = copy_run(finished, tmp_path)
+def test_a_damaged_config_or_run_json_is_one_line_for_evaluate_and_resume(finished, copy_run, tmp_path):
+    run = copy_run(finished["tiny"])
     (run / "run.json").write_text("[1, 2]")
     for args in (["train", "--resume", run], ["compare", run]):
         result = assert_clean(cli(*args))
@@ -205,8 +252,8 @@ def test_a_damaged_config_or_run_json_is_one_line_for_evaluate_and_resume(finish
 
 
 @pytest.mark.parametrize("config", [b"\xff\xfe bad", b"model: [{linear: -3}]\n", b"epochs: [\n"])
-def test_resume_of_a_stopped_run_with_a_damaged_config_is_one_line(finished, tmp_path, config):
-    run = copy_run(finished, tmp_path)
+def test_resume_of_a_stopped_run_with_a_damaged_config_is_one_line(finished, copy_run, tmp_path, config):
+    run = copy_run(finished["tiny"])
     info = json.loads((run / "run.json").read_text())
     (run / "run.json").write_text(json.dumps({**info, "status": "interrupted"}))
     (run / "config.yaml").write_bytes(config)
@@ -214,8 +261,8 @@ def test_resume_of_a_stopped_run_with_a_damaged_config_is_one_line(finished, tmp
     assert result.output.startswith(f"error: {run / 'config.yaml'}: "), result.output
 
 
-def test_weights_that_are_not_finite_are_refused(finished, tmp_path):
-    run = copy_run(finished, tmp_path)
+def test_weights_that_are_not_finite_are_refused(finished, copy_run, tmp_path):
+    run = copy_run(finished["tiny"])
     with np.load(run / "model.npz", allow_pickle=False) as npz:
         arrays = {k: npz[k] for k in npz.files}
     arrays["0.weight"][0, 0] = np.nan
@@ -224,8 +271,8 @@ def test_weights_that_are_not_finite_are_refused(finished, tmp_path):
     assert "not finite" in result.output
 
 
-def test_weights_too_large_for_a_trained_network_are_refused_not_scored_nan(finished, tmp_path):
-    run = copy_run(finished, tmp_path)
+def test_weights_too_large_for_a_trained_network_are_refused_not_scored_nan(finished, copy_run, tmp_path):
+    run = copy_run(finished["tiny"])
     with np.load(run / "model.npz", allow_pickle=False) as npz:
         arrays = {k: npz[k] for k in npz.files}
     arrays["0.weight"][:] = 1e38  # finite, but every output overflows
@@ -237,8 +284,8 @@ def test_weights_too_large_for_a_trained_network_are_refused_not_scored_nan(fini
 
 
 @pytest.mark.parametrize("name", ["model.npz", "metrics.csv", "splits.npz", "layer_health.csv", "embedding_epochs.npz"])
-def test_report_shows_what_it_can_and_names_the_damaged_file(finished, tmp_path, name):
-    run = copy_run(finished, tmp_path)
+def test_report_shows_what_it_can_and_names_the_damaged_file(finished, copy_run, tmp_path, name):
+    run = copy_run(finished["tiny"])
     (run / name).write_bytes(b"damaged")
     result = assert_clean(cli("report", run), codes=(0,))
     assert result.output.strip() == str(run / "report.html")
@@ -247,17 +294,17 @@ def test_report_shows_what_it_can_and_names_the_damaged_file(finished, tmp_path,
     assert page.count("<img") >= 1  # the rest is still shown
 
 
-def test_predict_on_a_damaged_model_is_one_line(finished, tmp_path):
-    run = copy_run(finished, tmp_path)
+def test_predict_on_a_damaged_model_is_one_line(finished, copy_run, tmp_path):
+    run = copy_run(finished["tiny"])
     (run / "model.npz").write_bytes(b"damaged")
     result = assert_clean(cli("predict", run, finished["image"]), codes=(2,))
     assert result.output.startswith(f"error: {run / 'model.npz'}: damaged")
 
 
 @pytest.mark.parametrize("split", ["train", "test"])
-def test_a_splits_file_with_an_empty_split_is_damaged(finished, tmp_path, split):
+def test_a_splits_file_with_an_empty_split_is_damaged(finished, copy_run, tmp_path, split):
     """Before, evaluate scored an empty test split as nan (exit 0) and report ended in a traceback."""
-    run = copy_run(finished, tmp_path)
+    run = copy_run(finished["tiny"])
     with np.load(run / "splits.npz", allow_pickle=False) as npz:
         arrays = {k: npz[k] for k in npz.files}
     arrays[split] = arrays[split][:0]
@@ -268,9 +315,9 @@ def test_a_splits_file_with_an_empty_split_is_damaged(finished, tmp_path, split)
     assert f"{run / 'splits.npz'}: damaged" in (run / "report.html").read_text(), report.output
 
 
-def test_an_empty_validation_split_in_an_older_run_is_no_damage(finished, tmp_path):
+def test_an_empty_validation_split_in_an_older_run_is_no_damage(finished, copy_run, tmp_path):
     """digitlab wrote such splits.npz files before it refused empty validation splits; they still evaluate."""
-    run = copy_run(finished, tmp_path)
+    run = copy_run(finished["tiny"])
     with np.load(run / "splits.npz", allow_pickle=False) as npz:
         arrays = {k: npz[k] for k in npz.files}
     arrays["val"] = arrays["val"][:0]
@@ -279,10 +326,10 @@ def test_an_empty_validation_split_in_an_older_run_is_no_damage(finished, tmp_pa
     assert result.output.startswith("test_accuracy ")
 
 
-def test_a_run_killed_between_its_checkpoint_and_run_json_resumes_to_complete(finished, tmp_path):
+def test_a_run_killed_between_its_checkpoint_and_run_json_resumes_to_complete(finished, copy_run, tmp_path):
     """SIGKILL after the last epoch's checkpoint but before run.json counts that epoch: the resume trains no epoch,
     and the run must still end complete, not damaged for a metrics.csv one row longer than run.json's count."""
-    run = copy_run(finished, tmp_path)
+    run = copy_run(finished["tiny"])
     info = json.loads((run / "run.json").read_text())
     info.update(status="running", epoch=1)
     info.pop("ended", None)
@@ -296,10 +343,10 @@ def test_a_run_killed_between_its_checkpoint_and_run_json_resumes_to_complete(fi
 
 
 @pytest.mark.parametrize("name", ["model.npz", "checkpoint.npz", "splits.npz", "embedding_epochs.npz"])
-def test_an_npz_that_is_no_zip_is_named_so_without_suggesting_to_unpickle_it(finished, tmp_path, name):
+def test_an_npz_that_is_no_zip_is_named_so_without_suggesting_to_unpickle_it(finished, copy_run, tmp_path, name):
     """np.load takes any file that is neither .npy nor zip for a pickle, and its error suggests allow_pickle=True:
     advice to run code from a file that came from who knows where."""
-    run = copy_run(finished, tmp_path)
+    run = copy_run(finished["tiny"])
     (run / name).write_bytes(bytes(range(256)) * 4)
     command = ("train", "--resume", run) if name == "checkpoint.npz" else ("report", run) \
         if name == "embedding_epochs.npz" else ("evaluate", run)
@@ -313,8 +360,8 @@ def test_an_npz_that_is_no_zip_is_named_so_without_suggesting_to_unpickle_it(fin
 
 
 @pytest.mark.parametrize("name", ["run.json", "summary.json"])
-def test_json_nested_too_deeply_is_damaged_not_a_recursion_error(finished, tmp_path, name):
-    run = copy_run(finished, tmp_path)
+def test_json_nested_too_deeply_is_damaged_not_a_recursion_error(finished, copy_run, tmp_path, name):
+    run = copy_run(finished["tiny"])
     (run / name).write_text('{"status": "complete", "x": ' + "[" * 100_000 + "]" * 100_000 + "}")
     readers = [("compare", run), ("runs", run.parent)] + ([("train", "--resume", run)] if name == "run.json" else [])
     for command in readers + [("report", run), ("evaluate", run)]:
@@ -353,10 +400,11 @@ def _accuracy(run: Path, value: str) -> None:
         {**json.loads((run / "summary.json").read_text()), "seconds": -5})), "summary.json",
      "seconds is -5, not a number of seconds"),
 ])
-def test_files_that_parse_but_disagree_with_the_run_make_it_damaged(finished, tmp_path, damage, file, words):
+def test_files_that_parse_but_disagree_with_the_run_make_it_damaged(finished, copy_run, tmp_path, damage, file,
+                                                                    words):
     """A config.yaml cut short or copied in still parses; an emptied metrics.csv or an accuracy of 2.5 is still
     CSV: compare and runs listed such a run as `complete` with the wrong values."""
-    run = copy_run(finished, tmp_path)
+    run = copy_run(finished["tiny"])
     (tmp_path / "other.yaml").write_text(yaml.safe_dump({**OTHER, "name": "tiny"}))  # another run of that name
     damage(run)
     for command in (("compare", run), ("runs", tmp_path)):
@@ -365,8 +413,9 @@ def test_files_that_parse_but_disagree_with_the_run_make_it_damaged(finished, tm
         assert " damaged " in next(line for line in result.output.splitlines() if "run" in line and "damaged" in line)
 
 
-def test_a_sweep_point_whose_config_was_cut_short_is_damaged_not_best(tmp_path):
-    sweep, points = finished_sweep(tmp_path)
+@pytest.mark.slow  # a sweep, run again
+def test_a_sweep_point_whose_config_was_cut_short_is_damaged_not_best(finished_sweep, tmp_path):
+    sweep, points = finished_sweep
     _cut_config(points[0])
     again = assert_clean(cli("sweep", sweep, "--runs-dir", tmp_path / "runs"), codes=(1,))
     with open(tmp_path / "runs" / "s" / "points.csv") as f:

@@ -1,16 +1,21 @@
-"""The loader against the facts of the real MNIST (shared/data/mnist/README.md), the checks that refuse corrupt,
-truncated, missing or inconsistent files, digit selection and splits, and the Sampler/DataLoader pair."""
+"""The data: the loader against the facts of the real MNIST (shared/data/mnist/README.md) and of the 8x8 digits
+(their README), the checks that refuse corrupt, truncated, missing or inconsistent files, in the bundled data and in
+a data.path, digit selection and splits (a test split for a dataset without one; splits that would leave a class or
+a split empty are refused), and the Sampler/DataLoader pair."""
 
 from __future__ import annotations
 
 import gzip
+import json
 import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import cli, one_line_error, tiny, train, write_yaml
 
 from digitlab.data import DataLoader, Dataloader, Sampler, load_data, stratified_split
+from digitlab.data import digits8x8 as d8
 from digitlab.data import mnist as bundled
 from digitlab.data.idx import FILES
 from digitlab.data.idx import load_idx_set as read_idx_folder
@@ -122,6 +127,82 @@ def test_limit_caps_the_training_set(three_eight):
     with_val = load_digits([3, 8], validation=0.1, limit=300, rng=np.random.default_rng(0))
     assert with_val.sizes() == {"train": 270, "val": 30, "test": 1984}  # the limit is drawn before the split
     assert len(load_digits([3, 8], limit=10**6).train) == 11982
+
+
+# -- the 8x8 digits ------------------------------------------------------------------------------------------------
+COUNTS = [178, 182, 177, 183, 181, 182, 181, 179, 174, 180]
+IMAGE0 = [[0, 0, 5, 13, 9, 1, 0, 0], [0, 0, 13, 15, 10, 15, 5, 0], [0, 3, 15, 2, 0, 11, 8, 0],
+          [0, 4, 12, 0, 0, 8, 8, 0], [0, 5, 8, 0, 0, 9, 8, 0], [0, 4, 11, 0, 1, 12, 7, 0],
+          [0, 2, 14, 5, 10, 12, 0, 0], [0, 0, 6, 13, 10, 0, 0, 0]]
+
+
+def test_the_8x8_digits_against_their_readme():
+    images, labels = d8.read_digits_csv()
+    assert images.shape == (1797, 8, 8) and images.dtype == np.uint8
+    assert np.bincount(labels).tolist() == COUNTS
+    assert labels[:10].tolist() == list(range(10)) and labels[-5:].tolist() == [9, 0, 8, 9, 8]
+    assert images[0].tolist() == IMAGE0
+    assert images.min() == 0 and images.max() == 16
+
+
+@pytest.mark.parametrize("damage", ["truncate", "one byte"])
+def test_a_damaged_8x8_file_is_refused_with_one_line(tmp_path, damage):
+    raw = gzip.decompress(d8.FILE.read_bytes())
+    path = tmp_path / "digits.csv.gz"
+    if damage == "truncate":
+        path.write_bytes(d8.FILE.read_bytes()[:5000])
+    else:
+        path.write_bytes(gzip.compress(raw.replace(b"0,0,5,13", b"0,0,5,14", 1)))
+    with pytest.raises(DataError) as error:
+        d8.read_digits_csv(path)
+    assert str(path) in str(error.value) and "\n" not in str(error.value)
+    assert ("truncated" if damage == "truncate" else "md5") in str(error.value)
+
+
+def test_the_test_split_is_stratified_the_same_for_every_seed_and_recorded(average_image_run):
+    a = load_data({"dataset": "digits8x8", "digits": list(range(10)), "test": 0.2, "validation": 0.1},
+                  np.random.default_rng(0))
+    b = load_data({"dataset": "digits8x8", "digits": list(range(10)), "test": 0.2, "validation": 0.1},
+                  np.random.default_rng(1))
+    assert np.bincount(a.test.y).tolist() == [round(0.2 * c) for c in COUNTS]
+    np.testing.assert_array_equal(a.indices["test"], b.indices["test"])  # every run tests on the same images
+    assert not np.array_equal(a.indices["val"], b.indices["val"])  # the validation split follows the seed
+    assert not set(a.indices["test"]) & (set(a.indices["train"]) | set(a.indices["val"]))
+    assert a.image_shape == (1, 8, 8) and a.test.x.shape[1:] == (1, 8, 8) and a.train.x.max() == 1.0
+    run = average_image_run  # trained with data.test 0.2
+    with np.load(run / "splits.npz") as npz:
+        np.testing.assert_array_equal(npz["test"], a.indices["test"])
+    summary = json.loads((run / "summary.json").read_text())
+    assert cli("evaluate", run).output.startswith(f"test_accuracy {summary['test_accuracy']:.6f}")
+
+
+# -- splits that would leave a class or a split empty ----------------------------------------------------------------
+def test_a_split_that_leaves_a_class_without_training_examples_is_an_error(tmp_path):
+    cfg = tiny(name="empty", data={"digits": [3, 8, 1], "limit": 2}, loss="cross_entropy", model=[{"linear": 3}])
+    _, result = train(cfg, tmp_path / "runs", codes=(2,))
+    assert "has no training example left" in result.output and "digit " in result.output
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("data,words", [
+    ({"test": 0.0001}, "data.test: 0.0001 of the 357 images of digits [3, 8] holds out no test image; raise "
+                       "data.test"),
+    ({"test": 0.999}, "data: digit 3 has no image in digits8x8's training pool once data.test 0.999 is held out; "
+                      "lower data.test"),
+    ({"validation": 0.0001}, "data.validation: 0.0001 of a training pool of 285 images holds out no validation "
+                             "image"),
+])
+def test_fractions_that_leave_a_split_empty_are_refused_naming_the_config(tmp_path, data, words):
+    """Before, an empty test or validation split trained, scored nan and exited 0 as `complete`."""
+    config = write_yaml(tmp_path / "empty.yaml", tiny(name="empty", data={"dataset": "digits8x8", "digits": [3, 8],
+                                                                          **data}))
+    for args in ((), ("--dry-run",)):
+        _, result = train(config, tmp_path / "runs", *args, codes=(2,))
+        assert len(result.output.splitlines()) == 1
+        assert result.output.startswith(f"error: {config}: {words}"), result.output
+    assert not (tmp_path / "runs").exists()
+    look = cli("data", "--dataset", "digits8x8", "--digits", "3,8", *[f"--{k}={v}" for k, v in data.items()])
+    assert look.exit_code == 2 and words in look.output and len(look.output.splitlines()) == 1
 
 
 # -- refusing bad files ----------------------------------------------------------------------------------------------
@@ -267,6 +348,44 @@ def test_data_path_with_a_small_data_set(fake_idx_folder, tmp_cache, write_idx):
     for key, name in FILES.items():
         write_idx(plain / name.removesuffix(".gz"), raw[key])
     np.testing.assert_array_equal(load_idx_set(plain)["test_images"], raw["test_images"])
+
+
+def test_data_path_problems_name_the_file(write_config, fake_idx_folder):
+    folder = fake_idx_folder(n_train=40, n_train_labels=30)
+    message = one_line_error(cli("train", write_config(tiny(data={"digits": [3, 8], "path": str(folder)}))))
+    assert "train-images-idx3-ubyte.gz" in message and "40" in message and "30" in message
+    (folder / "t10k-labels-idx1-ubyte.gz").unlink()
+    message = one_line_error(cli("train", write_config(tiny(data={"digits": [3, 8], "path": str(folder)}))))
+    assert "t10k-labels-idx1-ubyte.gz" in message and "not found" in message
+
+
+def test_a_data_path_without_an_image_of_a_digit_says_which_part(tmp_path, fake_idx_folder):
+    folder = fake_idx_folder(n_train=40, n_test=3)  # test labels 0, 1, 2
+    _, result = train(tiny(data={"digits": [3, 8], "path": str(folder)}), tmp_path / "runs", codes=(2,))
+    assert "test part has no image of digits [3, 8]" in result.output, result.output
+
+
+def test_images_of_another_size_train_and_mismatched_sizes_are_one_line(tmp_path, write_config, write_idx):
+    """A dataset knows its image size: 32x32 IDX files train a dense or a conv model; train and test images of
+    different sizes are one line, before any run folder exists."""
+    folder = tmp_path / "small"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    write_idx(folder / "train-images-idx3-ubyte.gz", rng.integers(0, 256, (40, 32, 32)))
+    write_idx(folder / "train-labels-idx1-ubyte.gz", np.arange(40) % 10)
+    write_idx(folder / "t10k-images-idx3-ubyte.gz", rng.integers(0, 256, (20, 32, 32)))
+    write_idx(folder / "t10k-labels-idx1-ubyte.gz", np.arange(20) % 10)
+    dense = write_config(tiny(data={"digits": [3, 8], "path": str(folder)}, epochs=1), "dense.yaml")
+    train(dense, tmp_path / "runs", "--quiet")
+    conv = write_config(tiny(data={"digits": [3, 8], "path": str(folder)}, epochs=1,
+                             model=[{"conv2d": 2}, "relu", {"maxpool2d": 2}, "flatten", {"linear": 1}, "sigmoid"]),
+                        "conv.yaml")
+    _, result = train(conv, tmp_path / "runs")
+    assert "15x15" not in result.output, result.output
+    write_idx(folder / "t10k-images-idx3-ubyte.gz", rng.integers(0, 256, (20, 28, 28)))
+    message = one_line_error(cli("train", dense, "--runs-dir", tmp_path / "other"))
+    assert "32x32" in message and "28x28" in message
+    assert not (tmp_path / "other").exists()
 
 
 # -- Sampler and DataLoader -----------------------------------------------------------------------------------------

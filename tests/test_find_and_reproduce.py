@@ -1,36 +1,30 @@
 """Finding runs (`digitlab runs`, `--where` on runs and compare) and the record that reproduces a run: run.json's
-sweep, point, git_dirty and versions, git.diff for a dirty tree, `digitlab reproduce`, and a stop rule's run that
-resumes to exactly the uninterrupted one."""
+sweep, point, git_dirty and versions, the command line as a shell takes it back, git.diff for a dirty tree,
+`digitlab reproduce`, and a stop rule's run that resumes to exactly the uninterrupted one."""
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
-from click.testing import CliRunner
+from conftest import cli, digitlab, tiny
 
-from digitlab.cli import main
 from digitlab.config import validate
 from digitlab.run.callbacks import StopAfter
 from digitlab.run.lifecycle import resume, start
 from digitlab.runs.where import parse
 from digitlab.system import environment
-from digitlab.system.threads import LIMIT_VARIABLES, limits
+from digitlab.system.threads import LIMIT_VARIABLES
 
-TINY = {"name": "tiny", "seed": 0, "data": {"digits": [3, 8], "validation": 0.1, "limit": 300},
-        "model": [{"linear": 16}, "relu", {"dropout": 0.2}, {"linear": 2}], "loss": "cross_entropy",
-        "optimizer": {"name": "sgd", "lr": 0.1, "momentum": 0.9, "schedule": "cosine"}, "epochs": 3,
-        "batch_size": 50}
-
-
-def cli(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
+# The tiny config for three epochs, with dropout and a cosine schedule: a resumed run must restore both exactly.
+TINY = tiny({"optimizer.schedule": "cosine"}, model=[{"linear": 16}, "relu", {"dropout": 0.2}, {"linear": 2}],
+            loss="cross_entropy", epochs=3)
 
 
 @pytest.fixture(scope="module")
@@ -44,10 +38,18 @@ def runs(tmp_path_factory):
         "prune": {"method": "asha", "min_epochs": 1, "reduction_factor": 4}}))
     assert cli("sweep", root / "s.yaml", "--runs-dir", root / "runs").exit_code == 0
     adam = validate({**TINY, "name": "adam", "optimizer": {"name": "adam", "lr": 0.003}})
+    next_second()
     start(adam, runs_dir=root / "runs", quiet=True, progress=False)
     other = validate({**TINY, "name": "seven", "data": {**TINY["data"], "digits": [1, 7]}})
+    next_second()
     start(other, runs_dir=root / "runs", quiet=True, progress=False)
     return root / "runs"
+
+
+def next_second():
+    """Wait into the next second: run.json's `started` is to the second, and the listing is tested newest first
+    (on a quick machine a run can start in the second the sweep's last point did)."""
+    time.sleep(1.01 - time.time() % 1)
 
 
 def listed(*args) -> list[dict]:
@@ -170,6 +172,17 @@ def test_a_dirty_tree_leaves_its_changes_in_git_diff_capped(tmp_path, monkeypatc
     assert not (clean / "git.diff").exists()
 
 
+def test_a_command_line_with_bytes_that_are_not_utf8_is_recorded_as_bash_would_take_it_back(monkeypatch):
+    """Python keeps such bytes as surrogates, which no UTF-8 file can hold: report.html was not written."""
+    monkeypatch.setattr("sys.argv", ["/usr/bin/digitlab", "train", "x.yaml", "--name", "ab\udcffc d'é"])
+    line = environment.command_line()
+    assert line == "digitlab train x.yaml --name $'ab\\xffc d\\x27\\xc3\\xa9'"
+    line.encode("utf-8")
+    echoed = subprocess.run(["bash", "-c", f"printf %s {line.split(' ', 4)[4]}"], capture_output=True).stdout
+    assert echoed == b"ab\xffc d'\xc3\xa9"
+
+
+@pytest.mark.slow  # two trainings and a resume
 def test_a_stopped_run_resumes_to_exactly_the_uninterrupted_one(tmp_path):
     cfg = validate(TINY)
     straight = start(cfg, run_dir=tmp_path / "straight", quiet=True, progress=False)
@@ -186,13 +199,7 @@ def test_a_stopped_run_resumes_to_exactly_the_uninterrupted_one(tmp_path):
             np.testing.assert_array_equal(a[name], b[name])
 
 
-def digitlab(*args, threads=None):
-    env = {k: v for k, v in os.environ.items() if k not in LIMIT_VARIABLES}
-    env.update(limits(threads) if threads else {})
-    return subprocess.run([sys.executable, "-m", "digitlab", *map(str, args)], capture_output=True, text=True,
-                          env=env, timeout=300)
-
-
+@pytest.mark.slow  # three trainings, each in a fresh process
 def test_reproduce_matches_and_names_a_changed_blas_thread_count(tmp_path):
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump({**TINY, "epochs": 2}))
@@ -208,21 +215,21 @@ def test_reproduce_matches_and_names_a_changed_blas_thread_count(tmp_path):
     assert "blas_threads 1 -> 2" in other.stdout.splitlines()[-1], other.stdout + other.stderr
 
 
-def test_reproduce_says_how_metrics_differ_and_what_changed(tmp_path, monkeypatch):
-    run = start(validate({**TINY, "epochs": 2}), run_dir=tmp_path / "run", quiet=True, progress=False)
+def test_reproduce_says_how_metrics_differ_and_what_changed(runs, copy_run, tmp_path, monkeypatch):
+    run = copy_run(next(runs.glob("adam-*")))
     lines = (run / "metrics.csv").read_text().splitlines()
     cells = lines[2].split(",")
     cells[1] = "9.999999"  # as if the original's epoch 2 had ended with another train loss
-    (run / "metrics.csv").write_text("\n".join(lines[:2] + [",".join(cells)]) + "\n")
+    (run / "metrics.csv").write_text("\n".join(lines[:2] + [",".join(cells)] + lines[3:]) + "\n")
     info = json.loads((run / "run.json").read_text())
     info.update(blas_threads="7", versions={**info["versions"], "numpy": "0.0.1"})
     (run / "run.json").write_text(json.dumps(info))
     for name in LIMIT_VARIABLES:  # restored after the test: reproduce --threads sets them in this process
         monkeypatch.setenv(name, "1")
-    result = cli("reproduce", run.path, "--runs-dir", tmp_path / "again", "--threads", "3")
+    result = cli("reproduce", run, "--runs-dir", tmp_path / "again", "--threads", "3")
     assert result.exit_code == 1, result.output
     last = result.output.splitlines()[-1]
-    assert last.startswith("metrics differ: 1 of 2 epochs, first at epoch 2: train_loss ")
+    assert last.startswith("metrics differ: 1 of 3 epochs, first at epoch 2: train_loss ")
     assert "9.999999 in the original" in last and "blas_threads 7 -> 3" in last
     assert f"numpy 0.0.1 -> {np.__version__}" in last
 
@@ -249,8 +256,6 @@ def test_reproduce_refuses_a_run_whose_files_disagree_before_training(runs, tmp_
 
 def test_runs_and_compare_do_not_load_the_training_and_plotting_code(runs):
     """Listing runs stays quick: reading run folders (agreement checks included) needs no matplotlib."""
-    import subprocess
-    import sys
     code = ("import sys\nfrom digitlab.cli import main\n"
             "for args in (['runs', sys.argv[1]], ['compare', sys.argv[1]]):\n"
             "    try:\n        main(args)\n    except SystemExit:\n        pass\n"

@@ -29,15 +29,20 @@ def modules() -> list[str]:
     return names
 
 
+@pytest.mark.slow  # a fresh interpreter for each of the package's modules
 def test_every_module_imports_alone_in_a_fresh_interpreter():
+    """A package's __init__ runs alone, first, on the way to any module inside it: so a fresh interpreter for each
+    module that holds no other imports every module of the package alone."""
     def load(name):
         proc = subprocess.run([sys.executable, "-c", f"import {name}"], capture_output=True, text=True, cwd=ROOT)
         return name, proc.returncode, proc.stderr.strip().splitlines()[-1:]
 
+    names = modules()
+    leaves = [name for name in names if not any(other.startswith(name + ".") for other in names)]
     with ThreadPoolExecutor(4) as pool:
-        failed = [(name, err) for name, code, err in pool.map(load, modules()) if code != 0]
+        failed = [(name, err) for name, code, err in pool.map(load, leaves) if code != 0]
     assert not failed, failed
-    assert len(modules()) > 40
+    assert len(leaves) > 40
 
 
 def test_no_import_cycles_among_modules():
@@ -71,6 +76,15 @@ def test_every_shipped_config_is_valid(path):
         assert cfg["name"] == raw.get("name", path.stem)
 
 
+def test_shipped_notebook_configs_name_the_notebook_number():
+    configs = sorted((ROOT / "configs" / "seeds").glob("*.yaml"))
+    assert {p.stem for p in configs} >= {"kudzu-3v8-mse", "kudzu-3v8-logreg", "scratch-mlp", "keras-logreg",
+                                         "keras-mlp", "keras-cnn", "digits8x8-average", "digits8x8-mlp"}
+    for path in configs:
+        assert "notebook" in path.read_text().splitlines()[0].lower(), path
+        load_config(path)
+
+
 def test_all_config_folders_are_covered():
     folders = {p.parent.relative_to(ROOT) for p in SHIPPED}
     assert {Path("configs"), Path("configs/sweeps"), Path("configs/bench")} <= folders
@@ -88,26 +102,91 @@ def readme_commands() -> list[str]:
     return commands
 
 
-def test_every_readme_command_runs(tmp_path):
-    """The README's tour, run as written in a fresh folder, train commands on a small slice (300 images, two
-    epochs) so that the README cannot drift from the code."""
-    import os
+@pytest.mark.slow  # the README's tour: trainings, a sweep and reports, each in a fresh process
+def test_every_readme_command_runs_in_a_fresh_clone_and_leaves_it_clean(tmp_path):
+    """The README's tour, run as written in a fresh clone of the repository (its tracked files, committed),
+    train commands on a small slice (300 images, two epochs) so that the README cannot drift from the code; what
+    the tour writes goes where git ignores it, so the clone's `git status` stays clean (a run started from a
+    dirty tree would record a git.diff, and reproduce would name the difference)."""
     import shlex
+    import shutil
 
     commands = readme_commands()
     assert len(commands) >= 6 and any(c.startswith("digitlab sweep") for c in commands)
-    os.symlink(ROOT / "configs", tmp_path / "configs")
-    os.symlink(ROOT / "examples", tmp_path / "examples")
+    clone = tmp_path / "clone"
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, text=True).stdout
+    if not tracked:
+        pytest.skip("not a git checkout")
+    for name in tracked.split("\0"):
+        if name and (ROOT / name).is_file():
+            (clone / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, clone / name)
+    git = ["git", "-c", "user.name=digitlab tests", "-c", "user.email=tests@localhost"]
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "clone"]):
+        subprocess.run(git + args, cwd=clone, check=True, capture_output=True)
     digitlab = Path(sys.executable).with_name("digitlab")
     for command in commands:
         if command.startswith("digitlab train"):
             command += " --set data.limit=300 --set epochs=2"
         shell = command.replace("digitlab", shlex.quote(str(digitlab)), 1)
-        proc = subprocess.run(["bash", "-c", shell], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        proc = subprocess.run(["bash", "-c", shell], cwd=clone, capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, (command, proc.stdout[-2000:], proc.stderr[-2000:])
         assert "Traceback" not in proc.stderr, (command, proc.stderr)
-    assert (tmp_path / "tour.png").is_file() and (tmp_path / "runs" / "quick" / "points.csv").is_file()
-    assert (tmp_path / "tour.html").is_file() and (tmp_path / "seen.png").is_file()
-    tours = list((tmp_path / "runs").glob("tour-*"))
+    runs = clone / "runs"
+    assert (runs / "tour.png").is_file() and (runs / "tour.html").is_file() and (runs / "seen.png").is_file()
+    assert (runs / "quick" / "points.csv").is_file() and (runs / "quick" / "report.html").is_file()
+    tours = list(runs.glob("tour-*")) + list(runs.glob("lr-tour-*"))
     assert len(tours) >= 2 and all((run / "report.html").is_file() for run in tours)
-    assert (tmp_path / "runs" / "quick" / "report.html").is_file()
+    status = subprocess.run(["git", "status", "--porcelain"], cwd=clone, capture_output=True, text=True).stdout
+    assert status == "", status
+
+
+def test_at_most_six_modules_sit_directly_in_the_package():
+    top = sorted(p.name for p in PACKAGE.glob("*.py"))
+    assert len(top) <= 6, top
+
+
+def _strings_outside_docstrings(tree: ast.AST):
+    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                  if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                  and node.body and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
+    parts = {id(value) for node in ast.walk(tree) if isinstance(node, ast.JoinedStr) for value in node.values}
+    for node in ast.walk(tree):  # an f-string's literal parts are text around a value, not a name on their own
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings | parts:
+            yield node
+
+
+def test_the_folders_file_names_are_spelled_in_one_module():
+    from digitlab.run import layout
+    names = {value for key, value in vars(layout).items() if key.isupper() and isinstance(value, str)}
+    assert {"run.json", "config.yaml", "metrics.csv", "model.npz", "report.html"} <= names
+    spelled = []
+    for path in PACKAGE.rglob("*.py"):
+        if path.name == "layout.py" and path.parent.name == "run":
+            continue
+        for node in _strings_outside_docstrings(ast.parse(path.read_text())):
+            if node.value in names:
+                spelled.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.value!r}")
+    assert not spelled, spelled
+
+
+def test_the_engine_page_maps_every_module():
+    text = (ROOT / "docs" / "engine.md").read_text()
+    missing = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path.name in ("__init__.py", "__main__.py"):
+            continue
+        folders = path.relative_to(PACKAGE).parts[:-1]
+        if path.name not in text or any(f"{folder}/" not in text for folder in folders):
+            missing.append(str(path.relative_to(ROOT)))
+    assert not missing, f"docs/engine.md does not name {missing}"
+
+
+def test_listing_and_comparing_runs_load_no_matplotlib(tiny_run):
+    code = ("import sys\nfrom digitlab.cli import main\n"
+            "for args in (['runs', sys.argv[1]], ['compare', sys.argv[1], sys.argv[1]]):\n"
+            "    try:\n        main(args, standalone_mode=False)\n    except SystemExit:\n        pass\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'matplotlib'))")
+    proc = subprocess.run([sys.executable, "-c", code, str(tiny_run)], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "[]", proc.stdout

@@ -1,4 +1,5 @@
-"""Losses against values worked by hand, their stability at extreme logits, and optimizer steps by hand.
+"""Losses against values worked by hand, their stability at extreme logits, and optimizer steps by hand (SGD, Adam,
+RMSprop, Adadelta, AdamW), per-layer learning rates (lr_scale) and schedules.
 
 Hand values use ln 2, ln 3 and ln 4 so that every probability is a simple fraction:
 sigmoid(ln 3) = 3/4, softmax([0, ln 3]) = [1/4, 3/4].
@@ -11,8 +12,9 @@ import math
 import numpy as np
 import pytest
 
+from digitlab.config import validate
 from digitlab.errors import ConfigError
-from digitlab.nn import SGD, Adam, BCELoss, CrossEntropyLoss, MSELoss, Parameters, predict_classes
+from digitlab.nn import SGD, Adadelta, Adam, BCELoss, CrossEntropyLoss, MSELoss, Parameters, RMSprop, predict_classes
 from digitlab.nn import functional as F
 from digitlab.nn.schedules import CosineLR, Schedule, StepLR
 
@@ -291,3 +293,73 @@ def test_decay_all_false_leaves_biases_and_batch_norm_alone():
     np.testing.assert_allclose(state["3.weight"], 1 - 0.1 * 0.5)
     for name in ("0.bias", "1.weight", "1.bias", "3.bias"):
         np.testing.assert_array_equal(state[name], 1.0)
+
+
+# -- RMSprop, Adadelta and a learning rate per layer -----------------------------------------------------------------
+def params(values):
+    p = Parameters({"w": (len(values),)})
+    p.data[...] = values
+    return p
+
+
+def test_rmsprop_first_steps_by_hand():
+    """RMSprop's first step moves each weight by lr / sqrt(1 - alpha) against the sign of its gradient."""
+    p = params([1.0, -2.0])
+    opt = RMSprop(p, lr=0.01, alpha=0.99, eps=1e-8)
+    p.grad[...] = [0.5, -1.0]
+    opt.step()
+    np.testing.assert_allclose(p.data, [0.9, -1.9], rtol=1e-6)
+    p.grad[...] = [0.5, -1.0]  # v = 0.99 * 0.01 g^2 + 0.01 g^2 = 0.0199 g^2
+    opt.step()
+    np.testing.assert_allclose(p.data, [0.9 - 0.01 / math.sqrt(0.0199), -1.9 + 0.01 / math.sqrt(0.0199)], rtol=1e-6)
+    with_momentum = params([1.0])
+    opt = RMSprop(with_momentum, lr=0.01, alpha=0.99, momentum=0.5)
+    for _ in range(2):
+        with_momentum.grad[...] = [2.0]
+        opt.step()
+    # b1 = 10 (g / sqrt(0.01 g^2)); b2 = 0.5 * 10 + 2 / sqrt(0.0199 * 4)
+    np.testing.assert_allclose(with_momentum.data, [1 - 0.01 * 10 - 0.01 * (5 + 1 / math.sqrt(0.0199))], rtol=1e-6)
+
+
+def test_adadelta_first_steps_by_hand():
+    p = params([1.0, -2.0])
+    opt = Adadelta(p, lr=1.0, rho=0.95, eps=1e-7)
+    g = np.array([0.5, -1.0])
+    p.grad[...] = g
+    opt.step()
+    v = 0.05 * g * g
+    d = np.sqrt(0 + 1e-7) / np.sqrt(v + 1e-7) * g
+    np.testing.assert_allclose(p.data, [1.0, -2.0] - d, rtol=1e-6)
+    u = 0.05 * d * d
+    p.grad[...] = g
+    opt.step()
+    v = 0.95 * v + 0.05 * g * g
+    d2 = np.sqrt(u + 1e-7) / np.sqrt(v + 1e-7) * g
+    np.testing.assert_allclose(p.data, [1.0, -2.0] - d - d2, rtol=1e-6)
+
+
+def test_lr_scale_changes_only_its_layers_update():
+    from digitlab.run.setup import prepare
+
+    def one_step(scale):
+        cfg = validate({"data": {"digits": [3, 8], "limit": 100}, "loss": "cross_entropy",
+                        "model": [{"linear": {"units": 5, "lr_scale": scale}}, "relu", {"linear": 2}],
+                        "optimizer": {"name": "sgd", "lr": 0.1}}, "x.yaml")
+        setup = prepare(cfg)
+        before = setup.model.state_dict()
+        x, y = setup.inputs(setup.data.train)[:20], setup.data.train.y[:20]
+        setup.loss_fn.forward(setup.model.forward(x), y)
+        setup.model.backward(setup.loss_fn.backward())
+        setup.optimizer.step()
+        return {k: v - before[k] for k, v in setup.model.state_dict().items()}
+
+    plain, doubled = one_step(1.0), one_step(2.0)
+    # p - 2s against 2 (p - s) - p in float32: equal up to the rounding of p
+    np.testing.assert_allclose(doubled["0.weight"], 2 * plain["0.weight"], rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(doubled["0.bias"], 2 * plain["0.bias"], rtol=1e-5, atol=1e-7)
+    np.testing.assert_array_equal(doubled["2.weight"], plain["2.weight"])
+    assert np.abs(plain["0.weight"]).max() > 0
+
+
+def test_sgd_without_lr_scale_has_no_scale_array():
+    assert SGD(params([1.0]), lr=0.1).lr_scale is None

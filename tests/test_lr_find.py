@@ -8,17 +8,15 @@ import math
 from pathlib import Path
 
 import yaml
-from click.testing import CliRunner
+from conftest import cli, tiny
 from PIL import Image
 
-from digitlab.cli import main
 from digitlab.config import validate
 from digitlab.run.lr_find import search
 from digitlab.run.setup import prepare
 
-TINY = {"name": "tiny", "seed": 0, "data": {"digits": [3, 8], "validation": 0.1, "limit": 1500},
-        "model": [{"linear": 32}, "relu", {"linear": 1}, "sigmoid"], "loss": "bce",
-        "optimizer": {"name": "sgd", "lr": 0.1, "momentum": 0.9}, "epochs": 3, "batch_size": 50}
+# The tiny config on 1500 images with a 784-32-1 network: a range test of 150 steps sees the loss explode.
+TINY = tiny({"data.limit": 1500}, model=[{"linear": 32}, "relu", {"linear": 1}, "sigmoid"], epochs=3)
 
 
 def test_lr_find_suggests_a_learning_rate_and_writes_only_its_own_folder(tmp_path):
@@ -27,8 +25,7 @@ def test_lr_find_suggests_a_learning_rate_and_writes_only_its_own_folder(tmp_pat
     runs = tmp_path / "runs"
     (runs / "other-run").mkdir(parents=True)
     (runs / "other-run" / "run.json").write_text("{}")
-    result = CliRunner().invoke(main, ["lr-find", str(config), "--runs-dir", str(runs), "--steps", "150",
-                                       "--end", "1000"])
+    result = cli("lr-find", config, "--runs-dir", runs, "--steps", "150", "--end", "1000")
     assert result.exit_code == 0, result.output
     lines = result.output.strip().splitlines()
     suggested = float(lines[-1].removeprefix("suggested lr: "))
@@ -53,7 +50,7 @@ def test_lr_find_suggests_a_learning_rate_and_writes_only_its_own_folder(tmp_pat
                                                                      rel_tol=1e-5)
     assert Image.open(folder / "lr_find.png").format == "PNG"
     assert f"plot: {folder / 'lr_find.png'}" in result.output
-    compare = CliRunner().invoke(main, ["compare", str(runs)])
+    compare = cli("compare", runs)
     assert "tiny-lr-find" not in compare.output  # not taken for a run
 
 
@@ -71,20 +68,20 @@ def test_the_search_starts_from_the_configs_initial_weights_and_stops_at_a_nan()
 def test_bad_ranges_and_configs_are_one_line(tmp_path):
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump(TINY))
-    result = CliRunner().invoke(main, ["lr-find", str(config), "--start", "1", "--end", "0.1"])
+    result = cli("lr-find", config, "--start", "1", "--end", "0.1")
     assert result.exit_code == 2 and "--end (0.1) must be larger than --start (1)" in result.output
     config.write_text("epochs: -1\n")
-    result = CliRunner().invoke(main, ["lr-find", str(config), "--runs-dir", str(tmp_path / "runs")])
+    result = cli("lr-find", config, "--runs-dir", tmp_path / "runs")
     assert result.exit_code == 2 and result.output.startswith("error: ") and "Traceback" not in result.output
     assert not (tmp_path / "runs").exists()
     Path(tmp_path / "file").write_text("")
     config.write_text(yaml.safe_dump(TINY))
-    result = CliRunner().invoke(main, ["lr-find", str(config), "--runs-dir", str(tmp_path / "file" / "runs")])
+    result = cli("lr-find", config, "--runs-dir", tmp_path / "file" / "runs")
     assert result.exit_code == 2 and "(--runs-dir)" in result.output and result.output.count("\n") == 1
 
 
 def test_a_model_fitted_in_one_pass_has_no_learning_rate_to_find(tmp_path):
     config = Path(__file__).parent.parent / "configs" / "seeds" / "digits8x8-average.yaml"
-    result = CliRunner().invoke(main, ["lr-find", str(config), "--runs-dir", str(tmp_path / "runs")])
+    result = cli("lr-find", config, "--runs-dir", tmp_path / "runs")
     assert result.exit_code == 2 and "fitted in one pass (class means), without a learning rate" in result.output
     assert not (tmp_path / "runs").exists()

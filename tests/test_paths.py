@@ -1,7 +1,8 @@
 """Any path may be impossible to create or write: a runs folder under a regular file, a folder the user may not
 write (tested as the unprivileged user `nobody`, since root ignores permissions), and a full disk (a small tmpfs
 in a private mount namespace). Each is one line naming the path and the reason, in the command's own words, with
-exit code 2 when the path was the user's argument and 1 when the machine failed a run that was going well."""
+exit code 2 when the path was the user's argument and 1 when the machine failed a run that was going well. And a
+relative data.path is saved absolute, so that the run evaluates from anywhere."""
 
 from __future__ import annotations
 
@@ -15,16 +16,16 @@ from pathlib import Path
 
 import pytest
 import yaml
-from click.testing import CliRunner
+from conftest import cli, tiny, train
 
-from digitlab.cli import main
 from digitlab.run import layout
 
 REPO = Path(__file__).resolve().parents[1]
 DIGITLAB = Path(sys.executable).with_name("digitlab")
-TINY = {"name": "tiny", "seed": 0, "data": {"digits": [3, 8], "limit": 200},
-        "model": [{"linear": 8}, "relu", {"linear": 1}, "sigmoid"], "loss": "bce",
-        "optimizer": {"name": "sgd", "lr": 0.1}, "epochs": 2, "batch_size": 50}
+# The tiny config without its validation split and 2-unit layer, on 200 images, plain SGD: the full disk's size
+# below is measured for the files it writes.
+TINY = tiny({"data.limit": 200, "data.validation": 0.0}, model=[{"linear": 8}, "relu", {"linear": 1}, "sigmoid"],
+            optimizer={"name": "sgd", "lr": 0.1})
 
 
 def one_line(output: str) -> str:
@@ -50,20 +51,34 @@ def config(shared) -> Path:
     return path
 
 
-def as_nobody(shared: Path, *args) -> subprocess.CompletedProcess:
-    """digitlab ARGS as the user nobody (setpriv), with a cache and home of its own."""
+NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+
+
+def nobody_env(shared: Path) -> dict[str, str]:
+    """The environment for running digitlab as the user nobody from `shared`, with a home and cache of its own;
+    skips the test unless this is root with setpriv and nobody can import digitlab with this Python. A clone in a
+    private folder (a home of mode 0700, mktemp -d) keeps its venv and package from nobody: the probe runs
+    `import digitlab` as nobody, from `shared`, with that environment, just as the command will be run."""
     if os.geteuid() != 0 or shutil.which("setpriv") is None:
         pytest.skip("needs root and setpriv to run a command as the unprivileged user nobody")
     home = shared / "home"
     home.mkdir(exist_ok=True)
     home.chmod(0o777)
     env = {**os.environ, "HOME": str(home), "DIGITLAB_CACHE": str(home / "cache")}
-    probe = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c",
-                            "import digitlab"], capture_output=True, text=True, env=env)
+    probe = subprocess.run([*NOBODY, sys.executable, "-c", "import digitlab"], capture_output=True, text=True,
+                           env=env, cwd=shared, timeout=120)
     if probe.returncode != 0:
-        pytest.skip(f"the user nobody cannot run this Python: {probe.stderr.strip()[-200:]}")
-    return subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", str(DIGITLAB),
-                           *map(str, args)], capture_output=True, text=True, env=env, cwd=shared, timeout=300)
+        reason = (probe.stderr.strip().splitlines() or [f"exit code {probe.returncode}"])[-1]
+        pytest.skip(f"the user nobody cannot import digitlab from {sys.executable} (is the venv or the package in "
+                    f"a folder only its owner may enter?): {reason}")
+    return env
+
+
+def as_nobody(shared: Path, *args) -> subprocess.CompletedProcess:
+    """digitlab ARGS as the user nobody (setpriv), with a cache and home of its own."""
+    env = nobody_env(shared)
+    return subprocess.run([*NOBODY, str(DIGITLAB), *map(str, args)], capture_output=True, text=True, env=env,
+                          cwd=shared, timeout=300)
 
 
 # -- a path under a regular file -----------------------------------------------------------------------------------
@@ -77,18 +92,15 @@ def test_runs_dir_under_a_regular_file(tmp_path, command):
         target = tmp_path / "s.yaml"
         target.write_text(yaml.safe_dump({"base": "tiny.yaml", "grid": {"optimizer.lr": [0.1]},
                                           "select": "test_accuracy"}))
-    result = CliRunner().invoke(main, [command, str(target), "--runs-dir", str(tmp_path / "file" / "runs")])
+    result = cli(command, target, "--runs-dir", tmp_path / "file" / "runs")
     assert result.exit_code == 2, result.output
     message = one_line(result.output)
     assert str(tmp_path / "file") in message and "Not a directory" in message and "--runs-dir" in message
 
 
-def test_compare_plot_under_a_regular_file_is_the_users_path(tmp_path):
-    config = tmp_path / "tiny.yaml"
-    config.write_text(yaml.safe_dump(TINY))
-    run = CliRunner().invoke(main, ["train", str(config), "--runs-dir", str(tmp_path / "runs"), "--quiet"])
+def test_compare_plot_under_a_regular_file_is_the_users_path(tiny_run, tmp_path):
     (tmp_path / "file").write_text("x")
-    result = CliRunner().invoke(main, ["compare", run.output.strip(), "--plot", str(tmp_path / "file" / "p.png")])
+    result = cli("compare", tiny_run, "--plot", tmp_path / "file" / "p.png")
     assert result.exit_code == 2
     message = one_line(result.output)
     assert "cannot write the plot (--plot)" in message and "checkpoint" not in message
@@ -110,9 +122,8 @@ def test_train_and_sweep_into_a_runs_dir_nobody_may_write(shared, config):
     assert list(locked.iterdir()) == []
 
 
-def test_compare_plot_and_bench_json_into_a_folder_nobody_may_write(shared, config):
-    train = CliRunner().invoke(main, ["train", str(config), "--runs-dir", str(shared / "runs"), "--quiet"])
-    run = Path(train.output.strip())
+def test_compare_plot_and_bench_json_into_a_folder_nobody_may_write(shared, tiny_run):
+    run = Path(shutil.copytree(tiny_run, shared / "runs" / tiny_run.name))
     subprocess.run(["chmod", "-R", "a+rX", str(shared / "runs")], check=True)
     locked = shared / "locked"
     locked.mkdir(mode=0o755)
@@ -134,22 +145,21 @@ def test_a_run_folder_made_read_only_mid_run_fails_with_one_line(shared, config)
     slow = shared / "slow.yaml"
     slow.write_text(yaml.safe_dump({**TINY, "epochs": 200, "data": {"digits": [3, 8], "limit": 3000}}))
     slow.chmod(0o644)
-    if os.geteuid() != 0 or shutil.which("setpriv") is None:
-        pytest.skip("needs root and setpriv to run a command as the unprivileged user nobody")
-    home = shared / "home"
-    home.mkdir()
-    home.chmod(0o777)
-    env = {**os.environ, "HOME": str(home), "DIGITLAB_CACHE": str(home / "cache")}
-    proc = subprocess.Popen(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", str(DIGITLAB), "train",
-                             str(slow), "--runs-dir", str(runs)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env)
+    env = nobody_env(shared)
+    proc = subprocess.Popen([*NOBODY, str(DIGITLAB), "train", str(slow), "--runs-dir", str(runs)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=shared)
     import time
     deadline = time.time() + 120
-    while time.time() < deadline:
+    metrics = []
+    while time.time() < deadline and proc.poll() is None:
         metrics = list(runs.glob("*/metrics.csv"))
         if metrics and len(metrics[0].read_text().splitlines()) >= 2:
             break
         time.sleep(0.05)
+    if not metrics:  # it ended, or never finished an epoch: say how, rather than fail on an empty list
+        proc.kill()
+        out, err = proc.communicate()
+        pytest.fail(f"nobody's run wrote no epoch (exit code {proc.returncode}): {err.strip()[-500:]}")
     run = metrics[0].parent
     # the folder first: from then on nobody can create, rename or remove a file in it; then what is inside, where
     # a temporary file may vanish between chown's listing and its chown (so "No such file" is no failure)
@@ -195,12 +205,19 @@ def test_a_full_disk_ends_the_run_with_one_line_and_status_failed(tmp_path):
     assert info["status"] == "failed"
 
 
-def test_compare_plot_onto_a_full_disk(tmp_path):
-    config = tmp_path / "tiny.yaml"
-    config.write_text(yaml.safe_dump(TINY))
-    run = CliRunner().invoke(main, ["train", str(config), "--runs-dir", str(tmp_path / "runs"), "--quiet"])
+def test_compare_plot_onto_a_full_disk(tiny_run, tmp_path):
     disk = tmp_path / "disk"
     disk.mkdir()
-    result = in_small_tmpfs(disk, "4k", f"{DIGITLAB} compare {run.output.strip()} --plot {disk}/p.png")
+    result = in_small_tmpfs(disk, "4k", f"{DIGITLAB} compare {tiny_run} --plot {disk}/p.png")
     assert result.returncode == 2, result.stderr
     assert "No space left on device" in one_line(result.stderr)
+
+
+# -- a relative data.path --------------------------------------------------------------------------------------------
+def test_relative_data_path_is_saved_absolute_and_evaluate_works_elsewhere(tmp_path, fake_idx_folder, monkeypatch):
+    folder = fake_idx_folder(n_train=60, n_test=30)
+    monkeypatch.chdir(folder.parent)
+    run, _ = train(tiny(data={"digits": [3, 8], "path": folder.name}, epochs=1), tmp_path / "runs", "--quiet")
+    assert yaml.safe_load((run / "config.yaml").read_text())["data"]["path"] == str(folder)
+    monkeypatch.chdir(tmp_path / "runs")
+    assert cli("evaluate", run).exit_code == 0

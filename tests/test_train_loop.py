@@ -1,10 +1,16 @@
 """The Learner on a toy problem: it learns, every callback sees every hook in order, the running loss is the
-sample-weighted mean over the epoch (last partial batch included), and a schedule sets the lr before each batch."""
+sample-weighted mean over the epoch (last partial batch included), and a schedule sets the lr before each batch.
+Early stopping on a slice of MNIST: it stops, keeps the best epoch's weights, and survives a kill and resume."""
 
 from __future__ import annotations
 
+import csv
+import json
+import signal
+
 import numpy as np
 import pytest
+from conftest import cli, train
 
 from digitlab.data import DataLoader, Sampler
 from digitlab.learner import Callback, Learner, LRScheduler, ProgressBar, ScoreSplits
@@ -96,3 +102,47 @@ def test_a_callback_can_stop_training():
                 self.learner.stop_training = True
 
     assert len(Learner(model, loss_fn, opt, loader, [StopAfterTwoEpochs()]).fit(10)) == 2
+
+
+# -- early stopping --------------------------------------------------------------------------------------------------
+STOPPING = {"name": "stop", "seed": 0, "data": {"digits": [3, 8], "limit": 600, "validation": 0.2},
+            "model": [{"linear": 32}, "relu", {"linear": 1}, "sigmoid"], "loss": "bce",
+            "optimizer": {"name": "sgd", "lr": 0.5, "momentum": 0.9}, "epochs": 40, "batch_size": 50,
+            "early_stopping": {"monitor": "val_loss", "patience": 3}}
+
+
+@pytest.fixture(scope="module")
+def stopped(tmp_path_factory):
+    runs = tmp_path_factory.mktemp("stopping") / "runs"
+    run, result = train(STOPPING, runs)
+    return runs.parent / "stop.yaml", run, result.output
+
+
+def metrics(run):
+    with open(run / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def test_early_stopping_stops_and_restores_the_best_weights(stopped):
+    _, run, output = stopped
+    rows = metrics(run)
+    losses = [float(r["val_loss"]) for r in rows]
+    best = int(np.argmin(losses)) + 1
+    assert len(rows) == best + 3 < 40  # three epochs without improvement, then stop
+    assert f"early stop after epoch {len(rows)}" in output
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["weights_epoch"] == best and summary["epochs"] == len(rows)
+    # model.npz holds the best epoch's weights: its test score is the one recorded at that epoch
+    assert summary["test_accuracy"] == pytest.approx(float(rows[best - 1]["test_accuracy"]), abs=1e-6)
+    assert summary["val_loss"] == pytest.approx(losses[best - 1], abs=1e-6)
+
+
+@pytest.mark.slow
+def test_early_stopping_survives_a_kill_and_resume(stopped, tmp_path, kill_run, same_run):
+    cfg, straight, _ = stopped
+    kill_at = len(metrics(straight)) - 2  # after the best epoch, while it is counting the epochs that do not improve
+    run = tmp_path / "run"
+    child = kill_run(cfg, run, "after-epoch", kill_at)
+    assert child.returncode == -signal.SIGKILL, child.stderr
+    assert cli("train", "--resume", run, "--quiet").exit_code == 0
+    same_run(run, straight)
