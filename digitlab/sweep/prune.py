@@ -24,6 +24,7 @@ cannot apply to it), so its thresholds are fixed before it trains and the run ch
 
 from __future__ import annotations
 
+import bisect
 import math
 import statistics
 from dataclasses import dataclass, field
@@ -94,13 +95,15 @@ class ASHA:
             quota = max(1, size // self.eta)
             keys = {i: _key(_at(tracks[i], epoch), self.maximize, i) for i in members}
             keys = {i: key for i, key in keys.items() if key is not None}
+            # the keys are unique (the index breaks ties): a point's rank is the number of points ahead of it
+            ranks = {i: r for r, i in enumerate(sorted(keys, key=keys.__getitem__))}
             missing, promoted = size - len(keys), []
             for i in members:
                 at = min(epoch, tracks[i].epochs)
                 if i not in keys:
                     decisions[i] = Decision(RUN, f"to rung {k + 1} (epoch {at})", until=at)
                     continue
-                ahead = sum(1 for key in keys.values() if key < keys[i])
+                ahead = ranks[i]
                 if ahead + missing < quota:
                     promoted.append(i)
                 elif ahead >= quota:  # with results still to come, its rank can only fall: say among whom
@@ -126,45 +129,107 @@ class MedianRule:
     def __init__(self, metric: str = "val_accuracy", min_epochs: int = 1, min_points: int = 3):
         self.metric, self.min_epochs, self.min_points = metric, int(min_epochs), int(min_points)
         self.maximize = METRICS[metric]
+        self._last: tuple[list, list[Decision]] = ([], [])  # the last plan's tracks (as _seen) and decisions
+        self._averages = _Averages(self.maximize)
 
     def plan(self, tracks: list[Track]) -> list[Decision]:
-        decisions: list[Decision] = []
-        for i, track in enumerate(tracks):
-            complete = [tracks[j] for j in range(i) if decisions[j].state == COMPLETE]
-            undecided = sum(1 for d in decisions if not d.done)
+        """A point's decision depends only on the points up to it, so the decisions of the longest run of tracks
+        unchanged since the last plan are kept, and the rest decided again: a sweep looks after every job, and a
+        job changes one point."""
+        try:
+            return self._plan(tracks)
+        except BaseException:  # what was kept may be half updated: the next plan starts afresh
+            self._last, self._averages = ([], []), _Averages(self.maximize)
+            raise
+
+    def _plan(self, tracks: list[Track]) -> list[Decision]:
+        seen = [_seen(t) for t in tracks]
+        last_seen, last_decisions = self._last
+        same, most = 0, min(len(seen), len(last_seen))
+        while same < most and seen[same] == last_seen[same]:
+            same += 1
+        decisions = last_decisions[:same]
+        averages = self._averages
+        averages.keep(same)
+        complete = sum(1 for d in decisions if d.state == COMPLETE)
+        undecided = sum(1 for d in decisions if not d.done)
+        for i in range(same, len(tracks)):
+            track = tracks[i]
             if track.ended:
-                decisions.append(_final(track, ""))
-            elif len(complete) + undecided < self.min_points:
-                decisions.append(_final(track, "") if track.complete else Decision(
+                decision = _final(track, "")
+            elif complete + undecided < self.min_points:
+                decision = _final(track, "") if track.complete else Decision(
                     RUN, f"to the end (epoch {track.epochs}): fewer than {self.min_points} completed points before "
-                         f"it", until=track.epochs))
+                         f"it", until=track.epochs)
             elif undecided:
-                decisions.append(Decision(WAIT, f"waits for the {undecided} undecided point(s) before it"))
+                decision = Decision(WAIT, f"waits for the {undecided} undecided point(s) before it")
             else:
-                decisions.append(self._decide(track, complete))
-        return decisions
+                decision = self._decide(track, averages.thresholds(self.min_epochs, track.epochs, self.min_points),
+                                        complete)
+            decisions.append(decision)
+            if decision.state == COMPLETE:
+                complete += 1
+                if not undecided:  # the thresholds are asked for only while every point before is decided
+                    averages.add(i, track)
+            undecided += not decision.done
+        self._last = (seen, decisions)
+        return list(decisions)
 
     def thresholds(self, track: Track, complete: list[Track]) -> dict[int, float]:
         """The median of the completed points' running averages at each epoch this point may stop after (from
         min_epochs, before its last), where at least min_points of them reached that epoch."""
-        out = {}
-        for epoch in range(self.min_epochs, track.epochs):
-            averages = [statistics.fmean(_numbers(t.values[:epoch], self.maximize)) for t in complete
-                        if len(t.values) >= epoch]
-            if len(averages) >= self.min_points:
-                out[epoch] = statistics.median(averages)
-        return out
+        averages = _Averages(self.maximize)
+        for i, t in enumerate(complete):
+            averages.add(i, t)
+        return averages.thresholds(self.min_epochs, track.epochs, self.min_points)
 
-    def _decide(self, track: Track, complete: list[Track]) -> Decision:
-        stop = MedianStop(self.metric, self.maximize, self.thresholds(track, complete), len(complete))
+    def _decide(self, track: Track, thresholds: dict[int, float], points: int) -> Decision:
+        stop = MedianStop(self.metric, self.maximize, thresholds, points)
         for epoch in range(1, len(track.values) + 1):
-            why = stop.check([{self.metric: v} for v in track.values[:epoch]])
+            why = stop.check([{self.metric: v} for v in track.values[:epoch]]) if epoch in thresholds else None
             if why and epoch < track.epochs:
                 return _final(track, why) if epoch < len(track.values) else Decision(PRUNED, why)
         if track.complete:
             return Decision(COMPLETE, f"trained all {track.epochs} epochs")
         return Decision(RUN, f"to the end (epoch {track.epochs}) unless below the median", until=track.epochs,
                         rule=stop)
+
+
+class _Averages:
+    """The running averages (the mean of the metric up to each epoch) of completed points, kept sorted per epoch
+    so that their median at an epoch is read off, not sorted again. Points are added in the sweep's order and
+    taken back from the end (`keep`), so that a plan reuses what the last plan built of the points unchanged."""
+
+    def __init__(self, maximize: bool):
+        self.maximize = maximize
+        self.sorted: dict[int, list[float]] = {}  # epoch -> the averages at that epoch of the points that got there
+        self.added: list[tuple[int, list[float]]] = []  # (index in the sweep, its averages), in the sweep's order
+
+    def add(self, index: int, track: Track) -> None:
+        values = _numbers(track.values, self.maximize)
+        averages = [statistics.fmean(values[:epoch]) for epoch in range(1, len(values) + 1)]
+        for epoch, average in enumerate(averages, start=1):
+            bisect.insort(self.sorted.setdefault(epoch, []), average)
+        self.added.append((index, averages))
+
+    def keep(self, before: int) -> None:
+        """Take back the points at index `before` and after."""
+        while self.added and self.added[-1][0] >= before:
+            _, averages = self.added.pop()
+            for epoch, average in enumerate(averages, start=1):
+                column = self.sorted[epoch]
+                del column[bisect.bisect_left(column, average)]
+
+    def thresholds(self, min_epochs: int, epochs: int, min_points: int) -> dict[int, float]:
+        """The median at each epoch from min_epochs to epochs - 1 that at least min_points points reached (as
+        statistics.median gives it from the same numbers)."""
+        out = {}
+        for epoch in range(min_epochs, epochs):
+            column = self.sorted.get(epoch, ())
+            n = len(column)
+            if n >= min_points and n:
+                out[epoch] = column[n // 2] if n % 2 else (column[n // 2 - 1] + column[n // 2]) / 2
+        return out
 
 
 @dataclass
@@ -221,6 +286,15 @@ def _final(track: Track, why: str, waiting: bool = False) -> Decision:
     if track.complete:
         return Decision(COMPLETE, f"trained all {track.epochs} epochs")
     return Decision(WAIT if waiting else PRUNED, why)
+
+
+def _seen(track: Track) -> tuple:
+    """All that a rule reads of a track, as a value: a copy, so that a track changed in place is seen as changed.
+    A zero keeps its sign: -0.0 equals 0.0 but is shown as -0.0000."""
+    values = tuple(track.values)
+    if 0 in values:
+        values = tuple((v, math.copysign(1, v)) if isinstance(v, float) and v == 0 else v for v in values)
+    return values, track.epochs, track.ended, track.finished
 
 
 def _numbers(values, maximize: bool) -> list[float]:

@@ -217,7 +217,7 @@ class _Progress:
             if state == Status.COMPLETE:
                 self.known.append(Outcome(point, state, folder, metric, params))
         if self.schedule.prunes:
-            self.schedule.look()
+            self.schedule.look(reread=(point.id,))
             self.done = self.schedule.settled()
         else:
             self.done += 1

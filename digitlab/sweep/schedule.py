@@ -18,7 +18,7 @@ from digitlab.run.callbacks import StopAfter
 from digitlab.run.folder import RunFolder, utc_now
 from digitlab.sweep.prune import COMPLETE, PRUNED, RUN, WAIT, Decision, Track
 from digitlab.sweep.spec import Point, Sweep
-from digitlab.sweep.state import FAILED, RERUN, lock_path, point_state, should_run, why_stopped
+from digitlab.sweep.state import FAILED, RERUN, PointReader, Reading, lock_path, should_run, why_stopped
 from digitlab.system.locks import FileLock
 
 Status = layout.Status
@@ -43,16 +43,21 @@ class Schedule:
         self.decisions: dict[str, Decision] = {}
         self.done_epochs: dict[str, int] = {}
         self.tried: set[tuple[str, int]] = set()
+        self.reader = PointReader(sweep_dir, sweep.prune.metric if sweep.prune is not None else "val_accuracy")
+        self._tracks: dict[str, tuple[tuple, Track]] = {}  # point id -> (what its track was made from, the track)
 
     @property
     def prunes(self) -> bool:
         return self.sweep.prune is not None
 
-    def look(self, settle: bool = True) -> Schedule:
-        """Read every point's state and metrics from the disk, and decide. `settle`: write the pruned state of a
-        point that died right after its rung's epoch (not in a dry run, which writes nothing)."""
-        self.states = {p.id: point_state(self.sweep_dir, p) for p in self.sweep.points}
-        tracks = [self._track(p) for p in self.sweep.points]
+    def look(self, settle: bool = True, reread=()) -> Schedule:
+        """Every point's state and metrics as the disk has them now, and decide. Only the folders that changed
+        since the last look are read again, and those of the points in `reread` (the job that just ended): see
+        digitlab.sweep.state.PointReader. `settle`: write the pruned state of a point that died right after its
+        rung's epoch (not in a dry run, which writes nothing)."""
+        readings = self.reader.read(self.sweep.points, reread)
+        self.states = {p.id: (r.state, r.folder, r.holder) for p in self.sweep.points for r in [readings[p.id]]}
+        tracks = [self._track(p, readings[p.id]) for p in self.sweep.points]
         self.done_epochs = {p.id: len(t.values) for p, t in zip(self.sweep.points, tracks)}
         if self.prunes:
             decided = self.sweep.prune.plan(tracks)
@@ -65,15 +70,16 @@ class Schedule:
                 for p in self.sweep.points}
         return self
 
-    def _track(self, point: Point) -> Track:
-        state, folder, _ = self.states[point.id]
-        metric = self.sweep.prune.metric if self.prunes else "val_accuracy"
-        try:
-            rows = RunFolder(folder).read_metrics() if folder is not None else []
-        except RunError:
-            rows = []
-        ended = state in FAILED and not self.retry_failed
-        return Track([r.get(metric) for r in rows], point.cfg["epochs"], ended, finished=state == COMPLETE)
+    def _track(self, point: Point, reading: Reading) -> Track:
+        """What the rule knows of the point: the same Track as at the last look while its folder is unchanged."""
+        made_from = (reading.version, reading.state)
+        kept = self._tracks.get(point.id)
+        if kept is not None and kept[0] == made_from:
+            return kept[1]
+        ended = reading.state in FAILED and not self.retry_failed
+        track = Track(reading.values, point.cfg["epochs"], ended, finished=reading.state == COMPLETE)
+        self._tracks[point.id] = (made_from, track)
+        return track
 
     def _settle(self) -> None:
         """A point killed or interrupted right after the epoch its rung stops it at is pruned, not crashed:

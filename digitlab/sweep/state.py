@@ -1,12 +1,13 @@
 """The state of a sweep's points, read from the disk alone: which run folder is a point's, whether it is
 complete, pruned, failed, crashed or being trained elsewhere (its lock), why it stopped, and claiming a point
-before training it."""
+before training it. PointReader reads them for every look of a sweep, again only from the folders that changed."""
 
 from __future__ import annotations
 
 import itertools
 import math
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,6 +77,13 @@ def folder_status(folder: Path, locked_here: bool = False) -> str:
     lock when its holder dies); a folder without run.json is `crashed` too. A run.json, metrics.csv or (for a
     complete point) summary.json that is not what digitlab writes makes it `damaged`, and so does, for a finished
     point, a config.yaml or metrics.csv that disagrees with the rest of the folder (run.files.check_agreement)."""
+    return _folder_status(folder, locked_here)[0]
+
+
+def _folder_status(folder: Path, locked_here: bool = False) -> tuple[str, bool]:
+    """(status, lasting): lasting is False when the status depends on more than the folder's files (a lock, a
+    heartbeat's age, the memory free when config.yaml is checked) or comes of a read that failed (it may not fail
+    again)."""
     run = RunFolder(folder)
     try:
         status, info = run.status(), run.info()
@@ -85,13 +93,17 @@ def folder_status(folder: Path, locked_here: bool = False) -> str:
             run.read_summary()
         if status in ("complete", "pruned"):
             _check_agreement(run, info, metrics)
-    except (DamagedRun, ConfigError):
-        return Status.DAMAGED
+    except DamagedRun:
+        return Status.DAMAGED, True
+    except ConfigError:  # config.yaml is also checked against the memory this machine has free now
+        return Status.DAMAGED, False
     except RunError:
-        return Status.CRASHED
-    if status == Status.RUNNING and (locked_here or held_elsewhere(lock_path(folder.parent, str(point))) is None):
-        return Status.CRASHED
-    return status
+        return Status.CRASHED, False
+    if info["status"] == Status.RUNNING:  # what it says depends on locks and the heartbeat's age
+        if status == Status.RUNNING and (locked_here or held_elsewhere(lock_path(folder.parent, str(point))) is None):
+            return Status.CRASHED, False
+        return status, False
+    return status, True
 
 
 _AGREED: set[tuple] = set()  # folders found to agree, with the stat of each file read: a pruned sweep looks
@@ -99,18 +111,21 @@ _AGREED: set[tuple] = set()  # folders found to agree, with the stat of each fil
 
 
 def _check_agreement(run: RunFolder, info: dict, metrics: list[dict]) -> None:
-    names = (layout.CONFIG, layout.RUN_JSON, layout.METRICS, layout.CHECKPOINT)
-    key = (str(run.path),) + tuple((s.st_mtime_ns, s.st_size) if (s := _stat(run / n)) else None for n in names)
+    names = (layout.CONFIG, layout.RUN_JSON, layout.METRICS, layout.CHECKPOINT, layout.MODEL)
+    key = (str(run.path),) + tuple(_stat(run / n) for n in names)
     if key not in _AGREED:
         check_agreement(run, load_config(run / layout.CONFIG), info, metrics)
         _AGREED.add(key)
 
 
-def _stat(path: Path) -> os.stat_result | None:
+def _stat(path: str | os.PathLike) -> tuple | None:
+    """What tells a file's versions apart: size, mtime, ctime (all a change sets), inode (a file replaced by a
+    rename). None when there is no such file."""
     try:
-        return path.stat()
+        s = os.stat(path)
     except OSError:
         return None
+    return s.st_size, s.st_mtime_ns, s.st_ctime_ns, s.st_ino
 
 
 def point_state(sweep_dir: Path, point: Point) -> tuple[str, Path | None, str | None]:
@@ -123,6 +138,136 @@ def point_state(sweep_dir: Path, point: Point) -> tuple[str, Path | None, str | 
     if folder is None:
         return "pending", None, None
     return folder_status(folder), folder, None
+
+
+@dataclass
+class Reading:
+    """What a look found of a point: its state, folder and lock holder (as point_state says them), the values of
+    one metric in its metrics.csv, an epoch each ([] when it has none or it cannot be read), and `version`, which
+    changes whenever the folder was read again."""
+
+    state: str
+    folder: Path | None
+    holder: str | None
+    values: list
+    version: int = 0
+
+
+@dataclass
+class _Read:
+    """A point folder as last read: the stat of the folder, its run.json and its metrics.csv (`paths`) taken
+    before reading, whether a later change must change that stat (`trusted`), its metric's values and, once asked
+    for, its status."""
+
+    name: str
+    folder: Path
+    paths: tuple[str, ...]
+    stamp: tuple
+    values: list
+    version: int
+    trusted: bool
+    reading: Reading | None = None  # with its status, once asked for by a look that found no holder
+
+
+class PointReader:
+    """The points' states and the values of `metric` (Reading) at each `read`, as point_state and read_metrics give
+    them, read again only from the folders that changed since: a pruned sweep looks at every point after every job.
+
+    One listing of the sweep folder per read (made again only when the folder's own stat changed, or when it holds
+    a symbolic link, whose target may change) finds every point's folder. A point's lock is probed at every read:
+    another invocation may be training it. A point folder is read again when the stat (size, mtime, ctime, inode)
+    of the folder itself, of its run.json or of its metrics.csv changed, when its status depends on more than its
+    files (a `running` run.json: a lock, a heartbeat), or when it is in `reread`. That sees every write a run makes:
+    metrics.csv grows, and every other file is replaced whole (a rename in the folder); an edit in place of
+    summary.json, config.yaml or an .npz file shows at the next change of the folder, or to a new PointReader.
+    A stat is trusted only when the file changed some time before the read (COARSE seconds when the file system
+    keeps whole seconds, FINE otherwise): a later change then sets another ctime, however coarse the clock."""
+
+    FINE, COARSE = 0.02, 2.0
+
+    def __init__(self, sweep_dir: str | os.PathLike, metric: str = "val_accuracy"):
+        self.sweep_dir, self.metric = Path(sweep_dir), metric
+        self._reads: dict[str, _Read] = {}
+        self._listing: tuple | None = None  # (the sweep folder's stat, trusted, its folders, folder by point id)
+        self._locks: dict[str, str] = {}
+        self._versions = itertools.count(1)
+
+    def read(self, points, reread=()) -> dict[str, Reading]:
+        now = time.time_ns()
+        names, by_id = self._listing_now(now)
+        out = {}
+        for point in points:
+            lock = self._locks.get(point.id)
+            if lock is None:
+                lock = self._locks[point.id] = str(lock_path(self.sweep_dir, point.id))
+            holder = held_elsewhere(lock)
+            if names is None:  # the sweep folder cannot be listed: as find_folder does it, folder by folder
+                name = (folder := find_folder(self.sweep_dir, point)) and folder.name
+            else:
+                name = point.folder if point.folder in names else by_id.get(point.id)
+            if name is None:
+                self._reads.pop(point.id, None)
+                out[point.id] = Reading(Status.RUNNING if holder else "pending", None, holder, [])
+                continue
+            read = self._current(point.id, name, now, point.id in reread)
+            if holder:
+                out[point.id] = Reading(Status.RUNNING, read.folder, holder, read.values, read.version)
+                continue
+            if read.reading is None:
+                status, lasting = _folder_status(read.folder)
+                read.trusted = read.trusted and lasting
+                read.reading = Reading(status, read.folder, None, read.values, read.version)
+            out[point.id] = read.reading
+        return out
+
+    def _current(self, point_id: str, name: str, now: int, again: bool) -> _Read:
+        """The point's folder as last read, or read now when it may have changed."""
+        read = self._reads.get(point_id)
+        if read is not None and read.trusted and not again and read.name == name and \
+                tuple(map(_stat, read.paths)) == read.stamp:
+            return read
+        folder = self.sweep_dir / name
+        paths = (str(folder), os.path.join(folder, layout.RUN_JSON), os.path.join(folder, layout.METRICS))
+        stamp = tuple(map(_stat, paths))  # before reading: a change while reading shows at the next read
+        try:
+            values = [row.get(self.metric) for row in RunFolder(folder).read_metrics()]
+        except RunError:
+            values = []
+        read = _Read(name, folder, paths, stamp, values, next(self._versions), self._settled(stamp, now))
+        self._reads[point_id] = read
+        return read
+
+    def _settled(self, stamp: tuple, now: int) -> bool:
+        """Whether everything in `stamp` last changed long enough before `now` for a later change to show."""
+        for s in stamp:
+            if s is not None and s[2] > now - 1e9 * (self.COARSE if s[2] % 1_000_000_000 == 0 else self.FINE):
+                return False
+        return True
+
+    def _listing_now(self, now: int) -> tuple[set | None, dict]:
+        """(the names of the sweep folder's folders, the first of them in name order named by each point id or
+        ending in -<id>): what find_folder looks for, from one listing. (None, {}) when it cannot be listed."""
+        stat = _stat(self.sweep_dir)
+        if self._listing is None or not self._listing[1] or stat is None or stat != self._listing[0]:
+            try:
+                with os.scandir(self.sweep_dir) as entries:
+                    found = [(e.name, e.is_dir(), e.is_symlink()) for e in entries]
+            except (FileNotFoundError, NotADirectoryError):
+                found = []
+            except OSError:
+                self._listing = None
+                return None, {}
+            names = sorted(name for name, folder, _ in found if folder)
+            by_id: dict[str, str] = {}
+            for name in names:
+                by_id.setdefault(name, name)
+                dash = name.find("-")
+                while dash >= 0:
+                    by_id.setdefault(name[dash + 1:], name)
+                    dash = name.find("-", dash + 1)
+            trusted = stat is not None and not any(link for *_, link in found) and self._settled((stat,), now)
+            self._listing = (stat, trusted, set(names), by_id)
+        return self._listing[2], self._listing[3]
 
 
 def should_run(state: str, retry_failed: bool) -> bool:
