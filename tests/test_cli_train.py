@@ -212,14 +212,14 @@ def test_evaluate_reproduces_the_summary(runs):
 
 
 def test_a_batch_larger_than_the_training_set_is_a_warning(tmp_path):
-    run, result = train(tiny(name="big", batch_size=5000, epochs=1), tmp_path / "runs")
+    run, result = train(tiny(name="big", batch_size=5000, epochs=1, outputs="light"), tmp_path / "runs")
     assert "warning: batch_size 5000 is larger than the 270 training images" in result.stderr
     assert "warning: batch_size 5000" in (run / "log.txt").read_text()
 
 
 def test_test_every_epoch_false_scores_the_test_set_once(tmp_path):
     """The teacher's option: the test set is scored once, at the end, so that no epoch is picked by its score."""
-    run, result = train(tiny(name="teach", test_every_epoch=False), tmp_path / "runs")
+    run, result = train(tiny(name="teach", test_every_epoch=False, outputs="light"), tmp_path / "runs")
     rows = read_csv(run / "metrics.csv")
     column = rows[0].index("test_accuracy")
     assert [r[column] for r in rows[1:]] == ["", ""] and all(r[rows[0].index("val_accuracy")] for r in rows[1:])

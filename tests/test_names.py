@@ -13,10 +13,10 @@ from digitlab.config import safe_name
 
 
 def quick(**changes) -> dict:
-    """The tiny config for one epoch, without the validation split and the 2-unit layer (whose figures a name does
-    not need): about a third cheaper to train."""
+    """The tiny config for one epoch, without the validation split and the 2-unit layer, and with light outputs (no
+    figures, no report.html): a name needs none of them (test_a_unicode_name_makes_its_folder draws them)."""
     return tiny({"data.validation": 0.0}, model=[{"linear": 8}, "relu", {"linear": 1}, "sigmoid"], epochs=1,
-                **changes)
+                **{"outputs": "light", **changes})
 
 
 def nameless(**changes) -> dict:
@@ -26,21 +26,14 @@ def nameless(**changes) -> dict:
     return cfg
 
 
-def first_quick(*cases):
-    """Parameters for cases that each train a run: `make check` trains the first, `make test` all of them."""
-    return [cases[0], *(pytest.param(*(c if isinstance(c, tuple) else (c,)), marks=pytest.mark.slow)
-                        for c in cases[1:])]
-
-
-@pytest.mark.parametrize("name", first_quick("yes", "null", "1e5", "true", "007", "~"))
+@pytest.mark.parametrize("name", ["yes", "null", "1e5", "true", "007", "~"])
 def test_names_on_the_command_line_are_text_never_yaml(tmp_path, name):
     run, _ = train(nameless(), tmp_path / "runs", "--name", name, "--quiet")
     assert run.name.startswith(f"{name}-" if name != "~" else "run-")
     assert yaml.safe_load((run / "config.yaml").read_text())["name"] == (name if name != "~" else "run")
 
 
-@pytest.mark.parametrize("written, expected", first_quick(("1e5", "1e5"), ("true", "true"), ("3.10", "3.10"),
-                                                          ("0x1F", "0x1F")))
+@pytest.mark.parametrize("written, expected", [("1e5", "1e5"), ("true", "true"), ("3.10", "3.10"), ("0x1F", "0x1F")])
 def test_a_config_name_that_yaml_reads_as_a_number_or_bool_is_taken_as_written(tmp_path, written, expected):
     config = write_yaml(tmp_path / "tiny.yaml", yaml.safe_dump(nameless()) + f"name: {written}\n")
     run, _ = train(config, tmp_path / "runs", "--quiet")
@@ -55,13 +48,13 @@ def test_folder_names_keep_letters_of_any_script(name, folder):
 
 
 def test_a_unicode_name_makes_its_folder(tmp_path):
-    run, _ = train(quick(name="数字-Zahlenprüfung"), tmp_path / "runs", "--quiet")
+    run, _ = train(quick(name="数字-Zahlenprüfung", outputs="full"), tmp_path / "runs", "--quiet")
     assert run.name.startswith("数字-Zahlenprüfung-")
     long = safe_name("数" * 200)
     assert len(long.encode()) <= 160
 
 
-@pytest.mark.parametrize("name", first_quick("../../etc", "/tmp/x", "..", "a/../../b", "~root", "name with spaces\n"))
+@pytest.mark.parametrize("name", ["../../etc", "/tmp/x", "..", "a/../../b", "~root", "name with spaces\n"])
 def test_run_names_cannot_leave_the_runs_folder(tmp_path, write_config, name):
     config = write_config(quick(name=name))
     runs = tmp_path / "runs"

@@ -25,13 +25,14 @@ from digitlab.run import checkpoint, layout
 from digitlab.run.folder import RunFolder
 from digitlab.run.lifecycle import start as train
 
+# Light outputs (no figures, no report.html): what is tested here is what a resume restores and records.
 CONFIG = {
     "name": "tiny", "seed": 3,
     "data": {"digits": [3, 8], "validation": 0.1, "limit": 1500},
     "model": [{"linear": 32}, "relu", {"dropout": 0.2}, {"linear": 1}, "sigmoid"],
     "loss": "bce",
     "optimizer": {"name": "adam", "lr": 0.003, "schedule": "cosine"},
-    "epochs": 5, "batch_size": 50,
+    "epochs": 5, "batch_size": 50, "outputs": "light",
 }
 
 
