@@ -10,9 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from conftest import cli
 
-from digitlab.cli import main
 from digitlab.config import validate
 from digitlab.run.lifecycle import start
 
@@ -34,10 +33,6 @@ def two_runs(tmp_path_factory):
     info["started"] = "2999-01-01T00:00:00Z"
     (newer / "run.json").write_text(json.dumps(info))
     return older, newer
-
-
-def cli(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 def test_evaluate_scores_every_run_given(two_runs):

@@ -10,9 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from conftest import cli
 
-from digitlab.cli import main
 from digitlab.config import validate
 from digitlab.run.folder import RunFolder
 from digitlab.run.lifecycle import start
@@ -34,10 +33,6 @@ def runs(trained, tmp_path):
     for name in ("a", "b"):
         shutil.copytree(trained, folder / f"{name}-{trained.name}")
     return folder
-
-
-def cli(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 def folders(runs: Path) -> list[Path]:
