@@ -354,3 +354,39 @@ def same_run(run: Path, other: Path) -> dict[str, np.ndarray]:
 def same_run_fixture():
     """same_run(run, other): the two run folders hold the same run (see same_run)."""
     return same_run
+
+
+# -- a real browser ----------------------------------------------------------------------------------------------------
+# Playwright (pip) drives Debian's chromium; it cannot download a browser here. Flags as in ../shared/BROWSER.md: the
+# background-networking ones keep Chromium from reaching for hosts this machine cannot reach.
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """One headless Chromium for the session, driven by Playwright. Skips, with the reason, where Chromium or
+    Playwright is missing (.ci/run installs Chromium; the test extra installs Playwright)."""
+    if CHROMIUM is None:
+        pytest.skip("Chromium is not installed (Debian: apt-get install chromium; .ci/run installs it)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed (pip install playwright;"
+                                                                   " the test extra installs it)")
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser):
+    """A fresh page at a laptop's width; `page.errors` collects uncaught exceptions and console errors, and the test
+    fails at teardown if any were logged (a page that throws is broken even when the asserted part works)."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    tab = context.new_page()
+    tab.errors = []
+    tab.on("pageerror", lambda error: tab.errors.append(str(error)))
+    tab.on("console", lambda message: message.type == "error" and tab.errors.append(message.text))
+    yield tab
+    context.close()
+    assert not tab.errors, f"the page logged errors: {tab.errors}"
