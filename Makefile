@@ -12,10 +12,11 @@ TESTS  := $(VENV)/.installed-test
 train: $(STAMP)
 	$(BIN)/digitlab train configs/3v8.yaml
 
-# One BLAS thread for the whole session: the tests' timings then hold on a busy 2-core machine (two threads fighting
-# for a busy core make small products many times slower), and runs trained in the test process and in the
-# processes it starts sum in the same order.
-PYTEST := OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m pytest -q
+# One test process per core (pytest-xdist; a worker takes the next test when it is free, so one long test does not
+# hold the other core idle), each with one BLAS thread: the tests' timings then hold on a busy 2-core machine (two
+# threads fighting for a busy core make small products many times slower), and runs trained in the test process
+# and in the processes it starts sum in the same order.
+PYTEST := OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m pytest -q -n auto --dist worksteal
 
 test: lint
 	$(PYTEST)
