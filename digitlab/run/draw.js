@@ -43,25 +43,25 @@
     conv2d(layer, x) {  // cross-correlation; weight (F, C, k, k); zero padding (top, bottom, left, right)
       const w = tensor(layer, "weight"), b = layer.tensors.bias ? tensor(layer, "bias") : null;
       const [c, h, wd] = layer.in, [f, ho, wo] = layer.out, k = layer.kernel, s = layer.stride;
-      const top = layer.pad[0], left = layer.pad[2], y = new Float64Array(f * ho * wo);
-      for (let o = 0; o < f; o++) {
-        const out = y.subarray(o * ho * wo, (o + 1) * ho * wo);
-        if (b) out.fill(b[o]);
-        for (let ch = 0; ch < c; ch++) {
-          const plane = ch * h * wd;
-          for (let i = 0; i < k; i++) {
-            for (let j = 0; j < k; j++) {
-              const wv = w[((o * c + ch) * k + i) * k + j];
-              for (let oy = 0; oy < ho; oy++) {
-                const iy = oy * s + i - top;
-                if (iy < 0 || iy >= h) continue;
-                const rowIn = plane + iy * wd, rowOut = oy * wo;
-                for (let ox = 0; ox < wo; ox++) {
-                  const ix = ox * s + j - left;
-                  if (ix >= 0 && ix < wd) out[rowOut + ox] += wv * x[rowIn + ix];
-                }
+      const top = layer.pad[0], left = layer.pad[2], depth = c * k * k;
+      const y = new Float64Array(f * ho * wo), patch = new Float64Array(depth);
+      for (let oy = 0; oy < ho; oy++) {
+        for (let ox = 0; ox < wo; ox++) {
+          // the window of this output pixel, ordered (channel, row, column) as each kernel is; zeros outside
+          let at = 0;
+          for (let ch = 0; ch < c; ch++) {
+            for (let i = 0; i < k; i++) {
+              const iy = oy * s + i - top, inside = iy >= 0 && iy < h, base = (ch * h + iy) * wd;
+              for (let j = 0; j < k; j++, at++) {
+                const ix = ox * s + j - left;
+                patch[at] = inside && ix >= 0 && ix < wd ? x[base + ix] : 0;
               }
             }
+          }
+          for (let o = 0; o < f; o++) {
+            let acc = b ? b[o] : 0;
+            for (let d = 0, wi = o * depth; d < depth; d++, wi++) acc += patch[d] * w[wi];
+            y[(o * ho + oy) * wo + ox] = acc;
           }
         }
       }
@@ -81,10 +81,10 @@
     },
     dropout: (layer, x) => x,  // inverted dropout is the identity in evaluation
     flatten: (layer, x) => x,  // (C, H, W) row-major is already the flat order
-    relu: (layer, x) => x.map(v => (v > 0 ? v : 0)),
-    leaky_relu: (layer, x) => x.map(v => (v > 0 ? v : v * layer.slope)),
-    sigmoid: (layer, x) => x.map(v => (1 + Math.tanh(v / 2)) / 2),
-    tanh: (layer, x) => x.map(Math.tanh),
+    relu: (layer, x) => each(x, v => (v > 0 ? v : 0)),
+    leaky_relu: (layer, x) => each(x, v => (v > 0 ? v : v * layer.slope)),
+    sigmoid: (layer, x) => each(x, v => (1 + Math.tanh(v / 2)) / 2),
+    tanh: (layer, x) => each(x, Math.tanh),
     softmax(layer, x) {
       const top = Math.max(...x), e = x.map(v => Math.exp(v - top));
       const sum = e.reduce((a, b) => a + b, 0);
@@ -103,6 +103,12 @@
       return y;
     },
   };
+
+  function each(x, fn) {
+    const y = new Float64Array(x.length);
+    for (let i = 0; i < x.length; i++) y[i] = fn(x[i]);
+    return y;
+  }
 
   function pool(layer, x, max) {
     const [c, h, w] = layer.in, [, ho, wo] = layer.out, size = layer.size, s = layer.stride || size;
@@ -236,16 +242,18 @@
     return [out, oh, ow];
   }
 
-  /* Sliding minimum or maximum over a centred window of k (odd) along rows or columns, the ends extended. */
+  /* Sliding minimum or maximum over a centred window of k (odd) along rows or columns, the ends extended by their
+   * own values: van Herk and Gil-Werman's blocks (photo._running), a few passes whatever k is. */
   function running(a, h, w, k, alongRows, op) {
     const out = new Float32Array(h * w), r = k >> 1, n = alongRows ? h : w, lines = alongRows ? w : h;
-    const at = (line, i) => (alongRows ? i * w + line : line * w + i);
-    for (let line = 0; line < lines; line++) {
-      for (let i = 0; i < n; i++) {
-        let v = a[at(line, Math.min(Math.max(i - r, 0), n - 1))];
-        for (let d = -r + 1; d <= r; d++) v = op(v, a[at(line, Math.min(Math.max(i + d, 0), n - 1))]);
-        out[at(line, i)] = v;
-      }
+    const len = Math.ceil((n + 2 * r) / k) * k, fill = op === Math.min ? Infinity : -Infinity;
+    const line = new Float64Array(len), ahead = new Float64Array(len), behind = new Float64Array(len);
+    const at = (l, i) => (alongRows ? i * w + l : l * w + i);
+    for (let l = 0; l < lines; l++) {
+      for (let i = 0; i < len; i++) line[i] = i < n + 2 * r ? a[at(l, Math.min(Math.max(i - r, 0), n - 1))] : fill;
+      for (let i = 0; i < len; i++) ahead[i] = i % k ? op(ahead[i - 1], line[i]) : line[i];
+      for (let i = len - 1; i >= 0; i--) behind[i] = (i + 1) % k ? op(behind[i + 1], line[i]) : line[i];
+      for (let i = 0; i < n; i++) out[at(l, i)] = op(behind[i], ahead[i + k - 1]);
     }
     return out;
   }

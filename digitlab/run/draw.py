@@ -17,8 +17,7 @@ from importlib import resources
 
 import numpy as np
 
-from digitlab.data import open_source
-from digitlab.data import photo
+from digitlab.data import open_source, photo
 from digitlab.errors import UserError
 from digitlab.figures import html
 from digitlab.inside.plane import embedding_layer, fixed_limits, project
@@ -67,10 +66,26 @@ def _images(x: np.ndarray, rows: np.ndarray, pixel_max: int) -> str:
     return _b64(np.round(x[rows].reshape(len(rows), -1) * pixel_max).astype(np.uint8))
 
 
-def spec(view: RunView) -> dict:
-    """Everything draw.js needs, as JSON-ready values."""
-    model, test = view.model, view.data.test
+def network(model: Sequential, classes: list, image_shape) -> dict:
+    """What draw.js needs to classify: the classes, the image shape, the layers and their weights, and the
+    constants of digitlab predict's preprocessing."""
     layers, weights = model_spec(model)
+    return {"classes": list(classes), "image_shape": list(image_shape), "layers": layers, "weights": _b64(weights),
+            "preprocess": {"border_parts": photo.BORDER_PARTS, "uneven": photo.UNEVEN, "even_side": photo.EVEN_SIDE,
+                           "opening": photo.OPENING, "min_contrast": photo.MIN_CONTRAST, "noise": photo.NOISE,
+                           "mnist_box": photo.MNIST_BOX}}
+
+
+def embedded(data: dict) -> str:
+    """The JSON script element draw.js reads (`</` escaped, so nothing in it can close the element)."""
+    payload = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
+    return f'<script type="application/json" id="draw-model">{payload}</script>'
+
+
+def spec(view: RunView) -> dict:
+    """Everything draw.js and draw_ui.js need, as JSON-ready values: the network, test digits, mistakes, the
+    plane."""
+    model, test = view.model, view.data.test
     probabilities = class_probabilities(view.test["probabilities"])
     predicted = view.test["predictions"]
     classes = len(view.classes)
@@ -79,15 +94,11 @@ def spec(view: RunView) -> dict:
     wrong = wrong[np.argsort(probabilities[wrong, test.y[wrong]], kind="stable")][:MISTAKES]
     pixel_max = open_source(view.cfg["data"]).pixel_max
     out = {
-        "classes": view.classes, "image_shape": list(view.image_shape), "layers": layers, "weights": _b64(weights),
-        "pixel_max": pixel_max,
+        **network(model, view.classes, view.image_shape), "pixel_max": pixel_max,
         "examples": {"images": _images(test.x, examples, pixel_max), "labels": test.y[examples].tolist(),
                      "rows": examples.tolist()},
         "mistakes": {"images": _images(test.x, wrong, pixel_max), "labels": test.y[wrong].tolist(),
                      "rows": wrong.tolist(), "predicted": predicted[wrong].tolist()},
-        "preprocess": {"border_parts": photo.BORDER_PARTS, "uneven": photo.UNEVEN, "even_side": photo.EVEN_SIDE,
-                       "opening": photo.OPENING, "min_contrast": photo.MIN_CONTRAST, "noise": photo.NOISE,
-                       "mnist_box": photo.MNIST_BOX},
     }
     k = embedding_layer(model)
     if k is not None and len(test):
@@ -116,7 +127,6 @@ def section(view: RunView) -> str:
         data = spec(view)
     except UserError:
         return f'{head}<p class="note">Drawing needs the trained network (model.npz), which this run does not have.</p>'
-    payload = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
     knows = "" if set(view.classes) >= set(range(10)) else \
         f" This network knows only {', '.join(map(str, view.classes))}: whatever you draw, it answers one of those."
     return "\n".join([
@@ -125,6 +135,6 @@ def section(view: RunView) -> str:
         f"embedded), on the image made from your drawing as <code>digitlab predict</code> makes one from a photo: "
         f"the ink's box scaled and centred as the dataset's digits are.{html.esc(knows)}</p>",
         '<div id="draw-app"></div>',
-        f'<script type="application/json" id="draw-model">{payload}</script>',
+        embedded(data),
         *(f"<script>{script(name)}</script>" for name in SCRIPTS),
     ])

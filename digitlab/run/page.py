@@ -152,7 +152,8 @@ def _header(cfg: dict, status: str, info: dict, run: RunFolder, page: Page) -> s
                f"({page.summary['seconds']:.1f} s of training)"
     kind = "complete" if status == "complete" else "warn" if status in ("running", "interrupted", "pruned") else "bad"
     notes = "".join(f"<li>{html.esc(n)}</li>" for n in page.notes)
-    anchors = [("what-ran", "what ran"), ("result", "result"), (draw.ANCHOR, "draw a digit")] + [(a, a) for a, _, _ in SECTIONS] + [("log", "log")]
+    anchors = [("what-ran", "what ran"), ("result", "result"), (draw.ANCHOR, "draw a digit")] + \
+        [(a, a) for a, _, _ in SECTIONS] + [("log", "log")]
     nav = " ".join(f'<a href="#{a}">{t}</a>' for a, t in anchors)
     return (f"<h1>{html.esc(cfg['name'])}</h1>\n<nav>{nav}</nav>\n"
             f'<div class="banner {kind}"><b>{html.esc(status)}</b>: {html.esc(text)}</div>\n'
