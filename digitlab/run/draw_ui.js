@@ -19,16 +19,17 @@
   const style = el("style", {}, `
 #draw-app { --cell: 12px; }
 .draw-top { display: flex; flex-wrap: wrap; gap: 16px 28px; align-items: flex-start; }
-.draw-pad canvas#draw { width: 280px; max-width: 100%; aspect-ratio: 1; border: 1px solid var(--line); border-radius: 6px;
+.draw-pad canvas#draw { width: 300px; max-width: 100%; aspect-ratio: 1; border: 1px solid var(--line); border-radius: 6px;
   touch-action: none; cursor: crosshair; background: #fff; display: block; }
-.draw-buttons { display: flex; flex-wrap: wrap; gap: 6px; margin-top: 8px; max-width: 280px; }
+.draw-buttons { display: flex; flex-wrap: wrap; gap: 6px; margin-top: 8px; max-width: 300px; }
 .draw-buttons button { font: inherit; padding: 6px 12px; min-height: 36px; border: 1px solid var(--line);
   border-radius: 6px; background: var(--bg); cursor: pointer; }
 .draw-buttons button:hover { background: #eaeef2; }
-.draw-status { min-height: 1.5em; margin-top: 4px; max-width: 280px; }
+.draw-status { min-height: 1.5em; margin-top: 4px; max-width: 300px; }
 .draw-seen canvas { width: 140px; height: 140px; image-rendering: pixelated; border: 1px solid var(--line);
   border-radius: 4px; display: block; }
-.draw-bars { margin-top: 10px; min-width: 240px; }
+.draw-bars { margin-top: 4px; min-width: 220px; }
+.draw-answer { font-weight: 600; margin-top: 10px; }
 .draw-bar { display: grid; grid-template-columns: 1.6em 1fr 4.2em; align-items: center; gap: 6px; height: 20px; }
 .draw-bar .track { background: var(--bg); border: 1px solid var(--line); height: 14px; border-radius: 3px; }
 .draw-bar .fill { background: #9e9e9e; height: 100%; border-radius: 2px; }
@@ -45,10 +46,16 @@
 .draw-keys { font-size: 0.85em; color: var(--soft); }
 .draw-keys b { display: inline-block; width: 10px; height: 10px; border-radius: 50%; margin: 0 3px 0 8px; }
 @media (max-width: 700px) {
-  .draw-pad canvas#draw { width: 100%; max-width: 360px; }
+  .draw-pad canvas#draw { width: 100%; max-width: 340px; margin: 0 auto; }
   .draw-buttons { max-width: 360px; }
   .draw-buttons button { min-height: 44px; min-width: 44px; padding: 8px 14px; font-size: 16px; flex: 1 1 40%; }
   .draw-status { max-width: 360px; }
+  .draw-seen { display: flex; gap: 12px; align-items: flex-start; width: 100%; }
+  .draw-seen canvas { width: 96px; height: 96px; }
+  .draw-image .note { font-size: 0.8em; max-width: 96px; }
+  .draw-answer { margin-top: 0; }
+  .draw-bars { min-width: 0; flex: 1; }
+  .draw-bar { height: 18px; }
 }`);
   const pad = el("canvas", { id: "draw", width: SIDE, height: SIDE, "aria-label": "draw a digit here" });
   const buttons = {
@@ -59,14 +66,15 @@
   if (!spec.mistakes.labels.length) buttons.mistake.disabled = true;
   const status = el("div", { class: "draw-status note" });
   const seen = el("canvas", { width: W, height: H, "aria-label": "the image the network is given" });
-  const bars = el("div", { class: "draw-bars" });
+  const bars = el("div", { class: "draw-bars" }), answer = el("div", { class: "draw-answer" });
   const layers = el("div", { class: "draw-layers" });
   const plane = spec.plane ? el("canvas", { width: 340, height: 340, "aria-label": "the 2-unit layer's plane" }) : null;
   app.append(style,
     el("div", { class: "draw-top" },
       el("div", { class: "draw-pad" }, pad, el("div", { class: "draw-buttons" }, ...Object.values(buttons)), status),
-      el("div", { class: "draw-seen" }, el("div", { class: "note", text: `as the network sees it (${H}x${W})` }), seen,
-        bars),
+      el("div", { class: "draw-seen" },
+        el("div", { class: "draw-image" }, el("div", { class: "note", text: `as the network sees it (${H}x${W})` }), seen),
+        el("div", {}, answer, bars)),
       ...(plane ? [el("div", { class: "draw-plane" },
         el("div", { class: "note", text: `the drawing (black ring) in the 2-unit layer's plane (layer ${spec.plane.layer}), over ${spec.plane.labels.length} test images` }),
         plane, keys())] : [])),
@@ -203,6 +211,8 @@
   }
   function showBars() {
     const p = current ? current.p : spec.classes.map(() => 0), best = current ? p.indexOf(Math.max(...p)) : -1;
+    answer.textContent = current ? `the network answers ${spec.classes[best]} (${(100 * p[best]).toFixed(1)}%)`
+      : "draw a digit to see the network's answer";
     bars.replaceChildren(...spec.classes.map((c, i) => el("div", { class: "draw-bar" + (i === best ? " top" : "") },
       el("b", { text: String(c) }),
       el("div", { class: "track" }, Object.assign(el("div", { class: "fill" }), { style: `width:${(100 * p[i]).toFixed(1)}%` })),
@@ -212,10 +222,10 @@
   // -- activations: a weight layer with the batch norm, activation and dropout after it is one block; pooling one
   const BLOCK_STARTS = new Set(["linear", "conv2d", "class_means", "maxpool2d", "avgpool2d"]);
   const blocks = [];
-  spec.layers.forEach((layer, i) => {
+  spec.layers.forEach((layer, i) => {  // flatten changes no value: maps stay maps
+    if (layer.type === "flatten") return;
     if (BLOCK_STARTS.has(layer.type) || !blocks.length) blocks.push({ from: i, to: i, names: [layer.type] });
-    else if (layer.type !== "flatten") { blocks[blocks.length - 1].to = i; blocks[blocks.length - 1].names.push(layer.type); }
-    else blocks[blocks.length - 1].to = i;
+    else { blocks[blocks.length - 1].to = i; blocks[blocks.length - 1].names.push(layer.type); }
   });
   const hidden = blocks.slice(0, -1);  // the last block is the output: the bars show it
   function colour(t) {  // t in [-1, 1]: blue, white at 0, red
@@ -235,7 +245,8 @@
     }
     layers.replaceChildren(...hidden.map(block => {
       const layer = spec.layers[block.to], shape = layer.out;
-      const title = `layers ${block.from}${block.to > block.from ? "-" + block.to : ""}: ${block.names.join(" + ")}, `
+      const title = (block.to > block.from ? `layers ${block.from}-${block.to}` : `layer ${block.from}`)
+        + `: ${block.names.join(" + ")}, `
         + (shape.length === 3 ? `${shape[0]} maps of ${shape[1]}x${shape[2]}` : `${shape[0]} units`);
       const div = el("div", { class: "draw-layer" });
       if (!current) {
