@@ -273,3 +273,15 @@ def test_the_drawing_works_in_an_iframe_served_over_http(page, runs):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_run_without_a_model_or_with_one_too_big_gets_a_note_instead(tiny_run, copy_run, monkeypatch):
+    view = RunView(RunFolder.open(tiny_run))
+    monkeypatch.setattr(draw, "MAX_WEIGHT_BYTES", 1000)
+    text = draw.section(view)
+    assert "too big to embed" in text and "draw-model" not in text
+    monkeypatch.undo()
+    run = copy_run(tiny_run)
+    (run / "model.npz").unlink()
+    text = draw.section(RunView(RunFolder.open(run)))
+    assert "needs the trained network (model.npz)" in text and "draw-model" not in text

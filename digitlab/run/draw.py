@@ -24,6 +24,8 @@ from digitlab.inside.plane import embedding_layer, fixed_limits, project
 from digitlab.nn import Conv2d, Sequential
 from digitlab.nn.metrics import class_probabilities
 from digitlab.nn.registry import layer_name
+from digitlab.run import layout
+from digitlab.run.predict import knows_only
 from digitlab.run.view import RunView
 
 ANCHOR = "drawing"  # the canvas itself is id="draw"
@@ -121,14 +123,17 @@ def section(view: RunView) -> str:
         model = view.model
         bytes_ = 4 * model.num_parameters() * 4 // 3
         if bytes_ > MAX_WEIGHT_BYTES:
-            return (f'{head}<p class="note">The network has {model.num_parameters():,} parameters, '
-                    f"{bytes_ / 2**20:.0f} MB in base64, over the {MAX_WEIGHT_BYTES >> 20} MB this page embeds: "
-                    "draw on it with `digitlab predict` (a PNG of your digit) instead.</p>")
+            return (f'{head}<p class="note">This network is too big to embed in the page: its '
+                    f"{model.num_parameters():,} parameters take {bytes_ / 2**20:.1f} MB in base64, over the "
+                    f"{MAX_WEIGHT_BYTES / 2**20:g} MB this page embeds. Draw your digit, save it as a PNG and ask "
+                    "<code>digitlab predict</code> instead.</p>")
         data = spec(view)
-    except UserError:
-        return f'{head}<p class="note">Drawing needs the trained network (model.npz), which this run does not have.</p>'
-    knows = "" if set(view.classes) >= set(range(10)) else \
-        f" This network knows only {', '.join(map(str, view.classes))}: whatever you draw, it answers one of those."
+    except UserError as exc:
+        text = "Drawing needs the trained network (model.npz), which this run does not have." \
+            if not (view.run / layout.MODEL).exists() else f"Drawing is not available: {exc}"
+        return f'{head}<p class="note">{html.esc(text)}</p>'
+    only = knows_only(view.classes)
+    knows = f" {only[0].upper()}{only[1:]}: whatever you draw, it answers one of those." if only else ""
     return "\n".join([
         head,
         f'<p class="note">Draw with the mouse, a pen or a finger. The network runs in this page (its weights are '

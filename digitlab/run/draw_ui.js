@@ -263,8 +263,9 @@
         const [c, h, w] = shape, zoom = Math.max(2, Math.floor(56 / h));
         for (let ch = 0; ch < c; ch++) maps.append(heat(v.subarray(ch * h * w, (ch + 1) * h * w), h, w, m, zoom));
       } else {
-        const cols = Math.max(1, Math.min(v.length, Math.floor((layers.clientWidth || 600) / 12)));
-        maps.append(heat(v, Math.ceil(v.length / cols), cols, m, 12, v.length));
+        const widest = Math.max(1, Math.floor((layers.clientWidth || 600) / 12)), rows = Math.ceil(v.length / widest);
+        const cols = Math.ceil(v.length / rows);  // rows as even as they can be
+        maps.append(heat(v, rows, cols, m, 12, v.length));
       }
       div.append(maps);
       return div;
