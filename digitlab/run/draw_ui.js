@@ -106,6 +106,7 @@
     for (const rows of byClass) if (k < rows.length) exampleOrder.push(rows[k]);
   }
   let nextExample = 0, nextMistake = 0;
+  if (!exampleOrder.length) buttons.test.disabled = true;
 
   // -- the canvas: strokes kept for undo, or a test image shown ----------------------------------------------------
   const ctx = pad.getContext("2d", { willReadFrequently: true });
