@@ -29,7 +29,7 @@ CONV = {"name": "conv", "seed": 0, "data": {"digits": [0, 1, 2], "validation": 0
                                              "augment": {"shift": 2}},
         "model": [{"conv2d": {"filters": 4, "kernel": 3}}, "relu", {"maxpool2d": 2}, "flatten", {"linear": 3}],
         "loss": "cross_entropy", "optimizer": {"name": "adam", "lr": 0.01}, "epochs": 1, "batch_size": 50}
-SECTIONS = ["what-ran", "result", "curves", "mistakes", "inside", "augmentation", "log"]
+SECTIONS = ["what-ran", "result", "drawing", "curves", "mistakes", "inside", "augmentation", "log"]
 
 
 def cli(*args):
@@ -98,7 +98,7 @@ def test_a_run_ends_with_its_report(runs):
     text = path.read_text()
     assert_self_contained(text)
     p = page(path)
-    assert p.ids[:len(SECTIONS)] == SECTIONS
+    assert [i for i in p.ids if not i.startswith("draw-")][:len(SECTIONS)] == SECTIONS  # draw-*: the drawing's parts
     shown = {alt for _, alt in p.images}
     assert {"curves.png", "mistakes.png", "weights.png", "embedding.png", "embedding_epochs.png",
             "embedding_epochs.gif", "saliency.png", "layer_health.png"} <= shown
@@ -113,7 +113,7 @@ def test_a_run_ends_with_its_report(runs):
                  "out sigmoid Sigmoid() (None, 1) 0", "optimizer:", "epoch 3/3"):
         assert fact in p.text, fact
     assert "precision" in p.text and "recall" in p.text and "true \\ predicted" in p.text
-    assert p.scripts == 1 and "sortable" in text
+    assert p.scripts == 4 and "sortable" in text  # the sort, and the drawing's model (JSON) and its two scripts
     assert "No augmentation" in p.text
 
 

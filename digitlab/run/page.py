@@ -20,7 +20,7 @@ from digitlab.figures import html
 from digitlab.inside.health import alarm
 from digitlab.nn.metrics import confusion_matrix, precision_recall
 from digitlab.nn.summary import summary_rows
-from digitlab.run import layout
+from digitlab.run import draw, layout
 from digitlab.run.folder import RunFolder
 from digitlab.run.outputs import OUTPUTS, Output, captioned
 from digitlab.run.records import HEALTH, read_health
@@ -77,7 +77,7 @@ def write_report(run: RunFolder, view: RunView | None = None, remake: bool = Tru
         sections.append(_figures(*MORE, more, page))
     body = "\n".join([
         _header(cfg, status, info, run, page), _what_ran(view, cfg, info, status, page), _result(view, page),
-        *sections, _log(run)])
+        draw.section(view), *sections, _log(run)])
     run.write(REPORT, html.page(f"{cfg['name']}: digitlab report", body, sortable=True))
     return run
 
@@ -152,7 +152,8 @@ def _header(cfg: dict, status: str, info: dict, run: RunFolder, page: Page) -> s
                f"({page.summary['seconds']:.1f} s of training)"
     kind = "complete" if status == "complete" else "warn" if status in ("running", "interrupted", "pruned") else "bad"
     notes = "".join(f"<li>{html.esc(n)}</li>" for n in page.notes)
-    anchors = [("what-ran", "what ran"), ("result", "result")] + [(a, a) for a, _, _ in SECTIONS] + [("log", "log")]
+    anchors = [("what-ran", "what ran"), ("result", "result"), (draw.ANCHOR, "draw a digit")] + \
+        [(a, a) for a, _, _ in SECTIONS] + [("log", "log")]
     nav = " ".join(f'<a href="#{a}">{t}</a>' for a, t in anchors)
     return (f"<h1>{html.esc(cfg['name'])}</h1>\n<nav>{nav}</nav>\n"
             f'<div class="banner {kind}"><b>{html.esc(status)}</b>: {html.esc(text)}</div>\n'
