@@ -190,7 +190,7 @@ def in_small_tmpfs(folder: Path, size: str, command: str) -> subprocess.Complete
 
 def test_a_full_disk_ends_the_run_with_one_line_and_status_failed(tmp_path):
     config = tmp_path / "tiny.yaml"
-    config.write_text(yaml.safe_dump(TINY))
+    config.write_text(yaml.safe_dump(tiny(outputs="full")))
     disk = tmp_path / "disk"
     disk.mkdir()
     # 124 kB: config, run.json, splits, layer health and the first checkpoints fit; the figures at the end do not.
