@@ -152,35 +152,6 @@ def digit_png(tmp_path_factory) -> Path:
     return path
 
 
-# -- slow tests in files being changed elsewhere --------------------------------------------------------------------
-# These files are being edited by others right now; their slow tests are marked here until the marks move into the
-# files (then delete this table). A name that no longer exists marks nothing: `make check` just takes longer.
-SLOW_ELSEWHERE = {
-    "test_sweep.py": {"test_sigkill_part_way_then_running_again_completes_only_the_missing_points",
-                      "test_workers_stop_when_their_sweep_is_killed_and_their_points_continue_next_time",
-                      "test_two_invocations_at_once_run_every_point_exactly_once",
-                      "test_worker_processes_and_a_dask_local_cluster_give_the_same_metrics"},
-    "test_prune_sweep.py": {"test_a_pruned_sweep_stops_points_at_their_rungs_and_a_rerun_runs_nothing",
-                            "test_sigkill_then_rerun_equals_an_uninterrupted_pruned_sweep",
-                            "test_two_invocations_at_once_never_train_the_same_epochs",
-                            "test_worker_processes_and_dask_prune_the_same_points",
-                            "test_the_median_rule_prunes_the_same_points_in_worker_processes",
-                            "test_a_point_waiting_at_its_rung_resumes_when_a_later_invocation_promotes_it"},
-    "test_inside.py": {"test_a_killed_and_resumed_run_ends_with_the_same_records",
-                       "test_a_resume_whose_plane_record_is_lost_records_from_there_on"},
-    "test_report.py": {"test_a_sweep_folder_gets_its_page_with_parallel_coordinates_and_seed_groups"},
-    "test_browser.py": "every test",  # a headless Chromium per test
-}
-
-
-@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
-def pytest_collection_modifyitems(items):
-    for item in items:
-        names = SLOW_ELSEWHERE.get(item.path.name, ())
-        if names == "every test" or getattr(item, "originalname", item.name) in names:
-            item.add_marker(pytest.mark.slow)
-
-
 @pytest.fixture(scope="session", autouse=True)
 def private_cache(tmp_path_factory):
     """DIGITLAB_CACHE -> a temporary folder for the whole session (subprocesses inherit it)."""

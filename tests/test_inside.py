@@ -185,6 +185,7 @@ def test_a_sigmoid_mse_net_at_too_high_a_learning_rate_warns_once(tmp_path):
     assert "warning:" not in result.output
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where,epoch", [("before-checkpoint", 2), ("mid-epoch", 3), ("mid-epoch", 1)])
 def test_a_killed_and_resumed_run_ends_with_the_same_records(tmp_path, kill_run, where, epoch):
     straight, _ = train(tmp_path, PLANE, "--quiet")
@@ -231,6 +232,7 @@ def test_a_trace_keeps_each_layers_own_output_and_gradient():
     np.testing.assert_array_equal(result.grads[0], np.where(result.outputs[0] > 0, result.grads[1], 0))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["delete", "garbage", "empty"])
 def test_a_resume_whose_plane_record_is_lost_records_from_there_on(tmp_path, kill_run, damage):
     """The plane's epochs before the checkpoint cannot be measured again: a resumed run whose record is lost or

@@ -81,6 +81,7 @@ def reference(tmp_path_factory):
     return path, root / "runs" / "asha", result.stdout
 
 
+@pytest.mark.slow
 def test_a_pruned_sweep_stops_points_at_their_rungs_and_a_rerun_runs_nothing(reference):
     path, sweep_dir, output = reference
     states = final(sweep_dir)
@@ -105,6 +106,7 @@ def test_a_pruned_sweep_stops_points_at_their_rungs_and_a_rerun_runs_nothing(ref
     assert final(sweep_dir) == final(sweep_dir)
 
 
+@pytest.mark.slow
 def test_sigkill_then_rerun_equals_an_uninterrupted_pruned_sweep(reference, tmp_path):
     path, reference_dir, _ = reference
     sweep_dir = tmp_path / "runs" / "asha"
@@ -127,6 +129,7 @@ def test_sigkill_then_rerun_equals_an_uninterrupted_pruned_sweep(reference, tmp_
     assert not (sweep_dir / "replaced").exists()
 
 
+@pytest.mark.slow
 def test_two_invocations_at_once_never_train_the_same_epochs(reference, tmp_path):
     path, reference_dir, _ = reference
     command = [sys.executable, "-m", "digitlab", "sweep", str(path), "--runs-dir", str(tmp_path / "runs")]
@@ -141,6 +144,7 @@ def test_two_invocations_at_once_never_train_the_same_epochs(reference, tmp_path
         assert [r["from_epoch"] for r in json.loads(run.read_text()).get("resumes", [])] in ([], [1], [1, 3])
 
 
+@pytest.mark.slow
 def test_worker_processes_and_dask_prune_the_same_points(reference, tmp_path):
     path, reference_dir, _ = reference
     pool = sweep(path, "--runs-dir", tmp_path / "pool", "--workers", "2")
@@ -156,6 +160,7 @@ def test_worker_processes_and_dask_prune_the_same_points(reference, tmp_path):
     assert not [p for p in (tmp_path / "dask" / "asha").iterdir() if p.name.startswith(".") and p.name != ".locks"]
 
 
+@pytest.mark.slow
 def test_the_median_rule_prunes_the_same_points_in_worker_processes(tmp_path):
     median = {"method": "median", "metric": "val_accuracy", "min_epochs": 1, "min_points": 2}
     path = write_sweep(tmp_path, name="median", prune=median, base={**TINY, "epochs": 4})
@@ -171,6 +176,7 @@ def test_the_median_rule_prunes_the_same_points_in_worker_processes(tmp_path):
     assert "below the median" in one.stdout
 
 
+@pytest.mark.slow
 def test_a_point_waiting_at_its_rung_resumes_when_a_later_invocation_promotes_it(tmp_path):
     path = write_sweep(tmp_path)
     points = load_sweep(path).points

@@ -281,6 +281,7 @@ def test_the_comparison_page(runs, tmp_path):
     assert "Parallel coordinates" not in p.text  # not a sweep
 
 
+@pytest.mark.slow
 def test_a_sweep_folder_gets_its_page_with_parallel_coordinates_and_seed_groups(tmp_path):
     base = tmp_path / "base.yaml"
     base.write_text(yaml.safe_dump({**PLANE, "epochs": 1}))

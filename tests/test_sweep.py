@@ -245,6 +245,7 @@ def test_a_point_locked_by_another_process_is_skipped_and_reported(tmp_path):
     assert not (runs / "s" / sweep.points[1].folder).exists()
 
 
+@pytest.mark.slow
 def test_sigkill_part_way_then_running_again_completes_only_the_missing_points(tmp_path):
     # Two one-epoch points, then two of 15 epochs: SIGKILL lands once the first point is complete and a long one
     # has written an epoch, so the rerun meets a complete point, a killed one and one never started.
@@ -301,6 +302,7 @@ def alive(pid: int) -> bool:
         return False
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads /proc")
 def test_workers_stop_when_their_sweep_is_killed_and_their_points_continue_next_time(tmp_path):
     # long enough (tiny epochs take ~10 ms) that both points are still training when the sweep is killed
@@ -336,6 +338,7 @@ def test_workers_stop_when_their_sweep_is_killed_and_their_points_continue_next_
     assert "resumed from its checkpoint" in result.output
 
 
+@pytest.mark.slow
 def test_two_invocations_at_once_run_every_point_exactly_once(tmp_path):
     path = write_sweep(tmp_path, {"optimizer.lr": [0.1, 0.05], "batch_size": [50, 100]},
                        base={**TINY, "epochs": 3})
@@ -354,6 +357,7 @@ def test_two_invocations_at_once_run_every_point_exactly_once(tmp_path):
 
 
 # -- executors ---------------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_worker_processes_and_a_dask_local_cluster_give_the_same_metrics(quick_local, tmp_path):
     sweep_dir, _ = quick_local
     pool = digitlab("sweep", QUICK, "--runs-dir", tmp_path / "pool", "--workers", "2")
