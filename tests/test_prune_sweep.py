@@ -146,12 +146,14 @@ def test_two_invocations_at_once_never_train_the_same_epochs(reference, tmp_path
 
 @pytest.mark.slow
 def test_worker_processes_and_dask_prune_the_same_points(reference, tmp_path):
+    """The suite's one Dask LocalCluster: its points end as the uninterrupted sweep's did, metrics.csv to the text."""
     path, reference_dir, _ = reference
     pool = sweep(path, "--runs-dir", tmp_path / "pool", "--workers", "2")
     assert pool.returncode == 0, pool.stdout + pool.stderr
     assert final(tmp_path / "pool" / "asha") == final(reference_dir)
     dask = sweep(path, "--runs-dir", tmp_path / "dask", "--executor", "dask")
     assert dask.returncode == 0, dask.stdout + dask.stderr
+    assert re.search(r"dask: \d+ workers?, \d+ threads? at tcp://127\.0\.0\.1:", dask.stdout), dask.stdout
     assert final(tmp_path / "dask" / "asha") == final(reference_dir)
     # promoted points were resumed on a worker from the checkpoint this process shipped, not started over
     promoted = [json.loads(p.read_text()) for p in (tmp_path / "dask" / "asha").glob("*/run.json")]

@@ -358,19 +358,18 @@ def test_two_invocations_at_once_run_every_point_exactly_once(tmp_path):
 
 # -- executors ---------------------------------------------------------------------------------------------------
 @pytest.mark.slow
-def test_worker_processes_and_a_dask_local_cluster_give_the_same_metrics(quick_local, tmp_path):
+def test_worker_processes_give_the_metrics_of_one_point_after_the_other(quick_local, tmp_path):
+    """Two worker processes train what this process trains one point after the other (Dask is checked once, in
+    test_prune_sweep.py, where it must also prune and resume the same points)."""
     sweep_dir, _ = quick_local
     pool = digitlab("sweep", QUICK, "--runs-dir", tmp_path / "pool", "--workers", "2")
     assert pool.returncode == 0, pool.stdout + pool.stderr
-    dask = digitlab("sweep", QUICK, "--runs-dir", tmp_path / "dask", "--executor", "dask")
-    assert dask.returncode == 0, dask.stdout + dask.stderr
-    assert "dask: 2 workers, 2 threads at tcp://127.0.0.1:" in dask.stdout
-    for other in (tmp_path / "pool" / "quick", tmp_path / "dask" / "quick"):
-        assert sorted(statuses(other).values()) == ["complete"] * 4
-        for point in load_sweep(QUICK).points:
-            np.testing.assert_allclose(numeric_metrics(other / point.folder),
-                                       numeric_metrics(sweep_dir / point.folder), rtol=0, atol=1e-6)
-    assert not [p for p in (tmp_path / "dask" / "quick").iterdir() if p.name.startswith(".incoming")]
+    other = tmp_path / "pool" / "quick"
+    assert sorted(statuses(other).values()) == ["complete"] * 4
+    for point in load_sweep(QUICK).points:
+        np.testing.assert_allclose(numeric_metrics(other / point.folder), numeric_metrics(sweep_dir / point.folder),
+                                   rtol=0, atol=1e-6)
+    assert not [p for p in other.iterdir() if p.name.startswith(".incoming")]
 
 
 def test_missing_dask_is_one_line_and_exit_2(tmp_path, monkeypatch):
