@@ -1,0 +1,87 @@
+"""digitlab export: the networks of a dense net, a CNN with batch norm and pooling and the 8x8 MLP give, in
+onnxruntime and in PyTorch (from the safetensors), the run's own test accuracy and probabilities; TensorBoard reads
+back every metrics.csv column; MLflow holds each run once after two exports; a missing extra and a damaged run
+are one line each."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+from conftest import cli, one_line_error, tiny, train
+
+from digitlab.nn.metrics import class_probabilities
+from digitlab.run.folder import RunFolder
+from digitlab.run.view import RunView
+
+CNN = tiny({"data.digits": list(range(10)), "data.limit": 400}, name="cnn", model=[
+    {"conv2d": {"filters": 4, "kernel": 3, "stride": 2, "padding": "same"}}, "batchnorm", "relu", "maxpool2d",
+    {"conv2d": {"filters": 6, "kernel": 3}}, "batchnorm", "leaky_relu", {"avgpool2d": {"size": 2, "stride": 1}},
+    "flatten", {"dropout": 0.2}, {"linear": 16}, "batchnorm", "tanh", {"linear": 10}],
+    loss="cross_entropy", optimizer={"name": "adam", "lr": 0.01}, epochs=1)
+MLP8 = tiny(name="mlp8", data={"dataset": "digits8x8", "test": 0.2, "validation": 0.1},
+            model=[{"linear": 16}, "relu", {"linear": 10}], loss="cross_entropy",
+            optimizer={"name": "adam", "lr": 0.01})
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """A dense 784-8-2-1 sigmoid net (two classes), the CNN and the 8x8 MLP, trained with outputs: light, with the
+    engine's test probabilities (as digitlab predict gives them) and accuracy."""
+    folder = tmp_path_factory.mktemp("export") / "runs"
+    out = {}
+    for cfg in (tiny(outputs="light"), {**CNN, "outputs": "light"}, {**MLP8, "outputs": "light"}):
+        run, _ = train(cfg, folder, "--quiet")
+        view = RunView(RunFolder.open(run))
+        out[cfg["name"]] = {"run": run, "x": view.data.test.x[:, 0], "y": view.data.test.y,
+                            "probabilities": class_probabilities(view.test["probabilities"]),
+                            "accuracy": json.loads((run / "summary.json").read_text())["test_accuracy"]}
+    return out
+
+
+def same_as_engine(expected: dict, probabilities: np.ndarray) -> None:
+    assert probabilities.shape == expected["probabilities"].shape
+    assert np.abs(probabilities - expected["probabilities"]).max() < 1e-5
+    assert np.mean(probabilities.argmax(axis=1) == expected["y"]) == expected["accuracy"]
+
+
+def test_onnx_runtime_gives_the_runs_own_probabilities_and_accuracy(runs, tmp_path):
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    result = cli("export", *(r["run"] for r in runs.values()), "--to", "onnx", "--out", tmp_path / "onnx")
+    assert result.exit_code == 0, result.output
+    for name, expected in runs.items():
+        path = tmp_path / "onnx" / f"{expected['run'].name}.onnx"
+        assert str(path) in result.stdout
+        model = onnx.load(path)
+        assert model.opset_import[0].version >= 17
+        meta = {p.key: p.value for p in model.metadata_props}
+        assert json.loads(meta["classes"]) == ([3, 8] if name == "tiny" else list(range(10)))
+        assert meta["digitlab_run"] == expected["run"].name and f"name: {name}" in meta["config"]
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        assert [i.name for i in session.get_inputs()] == ["image"]
+        assert session.get_inputs()[0].shape[1:] == list(expected["x"].shape[1:])
+        same_as_engine(expected, session.run(["probabilities"], {"image": expected["x"]})[0])
+
+
+def test_a_missing_extra_is_one_line_naming_it(runs, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnx", None)  # import onnx now raises ImportError
+    line = one_line_error(cli("export", runs["tiny"]["run"], "--to", "onnx"))
+    assert "onnx" in line and "pip install 'digitlab[export]'" in line
+
+
+def test_damaged_and_unfinished_runs_are_one_line_each_and_the_rest_exported(runs, copy_run, tmp_path):
+    damaged = copy_run(runs["tiny"]["run"], "damaged")
+    (damaged / "model.npz").write_bytes(b"not a zip")
+    line = one_line_error(cli("export", damaged, "--to", "onnx", "--out", tmp_path / "one.onnx"))
+    assert str(damaged / "model.npz") in line and "damaged" in line
+    unfinished = copy_run(runs["mlp8"]["run"], "unfinished")
+    info = json.loads((unfinished / "run.json").read_text())
+    (unfinished / "run.json").write_text(json.dumps({**info, "status": "interrupted"}))
+    result = cli("export", damaged, unfinished, runs["mlp8"]["run"], "--to", "onnx", "--out", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    warnings = result.stderr.strip().splitlines()
+    assert len(warnings) == 2 and "damaged" in warnings[0] and "unfinished (interrupted)" in warnings[1]
+    assert [p.name for p in (tmp_path / "out").iterdir()] == [f"{runs['mlp8']['run'].name}.onnx"]
