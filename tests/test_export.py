@@ -85,3 +85,26 @@ def test_damaged_and_unfinished_runs_are_one_line_each_and_the_rest_exported(run
     warnings = result.stderr.strip().splitlines()
     assert len(warnings) == 2 and "damaged" in warnings[0] and "unfinished (interrupted)" in warnings[1]
     assert [p.name for p in (tmp_path / "out").iterdir()] == [f"{runs['mlp8']['run'].name}.onnx"]
+
+
+def test_safetensors_carry_torchs_names_and_the_torch_file_gives_the_runs_probabilities(runs, tmp_path):
+    from safetensors.numpy import load_file
+    cnn = runs["cnn"]["run"]
+    result = cli("export", cnn, "--to", "safetensors", "--out", tmp_path / "cnn.safetensors")
+    assert result.exit_code == 0 and result.stdout.split() == [str(tmp_path / "cnn.safetensors")], result.output
+    weights = load_file(tmp_path / "cnn.safetensors")
+    assert {"0.weight", "0.bias", "1.running_mean", "1.running_var", "10.weight", "11.running_var"} <= set(weights)
+    assert weights["10.weight"].shape == (16, 96)  # torch's Linear keeps (out, in)
+    torch = pytest.importorskip("torch")
+    result = cli("export", *(r["run"] for r in runs.values()), "--to", "torch", "--out", tmp_path / "torch")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.count("same probabilities as digitlab") == 3, result.output
+    for expected in runs.values():
+        code = tmp_path / "torch" / f"{expected['run'].name}.py"
+        namespace: dict = {"__file__": str(code)}
+        exec(compile(code.read_text(), str(code), "exec"), namespace)
+        model = namespace["load"]()
+        assert isinstance(model, torch.nn.Sequential)
+        model.load_state_dict({k: torch.from_numpy(v) for k, v in
+                               load_file(code.with_suffix(".safetensors")).items()}, strict=True)
+        same_as_engine(expected, namespace["probabilities"](model, expected["x"]).numpy())
