@@ -108,3 +108,36 @@ def test_safetensors_carry_torchs_names_and_the_torch_file_gives_the_runs_probab
         model.load_state_dict({k: torch.from_numpy(v) for k, v in
                                load_file(code.with_suffix(".safetensors")).items()}, strict=True)
         same_as_engine(expected, namespace["probabilities"](model, expected["x"]).numpy())
+
+
+def test_tensorboard_reads_back_every_metrics_column_the_config_and_the_figures(runs, tmp_path):
+    pytest.importorskip("tensorboardX")
+    accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
+
+    from digitlab.export.tensorboard_events import place
+    run = runs["tiny"]["run"]
+    for _ in range(2):  # exporting again replaces the run's events instead of adding a second copy
+        result = cli("export", run, "--to", "tensorboard", "--out", tmp_path / "tb")
+        assert result.exit_code == 0, result.output
+    folder = tmp_path / "tb" / run.name
+    assert sorted(p.parent.name for p in folder.rglob("events.out.tfevents.*")) == \
+        sorted([run.name, "train", "validation", "test"])
+    rows = RunFolder(run).read_metrics()
+    readers = {}
+    for column in rows[0]:
+        if column == "epoch":
+            continue
+        sub, tag = place(column)
+        if sub not in readers:
+            readers[sub] = accumulator.EventAccumulator(str(folder / sub), size_guidance={"images": 0}).Reload()
+        events = readers[sub].Scalars(tag)
+        assert [e.step for e in events] == [r["epoch"] for r in rows], column
+        assert [e.value for e in events] == [float(np.float32(r[column])) for r in rows], column
+    session = readers[""]
+    assert {"figures/confusion", "figures/curves"} <= set(session.Tags()["images"])
+    assert session.Scalars("final/test_accuracy")[-1].value == np.float32(runs["tiny"]["accuracy"])
+    start = HParamsPluginData.FromString(session.PluginTagToContent("hparams")["_hparams_/session_start_info"])
+    values = start.session_start_info.hparams
+    assert values["optimizer.lr"].number_value == 0.1 and values["data.digits"].string_value == "[3,8]"
+    assert values["status"].string_value == "complete"

@@ -5,6 +5,7 @@ the runs and hands those that can be exported to the format."""
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from dataclasses import dataclass
 
 from digitlab.errors import UserError
@@ -35,12 +36,11 @@ FORMATS = {
 
 
 def require(name: str) -> None:
-    """UserError naming the extra when a package the format needs is not installed."""
+    """UserError naming the extra when a package the format needs is not installed (found, not imported: some
+    import for seconds)."""
     for package in FORMATS[name].packages:
-        try:
-            importlib.import_module(package)
-        except ImportError:
-            raise UserError(f"--to {name} needs the package {package}, which is not installed: {EXTRA}") from None
+        if importlib.util.find_spec(package) is None:
+            raise UserError(f"--to {name} needs the package {package}, which is not installed: {EXTRA}")
 
 
 def export(paths, name: str, out: str | None, say, warn) -> int:
