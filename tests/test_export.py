@@ -10,6 +10,7 @@ import sys
 
 import numpy as np
 import pytest
+import yaml
 from conftest import cli, one_line_error, tiny, train
 
 from digitlab.nn.metrics import class_probabilities
@@ -141,3 +142,29 @@ def test_tensorboard_reads_back_every_metrics_column_the_config_and_the_figures(
     values = start.session_start_info.hparams
     assert values["optimizer.lr"].number_value == 0.1 and values["data.digits"].string_value == "[3,8]"
     assert values["status"].string_value == "complete"
+
+
+@pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy")  # mlflow's store on SQLAlchemy 2.1
+def test_mlflow_holds_each_run_once_after_two_exports_with_its_metrics_per_epoch(runs, tmp_path):
+    pytest.importorskip("mlflow")
+    pytest.importorskip("sqlalchemy")
+    from mlflow.tracking import MlflowClient
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    exported = [runs["tiny"]["run"], runs["mlp8"]["run"]]
+    for _ in range(2):
+        result = cli("export", *exported, "--to", "mlflow", "--out", uri)
+        assert result.exit_code == 0 and result.stderr == "", result.output
+    assert result.stdout.count("(updated)") == 2
+    client = MlflowClient(uri)
+    found = client.search_runs([client.get_experiment_by_name("digitlab").experiment_id])
+    assert sorted(r.data.tags["digitlab.folder"] for r in found) == sorted(str(p.resolve()) for p in exported)
+    for run in found:
+        folder = next(p for p in exported if str(p.resolve()) == run.data.tags["digitlab.folder"])
+        rows = RunFolder(folder).read_metrics()
+        history = client.get_metric_history(run.info.run_id, "val_accuracy")
+        assert [(m.step, m.value) for m in history] == [(r["epoch"], r["val_accuracy"]) for r in rows]
+        config = yaml.safe_load((folder / "config.yaml").read_text())
+        assert run.data.params["optimizer.lr"] == str(config["optimizer"]["lr"])
+        assert run.data.params["data.digits"] == json.dumps(config["data"]["digits"], separators=(",", ":"))
+        assert run.info.status == "FINISHED" and run.data.tags["digitlab.status"] == "complete"
+        assert {"model.npz", "config.yaml", "metrics.csv"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
