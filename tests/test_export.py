@@ -168,3 +168,5 @@ def test_mlflow_holds_each_run_once_after_two_exports_with_its_metrics_per_epoch
         assert run.data.params["data.digits"] == json.dumps(config["data"]["digits"], separators=(",", ":"))
         assert run.info.status == "FINISHED" and run.data.tags["digitlab.status"] == "complete"
         assert {"model.npz", "config.yaml", "metrics.csv"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
+    line = one_line_error(cli("export", exported[0], "--to", "mlflow", "--out", "nosuchscheme://x"))
+    assert line.startswith("error: nosuchscheme://x: MLflow cannot store the runs there")

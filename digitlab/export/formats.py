@@ -8,7 +8,7 @@ import importlib
 import importlib.util
 from dataclasses import dataclass
 
-from digitlab.errors import UserError
+from digitlab.errors import StorageError, UserError
 
 EXTRA = "pip install 'digitlab[export]'"
 
@@ -52,15 +52,20 @@ def export(paths, name: str, out: str | None, say, warn) -> int:
     items, problems = gather(paths, fmt.needs_model)
     if not items:
         if len(problems) == 1:
-            raise UserError(problems[0])
+            raise UserError(problems[0].removesuffix("; skipped"))
         for line in problems:
             warn(line)
         raise UserError("nothing to export: none of the folders given holds a run that can be exported")
     for line in problems:
         warn(line)
     module = importlib.import_module(fmt.module)
-    if name == "torch":
-        module.export(items, out, say, with_code=True)
-    else:
-        module.export(items, out, say)
+    try:
+        if name == "torch":
+            module.export(items, out, say, with_code=True)
+        else:
+            module.export(items, out, say)
+    except StorageError as exc:
+        if out is None:
+            raise
+        raise exc.because("the path given as --out", exit_code=2) from None
     return len(items)

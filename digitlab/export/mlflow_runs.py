@@ -17,6 +17,7 @@ import logging
 from datetime import datetime
 from pathlib import Path
 
+from digitlab.errors import UserError
 from digitlab.export.reading import Exportable, flat_config
 from digitlab.run import layout
 
@@ -104,11 +105,21 @@ def write_run(client, experiment_id: str, item: Exportable) -> tuple[str, bool]:
 
 
 def export(items: list[Exportable], out: str | None, say) -> None:
-    """Each run into the experiment `digitlab` at the tracking URI `out` (default sqlite:///mlflow.db)."""
+    """Each run into the experiment `digitlab` at the tracking URI `out` (default sqlite:///mlflow.db); a URI that
+    MLflow refuses or cannot reach is one line (exit code 2)."""
+    from mlflow.exceptions import MlflowException
+    uri = out or DEFAULT_URI
+    try:
+        _export(items, uri, say)
+    except MlflowException as exc:
+        reason = " ".join(str(exc.message).split())[:300]
+        raise UserError(f"{uri}: MLflow cannot store the runs there ({reason})") from None
+
+
+def _export(items: list[Exportable], uri: str, say) -> None:
     from mlflow.tracking import MlflowClient
     for name in ("mlflow", "alembic"):  # a new SQLite store announces each table it makes (set after the import,
         logging.getLogger(name).setLevel(logging.WARNING)  # which sets mlflow's level)
-    uri = out or DEFAULT_URI
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     experiment = client.get_experiment_by_name(EXPERIMENT)
     experiment_id = experiment.experiment_id if experiment else \
