@@ -5,20 +5,18 @@ from __future__ import annotations
 import click
 
 from digitlab.cli import arguments
-
-FORMAT_NAMES = ("onnx", "safetensors", "torch", "tensorboard", "mlflow")  # digitlab.export.formats.FORMATS
+from digitlab.export.formats import FORMATS
 
 
 @click.command(name="export")
 @click.argument("runs", nargs=-1, required=True, type=arguments.Path())
-@click.option("--to", "fmt", required=True, type=click.Choice(FORMAT_NAMES),
+@click.option("--to", "fmt", required=True, type=click.Choice(list(FORMATS)),
               help="onnx: the network as an ONNX graph; safetensors: the weights under PyTorch's names; torch: "
                    "those and the torch.nn.Sequential that loads them; tensorboard: metrics, hyperparameters and "
                    "figures as event files; mlflow: each run as an MLflow run.")
 @click.option("--out", metavar="PATH|URI",
-              help="Model formats: a file for one run or a folder for many (default: inside each run folder). "
-                   "tensorboard: the log folder (default: tensorboard). mlflow: the tracking URI (default: "
-                   "sqlite:///mlflow.db).")
+              help="; ".join(f"{', '.join(n for n, f in FORMATS.items() if f.out == out)}: {out}"
+                             for out in dict.fromkeys(f.out for f in FORMATS.values())) + ".")
 def export_command(runs, fmt, out):
     """Export RUNS (run folders; a sweep folder or runs/ stands for its runs) to another tool's format. Runs that
     are damaged, still running, or (for a model format) unfinished or without model.npz are named on one line

@@ -1,6 +1,7 @@
-"""The formats `digitlab export --to` knows, each a module with `export(items, out, say)`, the packages it needs
-(the `export` extra) and whether it needs a run's trained model; and `export`, which checks the packages, reads
-the runs and hands those that can be exported to the format."""
+"""The formats `digitlab export --to` knows, each a function `(items, out, say)` of its module, the packages it
+needs (the `export` extra), whether it needs a run's trained model and what --out means for it; and `export`, which
+checks the packages, reads the runs and hands those that can be exported to the format. Importing this module
+loads nothing else (the command line reads FORMATS)."""
 
 from __future__ import annotations
 
@@ -16,21 +17,20 @@ EXTRA = "pip install 'digitlab[export]'"
 @dataclass(frozen=True)
 class Format:
     module: str
+    function: str
     packages: tuple[str, ...]
     needs_model: bool
-    out_help: str
+    out: str  # what --out is, for the command's help
 
 
+MODEL_OUT = "a file for one run or a folder for many (default: inside each run folder)"
 FORMATS = {
-    "onnx": Format("digitlab.export.onnx_graph", ("onnx",), True,
-                   "model.onnx in each run folder; or a .onnx file for one run, or a folder for many"),
-    "safetensors": Format("digitlab.export.torch_names", ("safetensors",), True,
-                          "model.safetensors in each run folder; or a .safetensors file, or a folder"),
-    "torch": Format("digitlab.export.torch_names", ("safetensors",), True,
-                    "model.safetensors and model_torch.py in each run folder; or a .safetensors file, or a folder"),
-    "tensorboard": Format("digitlab.export.tensorboard_events", ("tensorboardX",), False,
-                          "the log folder TensorBoard reads (default: tensorboard)"),
-    "mlflow": Format("digitlab.export.mlflow_runs", ("mlflow", "sqlalchemy", "alembic"), False,
+    "onnx": Format("digitlab.export.onnx_graph", "export", ("onnx",), True, MODEL_OUT),
+    "safetensors": Format("digitlab.export.torch_names", "export", ("safetensors",), True, MODEL_OUT),
+    "torch": Format("digitlab.export.torch_names", "export_torch", ("safetensors",), True, MODEL_OUT),
+    "tensorboard": Format("digitlab.export.tensorboard_events", "export", ("tensorboardX",), False,
+                          "the log folder (default: tensorboard)"),
+    "mlflow": Format("digitlab.export.mlflow_runs", "export", ("mlflow", "sqlalchemy", "alembic"), False,
                      "the tracking URI (default: sqlite:///mlflow.db)"),
 }
 
@@ -58,12 +58,9 @@ def export(paths, name: str, out: str | None, say, warn) -> int:
         raise UserError("nothing to export: none of the folders given holds a run that can be exported")
     for line in problems:
         warn(line)
-    module = importlib.import_module(fmt.module)
+    write = getattr(importlib.import_module(fmt.module), fmt.function)
     try:
-        if name == "torch":
-            module.export(items, out, say, with_code=True)
-        else:
-            module.export(items, out, say)
+        write(items, out, say)
     except StorageError as exc:
         if out is None:
             raise

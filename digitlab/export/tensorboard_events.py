@@ -73,7 +73,7 @@ def _times(item: Exportable) -> list[float]:
     try:
         start = datetime.fromisoformat(str(item.run.info.get("started")).replace("Z", "+00:00")).timestamp()
     except ValueError:
-        start = (item.run.path / "").stat().st_mtime
+        start = item.run.path.stat().st_mtime
     times, elapsed = [], 0.0
     for row in item.metrics:
         elapsed += row.get("seconds") or 0.0

@@ -162,3 +162,8 @@ def export(items: list[Exportable], out: str | None, say, with_code: bool = Fals
         say(str(atomic_write(code, source(net, item, target.name, code.stem))))
         if torch_here:
             say(check(code, item))
+
+
+def export_torch(items: list[Exportable], out: str | None, say) -> None:
+    """The weights and the Python file that loads them (see export)."""
+    export(items, out, say, with_code=True)
