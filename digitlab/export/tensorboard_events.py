@@ -29,7 +29,6 @@ FOLDERS = {"train_": "train", "val_": "validation", "test_": "test"}
 RENAMED = {"lr": "learning_rate"}
 FINAL = ("test_accuracy", "test_loss", "train_accuracy", "train_loss", "val_accuracy", "val_loss",
          "best_val_accuracy", "params")
-FIGURES = ("confusion.png", "curves.png")  # end-of-run outputs (run.outputs), read from the folder or drawn
 EVENTS = "events.out.tfevents."  # how every event file's name starts (tensorboardX names them)
 
 
@@ -82,21 +81,19 @@ def _times(item: Exportable) -> list[float]:
 
 
 def _figures(item: Exportable) -> dict[str, bytes]:
-    """The confusion matrix and the curves: the run folder's own PNGs, or drawn from its files (the confusion
-    matrix only for a run with a model)."""
+    """The confusion matrix and the curves by tag: the run folder's own PNGs, or drawn from its files as `digitlab
+    report` draws them (the confusion matrix only for a complete run, which has its final model)."""
+    from digitlab.run.outputs import OUTPUTS, confusion_png, curves_png
     out = {}
-    for name in FIGURES:
-        path = item.run.path / name
+    for tag, make in (("figures/confusion", confusion_png), ("figures/curves", curves_png)):
+        path = item.run.path / next(o.name for o in OUTPUTS.values() if o.make is make)
         if path.is_file():
-            out[name] = path.read_bytes()
-            continue
-        if name.startswith("confusion") and item.run.status != "complete":
-            continue
-        from digitlab.run.outputs import OUTPUTS
-        try:
-            out[name] = OUTPUTS[name](item.view)
-        except UserError:  # a model.npz or splits.npz that cannot be read: the figure is left out
-            continue
+            out[tag] = path.read_bytes()
+        elif make is curves_png or item.run.status == "complete":
+            try:
+                out[tag] = make(item.view)
+            except UserError:  # a model.npz or splits.npz that cannot be read: the figure is left out
+                continue
     return out
 
 
@@ -130,8 +127,8 @@ def write_run(item: Exportable, folder: Path) -> None:
     for key in FINAL:
         if isinstance(final.get(key), (int, float)):
             writer("").add_summary(scalar(f"final/{key}", final[key]), last["epoch"], end)
-    for name, png in _figures(item).items():
-        writer("").add_summary(image(f"figures/{name.rsplit('.', 1)[0]}", png), last["epoch"], end)
+    for tag, png in _figures(item).items():
+        writer("").add_summary(image(tag, png), last["epoch"], end)
     for summary in hparams(item):
         writer("").add_summary(summary, last["epoch"], end)
     for w in writers.values():
