@@ -170,3 +170,32 @@ def test_mlflow_holds_each_run_once_after_two_exports_with_its_metrics_per_epoch
         assert {"model.npz", "config.yaml", "metrics.csv"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
     line = one_line_error(cli("export", exported[0], "--to", "mlflow", "--out", "nosuchscheme://x"))
     assert line.startswith("error: nosuchscheme://x: MLflow cannot store the runs there")
+
+
+@pytest.mark.parametrize("layers, loss", [
+    ("nearest_mean", "cross_entropy"),                                   # class means: a Gemm, scores normalised
+    ([{"conv2d": {"filters": 3, "kernel": 3, "stride": 2, "padding": "same", "bias": False}}, "sigmoid",
+      {"maxpool2d": {"size": 2, "stride": 1}}, "flatten", {"linear": 10}, "sigmoid"], "mse"),  # sigmoids, normalised
+], ids=["nearest_mean", "mse_on_sigmoids"])
+def test_class_means_and_mse_heads_give_what_digitlab_predict_gives(layers, loss):
+    """Heads the trained runs above do not cover, with initial weights (class means fitted) on real 8x8 digits: the
+    ONNX graph against the engine's class_probabilities."""
+    ort = pytest.importorskip("onnxruntime")
+    from digitlab.config import validate
+    from digitlab.data import open_source
+    from digitlab.export.network import describe
+    from digitlab.export.onnx_graph import build
+    from digitlab.run.setup import make_model
+    source = open_source({"dataset": "digits8x8"})
+    images, labels = source.parts()["all"]
+    x = (images[:300] / np.float32(source.pixel_max)).astype(np.float32)
+    cfg = validate({"data": {"dataset": "digits8x8", "test": 0.2}, "model": layers, "loss": loss}, "test")
+    model, _ = make_model(cfg, source.image_shape)
+    model.reset_parameters(np.random.default_rng(0))
+    inputs = x.reshape((len(x),) + model.in_shape)
+    if model.closed_form:
+        model.fit(inputs, labels[:300])
+    expected = class_probabilities(model.predict(inputs))
+    graph = build(describe(model, source.image_shape), {"classes": json.dumps(cfg["data"]["digits"])})
+    session = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
+    assert np.abs(session.run(["probabilities"], {"image": x})[0] - expected).max() < 1e-5
