@@ -94,8 +94,10 @@ def destination(out: str | None, item: Exportable, suffix: str, default: str, co
     if out is None:
         return item.run.path / default
     target = Path(out)
-    if count == 1 and target.suffix == suffix:
-        return target
+    if target.suffix == suffix:
+        if count == 1:
+            return target
+        raise UserError(f"{out}: --out names one {suffix} file, but {count} runs are exported; give a folder")
     return target / (item.label.replace("/", "-") + suffix)
 
 
