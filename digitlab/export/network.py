@@ -36,8 +36,6 @@ from digitlab.nn import (
     Tanh,
 )
 
-HEADS = ("softmax", "binary", "normalise")
-
 
 @dataclass
 class Step:
@@ -55,7 +53,8 @@ class Step:
 @dataclass
 class Network:
     """The steps, the input shape the first step takes per image ((C, H, W), or (H*W,) for a model that starts
-    dense), the image's (H, W), the number of outputs and the head (one of HEADS)."""
+    dense), the image's (H, W), the number of outputs and the head: `softmax` (the outputs are the probabilities),
+    `binary` (one output p: [p, 1 - p]) or `normalise` (clipped at 0, divided by their sum)."""
 
     steps: list[Step]
     in_shape: tuple[int, ...]
