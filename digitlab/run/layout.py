@@ -22,6 +22,9 @@ EMBEDDING_EPOCHS = "embedding_epochs.npz"  # the 2-unit plane at several epochs
 LAYER_HEALTH = "layer_health.csv"          # each layer's health per epoch
 TAGS = "tags.json"                         # the user's tags and note (digitlab tag, digitlab note)
 TAGS_LOCK = ".tags.lock"                   # held while tags.json is rewritten
+ONNX_MODEL = "model.onnx"                  # digitlab export --to onnx: the network as an ONNX graph
+TORCH_WEIGHTS = "model.safetensors"        # digitlab export --to safetensors/torch: the weights, PyTorch's names
+TORCH_MODEL = "model_torch.py"             # digitlab export --to torch: the torch.nn.Sequential that loads them
 
 # Beside the runs: the catalog that lists them fast (runs/catalog.py), a cache of their folders.
 CATALOG = ".digitlab-catalog.sqlite"
