@@ -144,32 +144,42 @@ def resume(run_dir: str | Path, quiet: bool = False, progress: bool = True, stop
         if state.config_yaml != config_yaml:
             raise CheckpointError(f"{run / layout.CHECKPOINT}: was written for another config (config.yaml changed "
                                   f"since, or the checkpoint comes from another run); refusing to resume")
-        setup = prepare(cfg)
-        try:
-            setup.model.load_state_dict(state.model)
-            setup.optimizer.load_state_dict(state.optimizer)
-            setup.rng.bit_generator.state = state.rng_state
-        except (ValueError, KeyError, TypeError) as exc:
-            raise CheckpointError(f"{run / layout.CHECKPOINT}: does not match the run's architecture ({exc})") from None
-        damaged = None
-        try:
-            run.read_metrics()
-        except DamagedRun as exc:
-            damaged = f"{exc}; rewritten from the checkpoint's copy"
-        run.write(layout.METRICS, state.metrics_csv)  # drops a row written after the checkpoint, if any
-        console = Console(quiet)
-        console.attach(run)
-        if damaged:
-            console.warn(damaged)
         info = run.info()
         # run.json keeps how the run started; each resume records when, how, from which epoch and where
         resume_record = {"at": utc_now(), "command": command_line(), "from_epoch": state.epoch, **environment()}
         resumes = info.get("resumes", []) + [resume_record]
-        run.update_status(drop=FINISHED_FIELDS, status="running", resumes=resumes)
-        console.echo(f"{cfg['name']}: resuming {run.path} after epoch {state.epoch} of {cfg['epochs']}")
-        _fit(run, setup, console, config_yaml, start_epoch=state.epoch + 1, progress=progress, stop=stop,
-             callback_states=state.callbacks)
+        console = Console(quiet)
+        continue_from(run, cfg, config_yaml, state, console, {"resumes": resumes},
+                      f"{cfg['name']}: resuming {run.path} after epoch {state.epoch} of {cfg['epochs']}",
+                      progress=progress, stop=stop)
     return run
+
+
+def continue_from(run: RunFolder, cfg: dict, config_yaml: str, state: checkpoint.Checkpoint, console: Console,
+                  record: dict, said: str, progress: bool = True, stop=None) -> None:
+    """Train a locked run folder on from a loaded checkpoint, up to cfg's epochs: the weights, the optimizer,
+    the Generator and the stateful callbacks as the checkpoint left them, metrics.csv as it recorded it. `record`
+    goes into run.json with the status `running`; `said` is the line the console prints first."""
+    setup = prepare(cfg)
+    try:
+        setup.model.load_state_dict(state.model)
+        setup.optimizer.load_state_dict(state.optimizer)
+        setup.rng.bit_generator.state = state.rng_state
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{run / layout.CHECKPOINT}: does not match the run's architecture ({exc})") from None
+    damaged = None
+    try:
+        run.read_metrics()
+    except DamagedRun as exc:
+        damaged = f"{exc}; rewritten from the checkpoint's copy"
+    run.write(layout.METRICS, state.metrics_csv)  # drops a row written after the checkpoint, if any
+    console.attach(run)
+    if damaged:
+        console.warn(damaged)
+    run.update_status(drop=FINISHED_FIELDS, status="running", **record)
+    console.echo(said)
+    _fit(run, setup, console, config_yaml, start_epoch=state.epoch + 1, progress=progress, stop=stop,
+         callback_states=state.callbacks)
 
 
 def _learner(run: RunFolder, setup: Setup, console: Console, config_yaml: str, start_epoch: int, progress: bool,

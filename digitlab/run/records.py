@@ -192,3 +192,17 @@ def read_health(run: RunFolder, cfg: dict) -> list[dict]:
                                    f"run's config.yaml is {mine}")
         rows.append(row)
     return rows
+
+
+def carry_over(run: RunFolder, old: dict, new: dict) -> None:
+    """The records of a run whose config changed to `new` without changing what they recorded (an extended run:
+    only its epochs grew), marked as the new config's, so that they stay this run's. Each file is rewritten whole
+    and atomically; a record the run does not have is left absent."""
+    embedding = read_embedding(run, old)
+    if embedding is not None:
+        run.save_npz(EMBEDDING, {**{k: embedding[k] for k in ("epochs", "labels", "layer", "points")},
+                                 "config_hash": np.array(config_hash(new))})
+    rows = read_health(run, old)
+    if (run / HEALTH).exists():
+        mine = config_hash(new)
+        run.write(HEALTH, _csv([HEALTH_COLUMNS] + [_cells({**r, "config": mine}) for r in rows]))

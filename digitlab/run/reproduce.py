@@ -4,7 +4,8 @@ environment, so when they differ the report names what run.json recorded differe
 changes (git_dirty, git.diff), the versions of Python, numpy and every runtime dependency, the BLAS threads.
 
 A run that stopped early (pruned, interrupted, crashed, failed) is trained as far as it got: a stop rule ends the
-copy after the same epoch, the config (and so the lr schedule) unchanged.
+copy after the same epoch, the config (and so the lr schedule) unchanged. An extended run (`train --resume RUN
+--epochs N`, see run.extend) is trained as it was: to the epochs it first had, then extended as its history says.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from digitlab.errors import RunError
 from digitlab.run import layout
 from digitlab.run.agreement import check_agreement
 from digitlab.run.callbacks import StopAfter
+from digitlab.run.extend import extend, extensions
 from digitlab.run.folder import METRICS_COLUMNS, RunFolder
 from digitlab.run.lifecycle import start
 
@@ -57,8 +59,12 @@ def reproduce_run(run_dir: str | Path, runs_dir: str | Path = "runs", quiet: boo
     check_agreement(run, cfg, info, rows)  # before training: a cut config.yaml or an emptied metrics.csv is not the run
     stop = StopAfter(len(rows), f"stopped after epoch {len(rows)}, as {run.path.name} did") \
         if info["status"] != "complete" and 0 < len(rows) < cfg["epochs"] else None
-    copy = start({**cfg, "name": f"{cfg['name']}-repro"}, runs_dir, quiet=quiet, progress=False, stop=stop,
-                 record={"reproduces": str(run.path)})
+    stages = [h["epochs_after"] for h in extensions(info)]
+    first = extensions(info)[0]["epochs_before"] if stages else cfg["epochs"]
+    copy = start({**cfg, "name": f"{cfg['name']}-repro", "epochs": first}, runs_dir, quiet=quiet, progress=False,
+                 stop=None if stages else stop, record={"reproduces": str(run.path)})
+    for n, epochs in enumerate(stages):
+        copy = extend(copy.path, epochs, quiet=quiet, progress=False, stop=stop if n == len(stages) - 1 else None)
     result = Reproduction(run.path, copy.path, len(rows))
     result.differences = metrics_differences(run / layout.METRICS, copy / layout.METRICS)
     result.environment = environment_differences(run, copy)
@@ -91,7 +97,7 @@ def metrics_differences(original: Path, copy: Path) -> list[str]:
 def environment_differences(original: RunFolder, copy: RunFolder) -> list[str]:
     """What run.json recorded differently for the original (when it started, and at each resume) and the copy."""
     then, now = original.info(), copy.info()
-    stages = [then] + [r for r in then.get("resumes", []) if isinstance(r, dict)]
+    stages = [then] + [r for r in then.get("resumes", []) if isinstance(r, dict)] + extensions(then)
     out = []
     for key in ENVIRONMENT:
         seen = list(dict.fromkeys(_show(stage.get(key)) for stage in stages if key in stage)) or ["not recorded"]
