@@ -61,7 +61,11 @@ def train_command(config, overrides, runs_dir, name, seed, resume_dir, epochs, t
         with arguments.blaming(config):
             if dry_run:
                 from digitlab.run.setup import describe, prepare
-                click.echo(describe(prepare(cfg)))
+                from digitlab.run.transfer import init_weights
+                setup = prepare(cfg)
+                if cfg.get("init_from"):
+                    click.echo(init_weights(setup).line)
+                click.echo(describe(setup))
                 return
             run = start(cfg, runs_dir, quiet=quiet)
     click.echo(str(run.path))

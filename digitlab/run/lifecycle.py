@@ -36,6 +36,7 @@ from digitlab.run.outputs import AT_START, OUTPUTS, write_outputs
 from digitlab.run.page import write_report
 from digitlab.run.records import recorders
 from digitlab.run.setup import Setup, prepare, start_warnings, train_eval_line, train_eval_rows
+from digitlab.run.transfer import init_weights
 from digitlab.run.view import RunView
 from digitlab.system.environment import command_line, environment
 
@@ -105,6 +106,9 @@ def start(cfg: dict, runs_dir: str | Path = "runs", quiet: bool = False, progres
     keys to run.json: a sweep's point says {"sweep": name, "point": id} (both null for a lone run)."""
     console = Console(quiet)
     setup = prepare(cfg)
+    transfer = init_weights(setup) if cfg.get("init_from") else None  # refused before any folder is made
+    if transfer is not None:
+        record = {**(record or {}), "init_from": transfer.record}
     run = RunFolder.create(runs_dir, cfg["name"]) if run_dir is None else RunFolder.create_at(run_dir)
     with run.lock(), failures_recorded(run):
         console.attach(run)
@@ -124,6 +128,8 @@ def start(cfg: dict, runs_dir: str | Path = "runs", quiet: bool = False, progres
         subset = train_eval_line(cfg, sizes)
         if subset:
             console.echo(subset)
+        if transfer is not None:
+            console.echo(transfer.line)
         for line in start_warnings(setup):
             console.warn(line)
         _fit(run, setup, console, config_yaml, start_epoch=1, progress=progress, callbacks=callbacks, stop=stop)
