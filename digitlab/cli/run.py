@@ -12,6 +12,7 @@ import click
 
 from digitlab.cli import arguments, common
 from digitlab.errors import StorageError
+from digitlab.options import plural
 from digitlab.run import layout
 from digitlab.system import threads as system_threads
 
@@ -102,7 +103,8 @@ def resume_threads(run_dir: Path, threads: int | None) -> int | None:
                        "the last digits", err=True)
         return None
     if recorded != str(threads):
-        click.echo(f"warning: --threads {threads}: the run started with {recorded} BLAS thread(s); its results will "
+        started = f"{recorded} BLAS thread{'' if recorded == '1' else 's'}"
+        click.echo(f"warning: --threads {threads}: the run started with {started}; its results will "
                    f"differ from an uninterrupted run in the last digits", err=True)
     return threads
 
@@ -134,7 +136,7 @@ def newest(run_dirs) -> Path:
         except (OSError, ValueError, AttributeError, RecursionError):
             return ""
     chosen = max(run_dirs, key=lambda path: (started(path), str(path)))
-    click.echo(f"note: {len(run_dirs)} run folders given; using the newest, {chosen}", err=True)
+    click.echo(f"note: {plural(len(run_dirs), 'run folder')} given; using the newest, {chosen}", err=True)
     return chosen
 
 

@@ -8,6 +8,7 @@ import click
 
 from digitlab.cli import arguments, common
 from digitlab.errors import StorageError, UserError
+from digitlab.options import plural
 from digitlab.system import threads as system_threads
 
 
@@ -158,7 +159,7 @@ def rm_command(folders, restore, listing, empty):
         found = trash.empty(where) if empty else trash.trashed(where)
         for path in found:
             click.echo(str(path))
-        click.echo(f"{len(found)} run folder(s) {'deleted' if empty else 'in the trash'}", err=True)
+        click.echo(f"{plural(len(found), 'run folder')} {'deleted' if empty else 'in the trash'}", err=True)
         return
     if not folders:
         raise click.UsageError("give the run folders to move to the trash (or to --restore)")

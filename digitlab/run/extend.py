@@ -23,6 +23,7 @@ import numpy as np
 from digitlab.config import config_hash, dump, load_config
 from digitlab.errors import CheckpointError, DamagedRun, RunError
 from digitlab.nn.serialization import META_KEY
+from digitlab.options import plural
 from digitlab.run import checkpoint, layout
 from digitlab.run.agreement import check_agreement
 from digitlab.run.console import Console
@@ -54,8 +55,8 @@ def extend(run_dir: str | Path, epochs: int, quiet: bool = False, progress: bool
         if cfg["optimizer"] is None:
             raise RunError(f"{run.path}: its model is fitted in one pass (class means); more epochs change nothing")
         if epochs <= before:
-            raise RunError(f"--epochs {epochs}: {run.path} has trained {before} epochs already; give more than "
-                           f"{before}")
+            raise RunError(f"--epochs {epochs}: {run.path} has trained {plural(before, 'epoch')} already; give more "
+                           f"than {before}")
         rows = run.read_metrics()
         check_agreement(run, cfg, info, rows)
         config_yaml = (run / layout.CONFIG).read_text(encoding="utf-8")
@@ -80,9 +81,9 @@ def extend(run_dir: str | Path, epochs: int, quiet: bool = False, progress: bool
         entry = {"action": EXTEND, "asked": f"--epochs {epochs}", "at": utc_now(), "command": command_line(),
                  "epochs_before": before, "epochs_after": epochs, **environment()}
         schedule = (cfg["optimizer"].get("schedule") or {}).get("name")
-        said = f"{cfg['name']}: extending {run.path} from {before} to {epochs} epochs"
+        said = f"{cfg['name']}: extending {run.path} from {before} to {plural(epochs, 'epoch')}"
         if schedule in TOTAL_DEPENDENT:
-            said += f"; its {schedule} schedule runs over {epochs} epochs from epoch {before + 1} on"
+            said += f"; its {schedule} schedule runs over {plural(epochs, 'epoch')} from epoch {before + 1} on"
         continue_from(run, new, new_yaml, state, Console(quiet), {"history": [*info.get("history", []), entry]},
                       said, progress=progress, stop=stop)
     return run

@@ -121,8 +121,8 @@ def start(cfg: dict, runs_dir: str | Path = "runs", quiet: bool = False, progres
         save_splits(run, setup.data, cfg)
         sizes = setup.data.sizes()
         console.echo(f"{cfg['name']}: digits {cfg['data']['digits']}, {sizes['train']} train / {sizes['val']} val"
-                     f" / {sizes['test']} test images, {plural(setup.model.num_parameters(), 'parameter')} -> "
-                     f"{run.path}")
+                     f" / {plural(sizes['test'], 'test image', grouped=False)}, "
+                     f"{plural(setup.model.num_parameters(), 'parameter')} -> {run.path}")
         for line in format_summary(setup.model, cfg["name"]).splitlines():
             console.echo(line)
         subset = train_eval_line(cfg, sizes)

@@ -23,6 +23,7 @@ from digitlab.errors import DamagedRun, RunError
 from digitlab.inside.health import COLUMNS, PROBE, alarm, layer_health
 from digitlab.inside.plane import embedding_layer, project
 from digitlab.learner import Callback
+from digitlab.options import plural
 from digitlab.run import layout
 from digitlab.run.console import Console
 from digitlab.run.folder import RunFolder
@@ -177,7 +178,7 @@ def read_health(run: RunFolder, cfg: dict) -> list[dict]:
         if not line:
             continue
         if len(line) != len(HEALTH_COLUMNS):
-            raise DamagedRun(path, f"line {n} has {len(line)} cells, the header {len(HEALTH_COLUMNS)}")
+            raise DamagedRun(path, f"line {n} has {plural(len(line), 'cell')}, the header {len(HEALTH_COLUMNS)}")
         row = dict(zip(HEALTH_COLUMNS, line))
         try:
             row["epoch"] = int(row["epoch"])

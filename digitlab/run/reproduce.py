@@ -15,6 +15,7 @@ from pathlib import Path
 
 from digitlab.config import load_config
 from digitlab.errors import RunError
+from digitlab.options import plural
 from digitlab.run import layout
 from digitlab.run.agreement import check_agreement
 from digitlab.run.callbacks import StopAfter
@@ -40,7 +41,7 @@ class Reproduction:
     def lines(self) -> list[str]:
         env = "; ".join(self.environment)
         if self.match:
-            line = f"metrics match ({self.epochs} epochs, seconds aside)"
+            line = f"metrics match ({plural(self.epochs, 'epoch')}, seconds aside)"
             return [line + (f"; the environment differs ({env}) without changing them" if env else "")]
         why = f"the environment differs: {env}" if env else \
             "the environment is the same as far as run.json records it (commit, uncommitted changes, versions, " \
@@ -84,12 +85,12 @@ def metrics_differences(original: Path, copy: Path) -> list[str]:
     a, b = ([[r.get(c) for c in compared] for r in rows_] for rows_ in (a, b))
     out = []
     if len(a) != len(b):
-        out.append(f"{len(b)} epochs here, {len(a)} in the original")
+        out.append(f"{plural(len(b), 'epoch')} here, {len(a)} in the original")
     changed = [(x, y) for x, y in zip(a, b) if x != y]
     if changed:
         x, y = changed[0]
         column = next(i for i, (p, q) in enumerate(zip(x, y)) if p != q)
-        out.append(f"{len(changed)} of {min(len(a), len(b))} epochs, first at epoch {x[0]}: "
+        out.append(f"{len(changed)} of {plural(min(len(a), len(b)), 'epoch')}, first at epoch {x[0]}: "
                    f"{compared[column]} {y[column]} here, {x[column]} in the original")
     return out
 
