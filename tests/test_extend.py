@@ -123,3 +123,23 @@ def test_epochs_with_a_config_is_the_configs_epochs(tmp_path):
     config = write_yaml(tmp_path / "tiny.yaml", STEP)
     result = cli("train", config, "--epochs", 7, "--dry-run")
     assert result.exit_code == 0 and "7 epochs of" in result.output
+
+
+def test_the_curves_show_the_learning_rate_when_it_changes():
+    """The loss panel gets a grey learning-rate axis when the lr changed (a schedule, an extension), none when it
+    was constant or not recorded."""
+    import matplotlib.pyplot as plt
+
+    from digitlab.figures.run import curves
+    rows = [{"epoch": e, "train_loss": 1 / e, "train_accuracy": 0.5 + e / 10, "lr": lr}
+            for e, lr in ((1, 0.1), (2, 0.01), (3, 0.001))]
+    figure = curves(rows)
+    lr_axes = [ax for ax in figure.axes if ax.get_ylabel().startswith("learning rate")]
+    assert len(lr_axes) == 1 and lr_axes[0].get_yscale() == "log"
+    assert lr_axes[0].lines[0].get_ydata().tolist() == [0.1, 0.01, 0.001]
+    assert "learning rate" in [t.get_text() for t in figure.axes[0].get_legend().get_texts()]
+    for constant in (0.1, None):
+        flat = curves([{**row, "lr": constant} for row in rows])
+        assert len(flat.axes) == 3
+        plt.close(flat)
+    plt.close(figure)
