@@ -84,3 +84,16 @@ def test_a_source_without_a_model_or_damaged_is_refused(tiny_run, tmp_path):
         config = write_yaml(tmp_path / "ten.yaml", {**TEN, "init_from": str(source)})
         line = one_line_error(cli("train", config, "--dry-run"))
         assert line.startswith(f"error: {config}: init_from: ") and said in line, line
+
+
+def test_a_reproduction_says_when_the_source_run_changed_since(tmp_path):
+    from digitlab.run.extend import extend
+    from digitlab.run.reproduce import reproduce_run
+    source, _ = train(tiny(epochs=1, outputs="light", name="source"), tmp_path / "sources", "--quiet")
+    tuned, _ = train(tiny(epochs=1, outputs="light", name="tuned", init_from=str(source)), tmp_path / "runs", "--quiet")
+    same = reproduce_run(tuned, tmp_path / "copies")
+    assert same.match and not same.environment
+    extend(source, 2, quiet=True, progress=False)
+    changed = reproduce_run(tuned, tmp_path / "copies")
+    assert not changed.match and any(line.startswith(f"init_from's run {source} changed since")
+                                     for line in changed.environment), changed.environment

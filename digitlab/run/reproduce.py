@@ -111,6 +111,10 @@ def environment_differences(original: RunFolder, copy: RunFolder) -> list[str]:
         for name in sorted(set(before) | set(after)):
             if before.get(name) != after.get(name):
                 out.append(f"{name} {before.get(name)} -> {after.get(name)}")
+    source, again = then.get("init_from"), now.get("init_from")
+    if isinstance(source, dict) and isinstance(again, dict) and source.get("config_hash") != again.get("config_hash"):
+        out.append(f"init_from's run {source.get('run')} changed since (config {source.get('config_hash')} -> "
+                   f"{again.get('config_hash')})")
     diff_changed = _read(original / layout.GIT_DIFF) != _read(copy / layout.GIT_DIFF)
     if then.get("git_dirty") and now.get("git_dirty") and diff_changed:
         out.append(f"the uncommitted changes ({layout.GIT_DIFF}) differ")
