@@ -106,6 +106,13 @@ NAMED = {"data.digits", "data.limit", "data.validation", "loss", "loss.name", "o
          "optimizer.lr", "optimizer.momentum", "optimizer.weight_decay", "optimizer.schedule",
          "optimizer.schedule.name", "batch_size", "epochs", "seed", "model"}
 WHOLE = {"early_stopping", "data.augment"}  # a mapping that is one setting: one column
+OPTION_COLUMNS = {"early_stopping", "train_eval", "test_every_epoch", "init_from", "outputs", "layers"}
+OPTION_SECTIONS = ("data.", "loss.", "optimizer.")  # dotted option columns start with one of these
+
+
+def is_option_column(name: str) -> bool:
+    """Whether `name` can be one of option_values' columns (what --where accepts besides the named ones)."""
+    return name in OPTION_COLUMNS or (name.startswith(OPTION_SECTIONS) and name.split(".")[-1] != "")
 OF_NAMED = ("loss.", "optimizer.")  # options of what a named column names (loss, optimizer, schedule)
 IN_ARCH = {"units", "filters", "kernel", "stride", "size", "p"}  # layer options arch and dropout show
 
