@@ -247,7 +247,7 @@ def flat(values: dict) -> dict:
 def legend_labels(runs: list[Run]) -> list[str]:
     """Each run's label: the config values that differ across the runs ('lr=0.001 dropout=0.1'), else its name."""
     keys = differing(runs) if len(runs) > 1 else []
-    keys = [k for k in keys if k != "params" or keys == ["params"]]
+    keys = [k for k in keys if k not in ("params", "outputs") or keys == [k]]  # outputs change no number
     labels = [" ".join(f"{k}={format_value(k, flat(r.values).get(k))}" for k in keys) or r.name for r in runs]
     if len(set(labels)) < len(labels):  # same config twice (different folders): tell them apart by name
         labels = [f"{label} ({r.name})" if labels.count(label) > 1 else label for label, r in zip(labels, runs)]
