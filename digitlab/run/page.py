@@ -172,7 +172,7 @@ def _what_ran(view: RunView, cfg: dict, info: dict, status: str, page: Page) -> 
         ("command", info.get("command")),
         ("resumed", "; ".join(f"{r.get('at')} from epoch {r.get('from_epoch')}" for r in resumes
                               if isinstance(r, dict))),
-        ("extended", "; ".join(f"{h.get('at')} from {h.get('epochs_before')} to {h.get('epochs_after')} epochs"
+        ("extended", "; ".join(f"{h.get('at')}: epochs {h.get('epochs_before')} -> {h.get('epochs_after')}"
                                for h in info.get("history") or [] if isinstance(h, dict)
                                and h.get("action") == "extend")),
         ("started from", (lambda source: f"{source.get('run')} (config {source.get('config_hash')})"
