@@ -23,7 +23,9 @@ from digitlab.run.lifecycle import resume
 from digitlab.run.records import read_embedding, read_health
 from digitlab.run.reproduce import reproduce_run
 
-STEP = tiny({"optimizer.schedule": {"name": "step", "step_size": 1, "gamma": 0.5}}, outputs="light")
+# Early stopping that does not stop: its counters and best weights must carry over the extension too.
+STEP = tiny({"optimizer.schedule": {"name": "step", "step_size": 1, "gamma": 0.5}}, outputs="light",
+            early_stopping={"monitor": "val_loss", "patience": 50})
 COSINE = tiny({"optimizer.schedule": "cosine"}, outputs="light")
 BATCHES = 6  # 270 training images (300, a tenth held out) in batches of 50
 
