@@ -260,6 +260,8 @@ def format_value(column: str, value) -> str:
         return f"{value:.4f}"
     if column == "seconds":
         return f"{value:.1f}"
+    if isinstance(value, bool):  # as YAML writes it
+        return str(value).lower()
     if column == "epochs_done" and isinstance(value, float):
         return f"{value:g}"
     if isinstance(value, float):

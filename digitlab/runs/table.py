@@ -28,10 +28,12 @@ FORMATS = ("table", "csv", "json", "markdown")
 def table(runs: list[Run], all_columns: bool = False, group_seeds: bool = False,
           sort: str | None = None) -> tuple[list[str], list[dict]]:
     """(columns, rows) for `runs`: name, status, the config columns that differ (all with `all_columns`, or
-    when there is one run), the metrics. With `group_seeds`, runs whose configs differ only by their seed become
-    one row with the mean and standard deviation of each metric (`<metric>_std`)."""
+    when there is one run: the named ones and every other option's), the metrics. With `group_seeds`, runs whose
+    configs differ only by their seed become one row with the mean and standard deviation of each metric
+    (`<metric>_std`)."""
     describe(runs)
-    shown = differing(runs) if not all_columns and len(runs) > 1 else list(CONFIG_COLUMNS)
+    shown = differing(runs) if not all_columns and len(runs) > 1 else \
+        list(CONFIG_COLUMNS) + list(dict.fromkeys(k for r in runs for k in r.values.get("options") or {}))
     if group_seeds:
         rows = _group_seeds(runs)
         if "seed" not in shown and any(r["runs"] > 1 for r in rows):
