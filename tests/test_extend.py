@@ -145,3 +145,25 @@ def test_the_curves_show_the_learning_rate_when_it_changes():
         assert len(flat.axes) == 3
         plt.close(flat)
     plt.close(figure)
+
+
+def test_a_write_that_fails_while_the_files_are_marked_leaves_the_run_as_it_was(runs, tmp_path, monkeypatch):
+    from digitlab.errors import StorageError
+    extended, _, _ = runs
+    run = shutil.copytree(extended, tmp_path / "run")
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    write = RunFolder.write
+
+    def failing(self, name, data):
+        if name == layout.CONFIG:
+            raise StorageError(self.path / name, "No space left on device")
+        return write(self, name, data)
+    monkeypatch.setattr(RunFolder, "write", failing)
+    with pytest.raises(StorageError):
+        extend(run, 6, quiet=True, progress=False)
+    monkeypatch.undo()
+    after = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    assert {k: v for k, v in after.items() if k != layout.LOCK} == {k: v for k, v in before.items()
+                                                                     if k != layout.LOCK}
+    extend(run, 5, quiet=True, progress=False)  # and it can be extended afterwards
+    assert RunFolder(run).info()["epoch"] == 5

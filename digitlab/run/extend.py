@@ -4,7 +4,8 @@ It continues from the run's last checkpoint (the weights, optimizer state, Gener
 of its last epoch), as a resume does; its config.yaml then says N epochs, and run.json's `history` records the
 extension (what was asked, when, the epochs before and after, the environment). The files that name the config they
 belong to (model.npz, checkpoint.npz, the records) are marked as the new config's before training starts, so the
-folder reads as one run, whole, whether the extension ends, is interrupted or fails.
+folder reads as one run, whole, whether the extension ends, is interrupted or fails; a write that fails while they
+are being marked puts back the ones already marked.
 
 The learning-rate schedule of the epochs still to train is the config's schedule over the new total: the lr at
 fractional epoch t is schedule(lr, N)(t), as for a run planned for N epochs, and the epochs already trained keep the
@@ -15,6 +16,7 @@ stands at the old last epoch (a cosine's lr rises again). An early-stopped run i
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -74,10 +76,11 @@ def extend(run_dir: str | Path, epochs: int, quiet: bool = False, progress: bool
         new = {**cfg, "epochs": epochs}
         new_yaml = dump(new)
         state.config_yaml = new_yaml
-        run.save_npz(layout.CHECKPOINT, checkpoint.to_arrays(state))  # the same state, for the new config
-        carry_over(run, cfg, new)
-        _rehash_model(run, config_hash(new))
-        run.write(layout.CONFIG, new_yaml)
+        with _restored_on_failure(run):
+            run.save_npz(layout.CHECKPOINT, checkpoint.to_arrays(state))  # the same state, for the new config
+            carry_over(run, cfg, new)
+            _rehash_model(run, config_hash(new))
+            run.write(layout.CONFIG, new_yaml)
         entry = {"action": EXTEND, "asked": f"--epochs {epochs}", "at": utc_now(), "command": command_line(),
                  "epochs_before": before, "epochs_after": epochs, **environment()}
         schedule = (cfg["optimizer"].get("schedule") or {}).get("name")
@@ -94,6 +97,22 @@ def extensions(info: dict) -> list[dict]:
     history = info.get("history")
     return [h for h in history if isinstance(h, dict) and h.get("action") == EXTEND] if isinstance(history, list) \
         else []
+
+
+@contextlib.contextmanager
+def _restored_on_failure(run: RunFolder):
+    """The files an extension marks as its new config's, put back as they were when marking them fails half-way
+    (a full disk), so that the run stays the whole, complete run it was."""
+    names = (layout.CHECKPOINT, layout.MODEL, layout.EMBEDDING_EPOCHS, layout.LAYER_HEALTH, layout.CONFIG)
+    saved = {name: (run / name).read_bytes() for name in names if (run / name).is_file()}
+    try:
+        yield
+    except BaseException:
+        for name, data in saved.items():
+            with contextlib.suppress(Exception):  # each file is replaced whole or not at all
+                if (run / name).read_bytes() != data:
+                    run.write(name, data)
+        raise
 
 
 def _rehash_model(run: RunFolder, new_hash: str) -> None:
