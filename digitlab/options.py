@@ -61,9 +61,10 @@ def show(value) -> str:
     return f"{kind(value)} {text[:60] + '...' if len(text) > 60 else text}"
 
 
-def plural(count: int, word: str, many: str | None = None) -> str:
-    """'1 epoch', '3 epochs', '12,560 parameters'; `many` for a word whose plural is not word + 's' (batches)."""
-    return f"{count:,} {word if count == 1 else many or word + 's'}"
+def plural(count: int, word: str, many: str | None = None, grouped: bool = True) -> str:
+    """'1 epoch', '3 epochs', '12,560 parameters'; `many` for a word whose plural is not word + 's' (batches);
+    `grouped=False` leaves out the thousands separator (a count beside others written without it)."""
+    return (f"{count:,}" if grouped else str(count)) + " " + (word if count == 1 else many or word + "s")
 
 
 def size_text(size: float) -> str:

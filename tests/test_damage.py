@@ -387,9 +387,9 @@ def _accuracy(run: Path, value: str) -> None:
     (_cut_config, "config.yaml", "is not the config model.npz was trained from"),
     (lambda run: shutil.copyfile(run.parent / "other.yaml", run / "config.yaml"), "config.yaml",
      "is not the config model.npz was trained from"),
-    (lambda run: (run / "metrics.csv").write_text(""), "metrics.csv", "holds 0 epoch(s); run.json says the run did 2"),
+    (lambda run: (run / "metrics.csv").write_text(""), "metrics.csv", "holds 0 epochs; run.json says the run did 2"),
     (lambda run: (run / "metrics.csv").write_text((run / "metrics.csv").read_text().splitlines()[0] + "\n"),
-     "metrics.csv", "holds 0 epoch(s); run.json says the run did 2"),
+     "metrics.csv", "holds 0 epochs; run.json says the run did 2"),
     (lambda run: _accuracy(run, "2.5"), "metrics.csv", "line 2: train_accuracy is 2.5, not an accuracy between 0 "
                                                       "and 1"),
     (lambda run: _accuracy(run, "-inf"), "metrics.csv", "line 2: train_accuracy is -inf, not an accuracy"),

@@ -146,7 +146,7 @@ def test_median_rule_waits_for_the_points_before_and_needs_min_points():
     decisions = rule.plan(tracks)
     # points 0 and 1 cannot have two completed points before them: they train to the end, rule or not
     assert states(decisions) == [RUN, RUN, WAIT] and decisions[0].rule is None and decisions[1].rule is None
-    assert decisions[2].why == "waits for the 2 undecided point(s) before it"
+    assert decisions[2].why == "waits for the 2 undecided points before it"
     tracks[0], tracks[1] = Track(P0, 4), Track([0.1, 0.1], 4, ended=True)  # one completed, one failed
     decisions = rule.plan(tracks)
     assert states(decisions) == [COMPLETE, ENDED, RUN] and decisions[2].rule is None

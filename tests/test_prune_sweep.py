@@ -102,7 +102,7 @@ def test_a_pruned_sweep_stops_points_at_their_rungs_and_a_rerun_runs_nothing(ref
     again = CliRunner().invoke(main, ["sweep", str(path), "--runs-dir", str(sweep_dir.parent)])
     assert again.exit_code == 0, again.output
     assert "nothing to run: every point is complete or pruned" in again.output and jobs(again.output) == []
-    assert "0 point(s) run now" in again.output
+    assert "0 points run now" in again.output
     assert final(sweep_dir) == final(sweep_dir)
 
 
@@ -191,7 +191,7 @@ def test_a_point_waiting_at_its_rung_resumes_when_a_later_invocation_promotes_it
         other.release()
     assert first.exit_code == 0, first.output
     assert "waits at rung 1 (epoch 1)" in first.output and "running elsewhere" in first.output
-    assert "point(s) wait at their rung for results still to come" in first.output
+    assert "rung for results still to come" in first.output
     waiting = [p.parent for p in runs.glob("asha/*/run.json") if "waits for the rung's decision" in p.read_text()]
     assert waiting and {len(RunFolder(p).read_metrics()) for p in waiting} <= {1, 3}  # paused at rung 1 or 2
     second = CliRunner().invoke(main, ["sweep", str(path), "--runs-dir", str(runs)])

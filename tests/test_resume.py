@@ -240,7 +240,7 @@ def test_a_different_thread_count_on_resume_is_allowed_with_a_warning(threaded, 
     assert child.returncode == -signal.SIGKILL
     resumed = digitlab("train", "--resume", run, "--threads", "2")
     assert resumed.returncode == 0, resumed.stderr
-    assert "warning: --threads 2: the run started with 1 BLAS thread(s)" in resumed.stderr
+    assert "warning: --threads 2: the run started with 1 BLAS thread;" in resumed.stderr
     assert json.loads((run / "run.json").read_text())["resumes"][0]["blas_threads"] == "2"
 
 

@@ -119,7 +119,7 @@ def test_running_again_runs_nothing_and_says_so(quick_local):
     result = CliRunner().invoke(main, ["sweep", str(QUICK), "--runs-dir", str(sweep_dir.parent)])
     assert result.exit_code == 0, result.output
     assert "nothing to run: every point is complete" in result.output
-    assert "0 point(s) run now" in result.output and trained(result.output) == []
+    assert "0 points run now" in result.output and trained(result.output) == []
     assert {p: (p / "run.json").read_bytes() for p in before} == before
 
 
@@ -204,7 +204,7 @@ def test_a_failing_point_does_not_stop_the_sweep(tmp_path, fake_idx_folder):
     first = CliRunner().invoke(main, ["sweep", str(path), "--runs-dir", str(runs)])
     assert first.exit_code == 1, first.output
     assert sorted(statuses(runs / "s").values()) == ["complete", "failed"]
-    assert "best by test_accuracy:" in first.output and "1 point(s) did not complete" in first.output
+    assert "best by test_accuracy:" in first.output and "1 point did not complete" in first.output
     again = CliRunner().invoke(main, ["sweep", str(path), "--runs-dir", str(runs)])
     assert again.exit_code == 1 and trained(again.output) == [] and "--retry-failed" in again.output
     retry = CliRunner().invoke(main, ["sweep", str(path), "--runs-dir", str(runs), "--retry-failed"])

@@ -25,6 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from digitlab.config import dump
+from digitlab.options import plural
 from digitlab.run import layout
 from digitlab.run.folder import METRICS_COLUMNS
 from digitlab.sweep import load_sweep
@@ -281,10 +282,10 @@ def plain_median(rule: MedianRule, tracks: list[Track]) -> list[Decision]:
             decisions.append(_final(track, ""))
         elif len(complete) + undecided < rule.min_points:
             decisions.append(_final(track, "") if track.complete else Decision(
-                RUN, f"to the end (epoch {track.epochs}): fewer than {rule.min_points} completed points before "
-                     f"it", until=track.epochs))
+                RUN, f"to the end (epoch {track.epochs}): fewer than {plural(rule.min_points, 'completed point')} "
+                     f"before it", until=track.epochs))
         elif undecided:
-            decisions.append(Decision(WAIT, f"waits for the {undecided} undecided point(s) before it"))
+            decisions.append(Decision(WAIT, f"waits for the {plural(undecided, 'undecided point')} before it"))
         else:
             thresholds = {}
             for epoch in range(rule.min_epochs, track.epochs):
@@ -300,8 +301,9 @@ def plain_median(rule: MedianRule, tracks: list[Track]) -> list[Decision]:
                     decision = _final(track, why) if epoch < len(track.values) else Decision("pruned", why)
                     break
             if decision is None:
-                decision = Decision(COMPLETE, f"trained all {track.epochs} epochs") if track.complete else Decision(
-                    RUN, f"to the end (epoch {track.epochs}) unless below the median", until=track.epochs, rule=stop)
+                decision = Decision(COMPLETE, f"trained all {plural(track.epochs, 'epoch')}") if track.complete else \
+                    Decision(RUN, f"to the end (epoch {track.epochs}) unless below the median", until=track.epochs,
+                             rule=stop)
             decisions.append(decision)
     return decisions
 

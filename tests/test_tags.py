@@ -138,5 +138,5 @@ def test_only_empty_deletes(runs):
     a, b = folders(runs)
     cli("rm", a, b)
     result = cli("rm", "--empty", runs)
-    assert result.exit_code == 0 and "2 run folder(s) deleted" in result.stderr
+    assert result.exit_code == 0 and "2 run folders deleted" in result.stderr
     assert not any((runs / ".trash").iterdir()) and not folders(runs)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import math
 
+from digitlab.options import plural
+
 
 def fmt(value, digits: int = 2) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -50,7 +52,8 @@ def format_machine(results: dict) -> str:
         parts.append(f"scikit-learn {m['scikit-learn']}")
     if m.get("openblas_thread_timeout"):
         parts.append(f"OPENBLAS_THREAD_TIMEOUT={m['openblas_thread_timeout']}")
-    return (", ".join(parts) + f"; {results['threads']} threads, {results['epochs']} epochs; load average "
+    return (", ".join(parts) + f"; {plural(results['threads'], 'thread')}, {plural(results['epochs'], 'epoch')}; "
+            f"load average "
             f"{results['load_before']} before, {results.get('load_after')} after")
 
 

@@ -15,7 +15,7 @@ import sys
 
 import click
 
-from digitlab.errors import SplitError, UserError, one_line
+from digitlab.errors import ConfigError, SplitError, UserError, one_line
 
 
 def _fail(message: str, code: int) -> None:
@@ -54,11 +54,16 @@ class Group(click.Group):
 
 @contextlib.contextmanager
 def blaming(config):
-    """A SplitError (the config's fractions leave a split empty) is named after the config file that set them."""
+    """A SplitError (the config's fractions leave a split empty), and a ConfigError found after the config was read
+    (init_from's run does not fit), are named after the config file that set them."""
     try:
         yield
     except SplitError as exc:
         raise SplitError(f"{config}: {exc}") from None
+    except ConfigError as exc:
+        if exc.source != "config":
+            raise
+        raise ConfigError(config, exc.key, exc.message) from None
 
 
 class Path(click.Path):

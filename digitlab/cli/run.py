@@ -12,6 +12,7 @@ import click
 
 from digitlab.cli import arguments, common
 from digitlab.errors import StorageError
+from digitlab.options import plural
 from digitlab.run import layout
 from digitlab.system import threads as system_threads
 
@@ -24,12 +25,15 @@ from digitlab.system import threads as system_threads
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), help="Random seed (overrides the config's).")
 @click.option("--resume", "resume_dir", type=arguments.Path(file_okay=False),
               help="Continue a stopped run folder from its last checkpoint (no CONFIG then).")
+@click.option("--epochs", type=click.IntRange(1, 100_000),
+              help="With --resume: train a complete run on to this many epochs in all (docs/resume-and-failures.md)."
+                   " With CONFIG: the config's epochs.")
 @common.threads("Threads for matrix products and the optimizer (default: every core). On a machine busy with other "
                 "work, 1 is often several times faster.")
 @click.option("--quiet", is_flag=True, help="Print only the run folder's path.")
 @click.option("--dry-run", is_flag=True, help="Print the model summary, the splits and the memory needed; train "
                                               "nothing and write nothing.")
-def train_command(config, overrides, runs_dir, name, seed, resume_dir, threads, quiet, dry_run):
+def train_command(config, overrides, runs_dir, name, seed, resume_dir, epochs, threads, quiet, dry_run):
     """Train CONFIG (a YAML file) into a new folder under --runs-dir; the last line printed is its path.
 
     Exit code 0 when the run completes, 1 when it diverges or fails, 130/143 when Ctrl-C/SIGTERM stopped it
@@ -43,17 +47,26 @@ def train_command(config, overrides, runs_dir, name, seed, resume_dir, threads, 
     if resume_dir is not None:
         if config is not None or overrides or name or seed is not None:
             raise click.UsageError("--resume takes the run folder only: its config.yaml is the config")
-        run = resume(resume_dir, quiet=quiet)
+        if epochs is not None:
+            from digitlab.run.extend import extend
+            run = extend(resume_dir, epochs, quiet=quiet)
+        else:
+            run = resume(resume_dir, quiet=quiet)
     else:
         if config is None:
             raise click.UsageError("give a CONFIG file, or --resume RUN_DIR")
         extra = tuple(overrides) + ((("--name", f"name={name}"),) if name is not None else ()) + \
-            ((("--seed", f"seed={seed}"),) if seed is not None else ())  # a mistake names the option that made it
+            ((("--seed", f"seed={seed}"),) if seed is not None else ()) + \
+            ((("--epochs", f"epochs={epochs}"),) if epochs is not None else ())  # a mistake names the option
         cfg = load_config(config, extra)
         with arguments.blaming(config):
             if dry_run:
                 from digitlab.run.setup import describe, prepare
-                click.echo(describe(prepare(cfg)))
+                from digitlab.run.transfer import init_weights
+                setup = prepare(cfg)
+                if cfg.get("init_from"):
+                    click.echo(init_weights(setup).line)
+                click.echo(describe(setup))
                 return
             run = start(cfg, runs_dir, quiet=quiet)
     click.echo(str(run.path))
@@ -90,7 +103,8 @@ def resume_threads(run_dir: Path, threads: int | None) -> int | None:
                        "the last digits", err=True)
         return None
     if recorded != str(threads):
-        click.echo(f"warning: --threads {threads}: the run started with {recorded} BLAS thread(s); its results will "
+        started = f"{recorded} BLAS thread{'' if recorded == '1' else 's'}"
+        click.echo(f"warning: --threads {threads}: the run started with {started}; its results will "
                    f"differ from an uninterrupted run in the last digits", err=True)
     return threads
 
@@ -122,7 +136,7 @@ def newest(run_dirs) -> Path:
         except (OSError, ValueError, AttributeError, RecursionError):
             return ""
     chosen = max(run_dirs, key=lambda path: (started(path), str(path)))
-    click.echo(f"note: {len(run_dirs)} run folders given; using the newest, {chosen}", err=True)
+    click.echo(f"note: {plural(len(run_dirs), 'run folder')} given; using the newest, {chosen}", err=True)
     return chosen
 
 

@@ -8,6 +8,7 @@ import click
 
 from digitlab.cli import arguments, common
 from digitlab.errors import StorageError, UserError
+from digitlab.options import plural
 from digitlab.system import threads as system_threads
 
 
@@ -50,7 +51,7 @@ def compare_command(folders, sort, fmt, all_columns, plot_path, group_seeds, con
     """Runs side by side. FOLDERS are run folders or sweep folders (a sweep folder stands for its runs)."""
     from digitlab.runs.catalog import collect
     from digitlab.runs.collect import default_plot_path
-    from digitlab.runs.columns import describe
+    from digitlab.runs.columns import describe, flat
     from digitlab.runs.table import render, table
 
     runs, warnings = collect(folders)
@@ -60,7 +61,7 @@ def compare_command(folders, sort, fmt, all_columns, plot_path, group_seeds, con
         raise UserError("nothing to compare: none of the folders given is a run folder or a folder that holds runs")
     if conditions:
         describe(runs)
-        runs = [run for run in runs if all(c.matches(run.values) for c in conditions)]
+        runs = [run for run in runs if all(c.matches(flat(run.values)) for c in conditions)]
         if not runs:
             raise UserError(f"nothing to compare: no run meets --where {' '.join(c.text for c in conditions)}")
     columns, rows = table(runs, all_columns=all_columns, group_seeds=group_seeds, sort=sort)
@@ -158,7 +159,7 @@ def rm_command(folders, restore, listing, empty):
         found = trash.empty(where) if empty else trash.trashed(where)
         for path in found:
             click.echo(str(path))
-        click.echo(f"{len(found)} run folder(s) {'deleted' if empty else 'in the trash'}", err=True)
+        click.echo(f"{plural(len(found), 'run folder')} {'deleted' if empty else 'in the trash'}", err=True)
         return
     if not folders:
         raise click.UsageError("give the run folders to move to the trash (or to --restore)")

@@ -7,6 +7,7 @@ import sys
 import click
 
 from digitlab.cli import arguments, common
+from digitlab.options import plural
 from digitlab.system import threads as system_threads
 
 
@@ -41,18 +42,19 @@ def sweep_command(sweep_file, workers, dry_run, executor, address, retry_failed,
     if result.best is not None:
         best = result.best
         click.echo(f"best by {sweep.select}: {best.point.id} {best.point.label} {best.metric:.4f} "
-                   f"({best.params} parameters) -> {best.folder}")
+                   f"({plural(best.params, 'parameter')}) -> {best.folder}")
     if result.elsewhere:
-        click.echo(f"{len(result.elsewhere)} point(s) running elsewhere or not run; run the sweep again later")
+        click.echo(f"{plural(len(result.elsewhere), 'point')} running elsewhere or not run; run the sweep again later")
     if result.waiting:
-        click.echo(f"{len(result.waiting)} point(s) wait at their rung for results still to come; run the sweep "
+        wait = "waits at its" if len(result.waiting) == 1 else "wait at their"
+        click.echo(f"{plural(len(result.waiting), 'point')} {wait} rung for results still to come; run the sweep "
                    f"again later")
-    click.echo(f"{len(set(result.trained))} point(s) run now; points.csv and compare.png in {result.folder}")
+    click.echo(f"{plural(len(set(result.trained)), 'point')} run now; points.csv and compare.png in {result.folder}")
     click.echo(epochs_line(result))
     if result.interrupted:
         sys.exit(128 + result.interrupted)
     if result.failed:
-        click.echo(f"{len(result.failed)} point(s) did not complete: "
+        click.echo(f"{plural(len(result.failed), 'point')} did not complete: "
                    + ", ".join(f"{o.point.id} ({'lost on the cluster' if o.point.id in result.lost else o.state})"
                                for o in result.failed), err=True)
         sys.exit(1)

@@ -17,7 +17,8 @@ from digitlab.options import defaults
 # identifies the same experiment as one written before they existed (see identity()).
 LATER_DEFAULTS: dict[tuple[str, ...], Any] = {("data", "dataset"): "mnist", ("data", "test"): None,
                                               ("test_every_epoch",): True, ("early_stopping",): None,
-                                              ("optimizer", "decay_all"): True, ("train_eval",): None}
+                                              ("optimizer", "decay_all"): True, ("train_eval",): None,
+                                              ("init_from",): None}
 
 
 NOT_IDENTITY = ("name", "outputs")  # what a run is called and which figures it draws change none of its numbers

@@ -51,17 +51,19 @@ class Experiment:
     improving (see learner.EarlyStopping); `test_every_epoch: false` scores the test set once, at the end,
     instead of after every epoch (so that nobody is tempted to pick a model by its test score); `outputs: light`
     ends a run with the files its figures are drawn from and no figures (a sweep's default: drawing is most of a
-    small run's time), which `digitlab report` draws when someone looks."""
+    small run's time), which `digitlab report` draws when someone looks; `init_from` names a run folder whose
+    trained weights the network starts from (see run.transfer; kept as an absolute path)."""
 
     options = {"name": Text(), "seed": Integer(0, 2**32 - 1), "data": None, "model": None,
                "loss": None, "optimizer": None, "epochs": Integer(1, 100_000),
                "batch_size": Integer(1, 1_000_000), "early_stopping": Nested(EarlyStopping),
-               "train_eval": CountOrAll(), "test_every_epoch": Boolean(), "outputs": Choice(OUTPUT_LEVELS)}
+               "train_eval": CountOrAll(), "test_every_epoch": Boolean(), "outputs": Choice(OUTPUT_LEVELS),
+               "init_from": Text()}
 
     def __init__(self, name: str | None = None, seed: int = 0, data: dict | None = None, model: list | None = None,
                  loss: str = "cross_entropy", optimizer: dict | str = "sgd", epochs: int = 10, batch_size: int = 32,
                  early_stopping: dict | None = None, train_eval: int | str | None = None,
-                 test_every_epoch: bool = True, outputs: str = "full"):
+                 test_every_epoch: bool = True, outputs: str = "full", init_from: str | None = None):
         pass  # the options are the point: see validate
 
 
@@ -107,6 +109,10 @@ def validate(raw: Any, source: str = "config") -> dict:
     cfg["name"] = safe_name(_checked(Text(), name, "name", fail))
     for key in ("seed", "epochs", "early_stopping", "train_eval", "test_every_epoch"):
         cfg[key] = _checked(Experiment.options[key], cfg[key], key, fail)
+    if cfg.get("init_from") is not None:  # kept absolute, so the run's config.yaml works from any folder
+        cfg["init_from"] = os.path.abspath(os.path.expanduser(_checked(Text(), cfg["init_from"], "init_from", fail)))
+    else:
+        cfg.pop("init_from", None)
     cfg["loss"] = _check_loss(cfg["loss"], fail)
     cfg["data"] = _check_data(cfg["data"], fail)
     cfg["optimizer"] = _check_optimizer(cfg["optimizer"], fail)

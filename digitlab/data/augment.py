@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from digitlab.options import Nested, Number
+from digitlab.options import Nested, Number, plural
 
 
 class Elastic:
@@ -100,7 +100,7 @@ class Augment:
             return x.shape[1:]
         side = math.isqrt(x[0].size)
         if side * side != x[0].size:
-            raise ValueError(f"cannot tell the image shape of rows of {x[0].size} pixels; give image_shape")
+            raise ValueError(f"cannot tell the image shape of rows of {plural(x[0].size, 'pixel')}; give image_shape")
         return (1, side, side)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:

@@ -21,6 +21,7 @@ import mnist
 import numpy as np
 
 from digitlab.errors import DataError, StorageError
+from digitlab.options import plural
 from digitlab.system.storage import atomic_write
 
 # The four files of an MNIST-shaped data set, by role.
@@ -80,9 +81,9 @@ def header_shape(path: Path) -> tuple[int, ...]:
     needed = 4 + 4 * ndim + math.prod(shape) * ITEM_BYTES.get(head[2], 1)
     size = path.stat().st_size
     if needed > size * (GZIP_MOST if path.suffix == ".gz" else 1):  # sized before anything is allocated for it
-        raise DataError(f"{path}: its header declares {' x '.join(map(str, shape))} values ({needed} bytes), but the "
-                        f"file holds {size} bytes{' compressed' if path.suffix == '.gz' else ''}; the file is "
-                        f"truncated or its header damaged")
+        raise DataError(f"{path}: its header declares {' x '.join(map(str, shape))} values "
+                        f"({plural(needed, 'byte')}), but the file holds {plural(size, 'byte')}"
+                        f"{' compressed' if path.suffix == '.gz' else ''}; the file is truncated or its header damaged")
     return shape
 
 
@@ -137,8 +138,8 @@ def load_idx_set(folder: str | os.PathLike, checksums: dict[str, str] | None = N
             raise DataError(f"{root}: {split} images and labels must be unsigned bytes, got {images.dtype} and "
                             f"{labels.dtype}")
         if len(images) != len(labels):
-            raise DataError(f"{root}: {FILES[split + '_images']} holds {len(images)} images but "
-                            f"{FILES[split + '_labels']} holds {len(labels)} labels")
+            raise DataError(f"{root}: {FILES[split + '_images']} holds {plural(len(images), 'image')} but "
+                            f"{FILES[split + '_labels']} holds {plural(len(labels), 'label')}")
     if arrays["train_images"].shape[1:] != arrays["test_images"].shape[1:]:
         raise DataError(f"{root}: training images are {'x'.join(map(str, arrays['train_images'].shape[1:]))} but "
                         f"test images {'x'.join(map(str, arrays['test_images'].shape[1:]))}")

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from digitlab.errors import DataError
+from digitlab.options import size_text
 
 MAX_BYTES = 64 << 20
 MAX_PIXELS = 64_000_000
@@ -52,14 +53,14 @@ def read_grey(path: str | Path) -> np.ndarray:
     if size == 0:
         raise DataError(f"{path}: empty file, not an image")
     if size > MAX_BYTES:
-        raise DataError(f"{path}: {size / 2**20:.0f} MB; the largest image digitlab reads is {MAX_BYTES >> 20} MB")
+        raise DataError(f"{path}: {size_text(size)}; the largest image digitlab reads is {size_text(MAX_BYTES)}")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as image:
                 w, h = image.size
                 if w * h > MAX_PIXELS:
-                    raise DataError(f"{path}: {w}x{h} pixels ({w * h / 1e6:.0f} megapixels); the largest image "
+                    raise DataError(f"{path}: {w}x{h} pixels ({w * h / 1e6:.3g} megapixels); the largest image "
                                     f"digitlab reads is {MAX_PIXELS / 1e6:.0f} megapixels: scale it down first")
                 image.draft("L", (WORKING_SIDE, WORKING_SIDE))  # JPEG: decode at a reduced size when large
                 grey = _grey(ImageOps.exif_transpose(image))
@@ -69,7 +70,7 @@ def read_grey(path: str | Path) -> np.ndarray:
         raise DataError(f"{path}: not an image that can be read (PNG or JPEG expected)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:  # Pillow's own limit, lower down
         pixels = re.search(r"\((\d+) pixels\)", str(exc))
-        size = f"{int(pixels.group(1)) / 1e6:.0f} megapixels" if pixels else "too many pixels"
+        size = f"{int(pixels.group(1)) / 1e6:.3g} megapixels" if pixels else "too many pixels"
         raise DataError(f"{path}: {size}; the largest image digitlab reads is {MAX_PIXELS / 1e6:.0f} megapixels: "
                         f"scale it down first") from None
     except (OSError, ValueError, SyntaxError) as exc:

@@ -10,6 +10,8 @@ from typing import ClassVar
 
 import numpy as np
 
+from digitlab.options import plural
+
 
 class Source:
     """A dataset as it is stored. `parts()` gives its labelled images by part: {"train": (images, labels),
@@ -45,4 +47,4 @@ class Source:
 
     def describe(self) -> str:
         c, h, w = self.image_shape
-        return f"{self.title or self.name}: {self.num_images:,} images of {h}x{w} pixels (0..{self.pixel_max})"
+        return f"{self.title or self.name}: {plural(self.num_images, 'image')} of {h}x{w} pixels (0..{self.pixel_max})"

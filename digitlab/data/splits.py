@@ -14,6 +14,7 @@ import numpy as np
 
 from digitlab.data.source import Source
 from digitlab.errors import DataError, SplitError
+from digitlab.options import plural
 from digitlab.system import threads
 
 CHUNK_ROWS = 2048  # images gathered and converted at a time (1.6 MB of uint8 for MNIST)
@@ -106,8 +107,8 @@ def draw_splits(source: Source, digits: list[int], validation: float = 0.0, test
         kept, held = stratified_split(classes[candidates], test or 0.0, np.random.default_rng(TEST_SPLIT_SEED))
         pool, test_rows = candidates[kept], candidates[held]
     if not len(test_rows):
-        raise SplitError(f"data.test: {test} of the {len(candidates)} images of digits {digits} holds out no test "
-                         f"image; raise data.test" if test_part == "all" else
+        raise SplitError(f"data.test: {test} of the {plural(len(candidates), 'image')} of digits {digits} holds out "
+                         f"no test image; raise data.test" if test_part == "all" else
                          f"data: {source.name}'s test part has no image of digits {digits}")
     whole_pool = pool
     if limit is not None and limit < len(pool):
@@ -116,8 +117,8 @@ def draw_splits(source: Source, digits: list[int], validation: float = 0.0, test
     if validation > 0:
         kept, held = stratified_split(classes[pool], validation, rng)
         if not len(held):
-            raise SplitError(f"data.validation: {validation} of a training pool of {len(pool)} images holds out "
-                             f"no validation image; raise it, or set 0 for no validation split")
+            raise SplitError(f"data.validation: {validation} of a training pool of {plural(len(pool), 'image')} "
+                             f"holds out no validation image; raise it, or set 0 for no validation split")
         indices["train"], indices["val"] = pool[kept], pool[held]
     counts = np.bincount(classes[indices["train"]], minlength=len(digits))
     if (counts == 0).any():
@@ -142,7 +143,7 @@ def from_indices(source: Source, digits: list[int], indices: dict[str, np.ndarra
         if not len(rows) and split != "val":  # runs made before empty validation splits were refused have them
             raise DataError(f"{split} split: holds no image")
         if len(rows) and (rows.min() < 0 or rows.max() >= len(labels)):
-            raise DataError(f"{split} split: rows outside the {len(labels)} images of {source.name}'s "
+            raise DataError(f"{split} split: rows outside the {plural(len(labels), 'image')} of {source.name}'s "
                             f"{part_of[split]} part")
         classes = class_indices(labels, digits)
         if len(rows) and (classes[rows] < 0).any():

@@ -16,6 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from digitlab.figures.canvas import save_png  # noqa: E402
+from digitlab.options import plural
 from digitlab.runs.collect import Run  # noqa: E402
 from digitlab.runs.columns import describe, legend_labels  # noqa: E402
 
@@ -65,7 +66,7 @@ def overlay(runs: list[Run], title: str = ""):
     ax.grid(alpha=0.3)
     if many:
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), ncols=columns, frameon=False,
-                  title=f"{len(drawn)} runs", title_fontsize=8)
+                  title=plural(len(drawn), "run"), title_fontsize=8)
     else:
         ax.legend(fontsize=8, loc="lower right")
     if max(len(r.metrics) for r in drawn) < 10:

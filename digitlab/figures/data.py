@@ -17,6 +17,7 @@ import numpy as np  # noqa: E402
 
 from digitlab.data import DigitData, load_data, open_source  # noqa: E402
 from digitlab.figures.canvas import picture, png  # noqa: E402
+from digitlab.options import plural
 from digitlab.system.storage import atomic_write, make_folder  # noqa: E402
 from digitlab.system.tables import format_table  # noqa: E402
 
@@ -119,7 +120,8 @@ def look(data_cfg: dict, seed: int, out: Path, echo=print) -> list[Path]:
     echo(source.describe())
     echo(f"attribution: {source.attribution}" if source.attribution else f"source: {source.title}")
     sizes = data.sizes()
-    echo(f"digits {data.classes}: {sizes['train']} train / {sizes['val']} val / {sizes['test']} test images")
+    echo(f"digits {data.classes}: {sizes['train']} train / {sizes['val']} val / "
+         f"{plural(sizes['test'], 'test image', grouped=False)}")
     echo("")
     echo(counts_table(data))
     make_folder(out)

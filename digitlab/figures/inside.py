@@ -18,6 +18,7 @@ import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from digitlab.figures.canvas import picture, tiles  # noqa: E402
+from digitlab.options import plural
 
 RIGHT, WRONG, OTHER = "#2ca02c", "#d62728", "#9e9e9e"
 
@@ -85,7 +86,7 @@ def weights(w: np.ndarray, total: int, cols: int = 10) -> plt.Figure:
     bar = fig.add_axes((6.7 / 7.6, 0.1, 0.03, 0.6 * rows * side / (rows * side + 0.7)))
     fig.colorbar(image, cax=bar, ticks=[-1, 0, 1])
     bar.tick_params(labelsize=11)
-    shown = f"{len(w)} of {total} units" if total > len(w) else f"all {total} units"
+    shown = f"{len(w)} of {plural(total, 'unit')}" if total > len(w) else f"all {plural(total, 'unit')}"
     fig.suptitle(f"first layer's weights, a unit per image ({shown})", fontsize=15, y=0.995, va="top")
     return fig
 

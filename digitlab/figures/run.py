@@ -29,7 +29,9 @@ SPLIT_STYLE = {"train": dict(color="tab:blue", ls="--"), "val": dict(color="tab:
 def curves(rows: list[dict], title: str = "", chance: float | None = None) -> plt.Figure:
     """Loss, accuracy and error rate per epoch: train dashed, validation dash-dot, test solid. The error rate
     (1 - accuracy) is on a log scale, where the late epochs' gains stay visible, beside `chance` (the error of
-    always guessing the commonest class) as a grey dotted line."""
+    always guessing the commonest class) as a grey dotted line. When the learning rate changed (a schedule, an
+    extended run), the loss panel shows it too, on a grey axis of its own at the right: the lr of each epoch's
+    last batch, as metrics.csv records it (log scale when it spans more than a factor of 20)."""
     fig, (ax_loss, ax_acc, ax_err) = plt.subplots(1, 3, figsize=(14, 4))
     epochs = [r["epoch"] for r in rows]
     for split, style in SPLIT_STYLE.items():
@@ -44,18 +46,40 @@ def curves(rows: list[dict], title: str = "", chance: float | None = None) -> pl
     if chance is not None:
         ax_err.axhline(1 - chance, color="grey", ls=":", lw=1.2, label=f"chance ({1 - chance:.3f})")
     ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
+    ax_lr = _lr_axis(ax_loss, epochs, [r.get("lr") for r in rows])
     ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy" + (f" (chance {chance:.3f})" if chance else ""))
     ax_err.set(xlabel="epoch", ylabel="error rate (1 - accuracy)", title="error rate, log scale", yscale="log")
     for ax in (ax_loss, ax_acc, ax_err):
         ax.grid(alpha=0.3, which="both" if ax is ax_err else "major")
-        if ax.get_legend_handles_labels()[0]:  # a run without a finite value has nothing to name
-            ax.legend(fontsize=8)
+        handles, labels = ax.get_legend_handles_labels()
+        if ax is ax_loss and ax_lr is not None:
+            more = ax_lr.get_legend_handles_labels()
+            handles, labels = handles + more[0], labels + more[1]
+        if handles:  # a run without a finite value has nothing to name
+            ax.legend(handles, labels, fontsize=8)
         if len(epochs) < 12:
             ax.set_xticks(epochs)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def _lr_axis(ax: plt.Axes, epochs: list, lrs: list):
+    """The learning rate per epoch on a twin axis of `ax`, when it took more than one value; else None."""
+    finite = [v for v in lrs if isinstance(v, (int, float)) and np.isfinite(v)]
+    if len(set(finite)) < 2:
+        return None
+    ax_lr = ax.twinx()
+    ax_lr.plot(epochs, [v if isinstance(v, (int, float)) else np.nan for v in lrs], color="grey", ls=":", lw=1.5,
+               marker=".", ms=4, label="learning rate")
+    ax_lr.set_ylabel("learning rate (end of epoch)", color="dimgrey")
+    ax_lr.tick_params(axis="y", colors="dimgrey", labelsize=8)
+    if min(finite) > 0 and max(finite) / min(finite) > 20:
+        ax_lr.set_yscale("log")
+    else:
+        ax_lr.set_ylim(bottom=0)
+    return ax_lr
 
 
 def confusion(matrix: np.ndarray, classes: list[int], title: str = "test confusion") -> plt.Figure:

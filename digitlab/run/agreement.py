@@ -10,6 +10,7 @@ import json
 from digitlab.config import config_hash
 from digitlab.errors import DamagedRun
 from digitlab.nn.serialization import META_KEY
+from digitlab.options import plural
 from digitlab.run import layout
 from digitlab.run.folder import RunFolder
 from digitlab.system.storage import read_npz
@@ -36,4 +37,5 @@ def check_agreement(run: RunFolder, cfg: dict, info: dict, metrics: list[dict]) 
                                                   f"{source.name} is another run's")
     epochs = info.get("epoch")
     if info.get("status") in ("complete", "pruned") and isinstance(epochs, int) and len(metrics) != epochs:
-        raise DamagedRun(run / layout.METRICS, f"holds {len(metrics)} epoch(s); run.json says the run did {epochs}")
+        raise DamagedRun(run / layout.METRICS, f"holds {plural(len(metrics), 'epoch')}; run.json says the run did "
+                                               f"{epochs}")

@@ -17,6 +17,7 @@ from digitlab.data import DigitData, from_indices, open_source
 from digitlab.errors import ConfigError, DamagedRun, DataError, RunError
 from digitlab.nn import Sequential, architecture
 from digitlab.nn.serialization import model_arrays, read_model_file
+from digitlab.options import plural, size_text
 from digitlab.run import layout
 from digitlab.run.folder import RunFolder
 from digitlab.run.setup import make_model
@@ -96,8 +97,8 @@ def save_git_diff(run: RunFolder, env: dict, console, limit: int | None = None) 
     size, capped = len(diff), len(diff) > limit
     if capped:
         diff = diff[:limit].rsplit(b"\n", 1)[0] + b"\n" + \
-            f"# digitlab: capped at {limit} bytes; the changes were {size} bytes\n".encode()
-        console.warn(f"{layout.GIT_DIFF}: the uncommitted changes are {size} bytes; kept the first {limit} (not "
-                     f"enough to rebuild the code)")
+            f"# digitlab: capped at {plural(limit, 'byte')}; the changes were {plural(size, 'byte')}\n".encode()
+        console.warn(f"{layout.GIT_DIFF}: the uncommitted changes are {size_text(size)}; kept the first "
+                     f"{size_text(limit)} (not enough to rebuild the code)")
     run.write(layout.GIT_DIFF, diff)
     run.update_status(git_diff={"file": layout.GIT_DIFF, "bytes": size, "capped": capped})

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from digitlab.errors import DamagedRun, RunError, StorageError
+from digitlab.options import plural
 from digitlab.run import layout
 from digitlab.system.locks import FileLock, held_elsewhere
 from digitlab.system.storage import append_line, atomic_write, make_folder, npz_bytes
@@ -250,7 +251,7 @@ def parse_metrics(text: str, path) -> list[dict]:
     rows = []
     for n, line in enumerate(body, start=2):
         if len(line) != len(header):
-            raise DamagedRun(path, f"line {n} has {len(line)} cells, the header {len(header)}")
+            raise DamagedRun(path, f"line {n} has {plural(len(line), 'cell')}, the header {len(header)}")
         row = {}
         for column, cell in zip(header, line):
             value = _parse(cell)

@@ -36,6 +36,7 @@ from digitlab.run.outputs import AT_START, OUTPUTS, write_outputs
 from digitlab.run.page import write_report
 from digitlab.run.records import recorders
 from digitlab.run.setup import Setup, prepare, start_warnings, train_eval_line, train_eval_rows
+from digitlab.run.transfer import init_weights
 from digitlab.run.view import RunView
 from digitlab.system.environment import command_line, environment
 
@@ -105,6 +106,9 @@ def start(cfg: dict, runs_dir: str | Path = "runs", quiet: bool = False, progres
     keys to run.json: a sweep's point says {"sweep": name, "point": id} (both null for a lone run)."""
     console = Console(quiet)
     setup = prepare(cfg)
+    transfer = init_weights(setup) if cfg.get("init_from") else None  # refused before any folder is made
+    if transfer is not None:
+        record = {**(record or {}), "init_from": transfer.record}
     run = RunFolder.create(runs_dir, cfg["name"]) if run_dir is None else RunFolder.create_at(run_dir)
     with run.lock(), failures_recorded(run):
         console.attach(run)
@@ -117,13 +121,15 @@ def start(cfg: dict, runs_dir: str | Path = "runs", quiet: bool = False, progres
         save_splits(run, setup.data, cfg)
         sizes = setup.data.sizes()
         console.echo(f"{cfg['name']}: digits {cfg['data']['digits']}, {sizes['train']} train / {sizes['val']} val"
-                     f" / {sizes['test']} test images, {plural(setup.model.num_parameters(), 'parameter')} -> "
-                     f"{run.path}")
+                     f" / {plural(sizes['test'], 'test image', grouped=False)}, "
+                     f"{plural(setup.model.num_parameters(), 'parameter')} -> {run.path}")
         for line in format_summary(setup.model, cfg["name"]).splitlines():
             console.echo(line)
         subset = train_eval_line(cfg, sizes)
         if subset:
             console.echo(subset)
+        if transfer is not None:
+            console.echo(transfer.line)
         for line in start_warnings(setup):
             console.warn(line)
         _fit(run, setup, console, config_yaml, start_epoch=1, progress=progress, callbacks=callbacks, stop=stop)
@@ -144,32 +150,42 @@ def resume(run_dir: str | Path, quiet: bool = False, progress: bool = True, stop
         if state.config_yaml != config_yaml:
             raise CheckpointError(f"{run / layout.CHECKPOINT}: was written for another config (config.yaml changed "
                                   f"since, or the checkpoint comes from another run); refusing to resume")
-        setup = prepare(cfg)
-        try:
-            setup.model.load_state_dict(state.model)
-            setup.optimizer.load_state_dict(state.optimizer)
-            setup.rng.bit_generator.state = state.rng_state
-        except (ValueError, KeyError, TypeError) as exc:
-            raise CheckpointError(f"{run / layout.CHECKPOINT}: does not match the run's architecture ({exc})") from None
-        damaged = None
-        try:
-            run.read_metrics()
-        except DamagedRun as exc:
-            damaged = f"{exc}; rewritten from the checkpoint's copy"
-        run.write(layout.METRICS, state.metrics_csv)  # drops a row written after the checkpoint, if any
-        console = Console(quiet)
-        console.attach(run)
-        if damaged:
-            console.warn(damaged)
         info = run.info()
         # run.json keeps how the run started; each resume records when, how, from which epoch and where
         resume_record = {"at": utc_now(), "command": command_line(), "from_epoch": state.epoch, **environment()}
         resumes = info.get("resumes", []) + [resume_record]
-        run.update_status(drop=FINISHED_FIELDS, status="running", resumes=resumes)
-        console.echo(f"{cfg['name']}: resuming {run.path} after epoch {state.epoch} of {cfg['epochs']}")
-        _fit(run, setup, console, config_yaml, start_epoch=state.epoch + 1, progress=progress, stop=stop,
-             callback_states=state.callbacks)
+        console = Console(quiet)
+        continue_from(run, cfg, config_yaml, state, console, {"resumes": resumes},
+                      f"{cfg['name']}: resuming {run.path} after epoch {state.epoch} of {cfg['epochs']}",
+                      progress=progress, stop=stop)
     return run
+
+
+def continue_from(run: RunFolder, cfg: dict, config_yaml: str, state: checkpoint.Checkpoint, console: Console,
+                  record: dict, said: str, progress: bool = True, stop=None) -> None:
+    """Train a locked run folder on from a loaded checkpoint, up to cfg's epochs: the weights, the optimizer,
+    the Generator and the stateful callbacks as the checkpoint left them, metrics.csv as it recorded it. `record`
+    goes into run.json with the status `running`; `said` is the line the console prints first."""
+    setup = prepare(cfg)
+    try:
+        setup.model.load_state_dict(state.model)
+        setup.optimizer.load_state_dict(state.optimizer)
+        setup.rng.bit_generator.state = state.rng_state
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{run / layout.CHECKPOINT}: does not match the run's architecture ({exc})") from None
+    damaged = None
+    try:
+        run.read_metrics()
+    except DamagedRun as exc:
+        damaged = f"{exc}; rewritten from the checkpoint's copy"
+    run.write(layout.METRICS, state.metrics_csv)  # drops a row written after the checkpoint, if any
+    console.attach(run)
+    if damaged:
+        console.warn(damaged)
+    run.update_status(drop=FINISHED_FIELDS, status="running", **record)
+    console.echo(said)
+    _fit(run, setup, console, config_yaml, start_epoch=state.epoch + 1, progress=progress, stop=stop,
+         callback_states=state.callbacks)
 
 
 def _learner(run: RunFolder, setup: Setup, console: Console, config_yaml: str, start_epoch: int, progress: bool,

@@ -21,6 +21,7 @@ from digitlab.data import DataLoader, Sampler
 from digitlab.data.augment import make_augment
 from digitlab.errors import RunError, UserError
 from digitlab.figures.canvas import png
+from digitlab.options import plural
 from digitlab.run.folder import RunFolder
 
 SMOOTHING = 0.98  # the exponential moving average of the loss (bias-corrected), as fastai
@@ -47,7 +48,8 @@ class Search:
     def told(self) -> str:
         """What the command prints: the range gone through and why it stopped, the lowest loss, the plot, and
         last the line `suggested lr: X`."""
-        return "\n".join([f"{len(self.lrs)} batches, lr {self.lrs[0]:.3g} to {self.lrs[-1]:.3g}: {self.stopped}",
+        return "\n".join([f"{plural(len(self.lrs), 'batch', 'batches')}, lr {self.lrs[0]:.3g} to "
+                          f"{self.lrs[-1]:.3g}: {self.stopped}",
                           f"lowest smoothed loss {self.smoothed[self.minimum]:.4f} at lr {self.lrs[self.minimum]:.3g}",
                           f"plot: {self.folder.path / 'lr_find.png'}", f"suggested lr: {self.suggested:.3g}"])
 

@@ -20,6 +20,7 @@ from digitlab.figures import html
 from digitlab.inside.health import alarm
 from digitlab.nn.metrics import confusion_matrix, precision_recall
 from digitlab.nn.summary import summary_rows
+from digitlab.options import plural
 from digitlab.run import draw, layout
 from digitlab.run.folder import RunFolder
 from digitlab.run.outputs import OUTPUTS, Output, captioned
@@ -148,7 +149,7 @@ def _header(cfg: dict, status: str, info: dict, run: RunFolder, page: Page) -> s
         text += f" after epoch {epochs_done or 0} of {cfg['epochs']} ({info.get('pruned', 'no reason recorded')}); " \
                 f"continue it with: digitlab train --resume {run.path}"
     if status == "complete" and page.summary:
-        text = f"test accuracy {page.summary['test_accuracy']:.2%} after {page.summary['epochs']} epochs " \
+        text = f"test accuracy {page.summary['test_accuracy']:.2%} after {plural(page.summary['epochs'], 'epoch')} " \
                f"({page.summary['seconds']:.1f} s of training)"
     kind = "complete" if status == "complete" else "warn" if status in ("running", "interrupted", "pruned") else "bad"
     notes = "".join(f"<li>{html.esc(n)}</li>" for n in page.notes)
@@ -172,9 +173,14 @@ def _what_ran(view: RunView, cfg: dict, info: dict, status: str, page: Page) -> 
         ("command", info.get("command")),
         ("resumed", "; ".join(f"{r.get('at')} from epoch {r.get('from_epoch')}" for r in resumes
                               if isinstance(r, dict))),
+        ("extended", "; ".join(f"{h.get('at')}: epochs {h.get('epochs_before')} -> {h.get('epochs_after')}"
+                               for h in info.get("history") or [] if isinstance(h, dict)
+                               and h.get("action") == "extend")),
+        ("started from", (lambda source: f"{source.get('run')} (config {source.get('config_hash')})"
+                          if isinstance(source, dict) else None)(info.get("init_from"))),
         ("seed", cfg.get("seed")), ("digits", " ".join(map(str, cfg["data"]["digits"]))),
-        ("data", f"{sizes['train']} train / {sizes['val']} validation / {sizes['test']} test images"
-                 if sizes else None),
+        ("data", f"{sizes['train']} train / {sizes['val']} validation / "
+                 f"{plural(sizes['test'], 'test image', grouped=False)}" if sizes else None),
         ("versions", " ".join(f"{k} {info[k]}" for k in ("digitlab", "python", "numpy") if info.get(k))),
         ("commit", info.get("git_commit")), ("host", info.get("host")), ("BLAS threads", info.get("blas_threads")),
     ]
@@ -213,7 +219,8 @@ def _result(view: RunView, page: Page) -> str:
     chance_ = summary.get("chance") or {}
     classes = summary.get("classes") or view.classes
     out.append(f'<p><span class="big">test accuracy {summary["test_accuracy"]:.2%}</span> '
-               f'({summary["dataset_sizes"]["test"]} test images; test loss {summary["test_loss"]:.4f})<br>'
+               f'({plural(summary["dataset_sizes"]["test"], "test image", grouped=False)}; '
+               f'test loss {summary["test_loss"]:.4f})<br>'
                f'chance: {chance_.get("majority", float("nan")):.2%} by always answering the commonest digit, '
                f'{chance_.get("uniform", float("nan")):.2%} by guessing uniformly'
                + (f'; best validation accuracy {summary["best_val_accuracy"]:.2%} after epoch {summary["best_epoch"]}'
@@ -281,7 +288,7 @@ def _log(run: RunFolder) -> str:
         lines = path.read_bytes().decode("utf-8", errors="replace").splitlines()
     except OSError:
         return '<h2 id="log">Log</h2><p class="note">No log.txt.</p>'
-    cut = f" (the last {LOG_LINES} of {len(lines)} lines)" if len(lines) > LOG_LINES else ""
+    cut = f" (the last {LOG_LINES} of {plural(len(lines), 'line')})" if len(lines) > LOG_LINES else ""
     return f'<h2 id="log">Log</h2><p class="note">log.txt{cut}, as of {time.strftime("%Y-%m-%d %H:%M:%S")}' \
            f"</p>{html.pre(chr(10).join(lines[-LOG_LINES:]))}"
 

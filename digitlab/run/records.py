@@ -23,6 +23,7 @@ from digitlab.errors import DamagedRun, RunError
 from digitlab.inside.health import COLUMNS, PROBE, alarm, layer_health
 from digitlab.inside.plane import embedding_layer, project
 from digitlab.learner import Callback
+from digitlab.options import plural
 from digitlab.run import layout
 from digitlab.run.console import Console
 from digitlab.run.folder import RunFolder
@@ -177,7 +178,7 @@ def read_health(run: RunFolder, cfg: dict) -> list[dict]:
         if not line:
             continue
         if len(line) != len(HEALTH_COLUMNS):
-            raise DamagedRun(path, f"line {n} has {len(line)} cells, the header {len(HEALTH_COLUMNS)}")
+            raise DamagedRun(path, f"line {n} has {plural(len(line), 'cell')}, the header {len(HEALTH_COLUMNS)}")
         row = dict(zip(HEALTH_COLUMNS, line))
         try:
             row["epoch"] = int(row["epoch"])
@@ -192,3 +193,17 @@ def read_health(run: RunFolder, cfg: dict) -> list[dict]:
                                    f"run's config.yaml is {mine}")
         rows.append(row)
     return rows
+
+
+def carry_over(run: RunFolder, old: dict, new: dict) -> None:
+    """The records of a run whose config changed to `new` without changing what they recorded (an extended run:
+    only its epochs grew), marked as the new config's, so that they stay this run's. Each file is rewritten whole
+    and atomically; a record the run does not have is left absent."""
+    embedding = read_embedding(run, old)
+    if embedding is not None:
+        run.save_npz(EMBEDDING, {**{k: embedding[k] for k in ("epochs", "labels", "layer", "points")},
+                                 "config_hash": np.array(config_hash(new))})
+    rows = read_health(run, old)
+    if (run / HEALTH).exists():
+        mine = config_hash(new)
+        run.write(HEALTH, _csv([HEALTH_COLUMNS] + [_cells({**r, "config": mine}) for r in rows]))

@@ -4,7 +4,8 @@ environment, so when they differ the report names what run.json recorded differe
 changes (git_dirty, git.diff), the versions of Python, numpy and every runtime dependency, the BLAS threads.
 
 A run that stopped early (pruned, interrupted, crashed, failed) is trained as far as it got: a stop rule ends the
-copy after the same epoch, the config (and so the lr schedule) unchanged.
+copy after the same epoch, the config (and so the lr schedule) unchanged. An extended run (`train --resume RUN
+--epochs N`, see run.extend) is trained as it was: to the epochs it first had, then extended as its history says.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ from pathlib import Path
 
 from digitlab.config import load_config
 from digitlab.errors import RunError
+from digitlab.options import plural
 from digitlab.run import layout
 from digitlab.run.agreement import check_agreement
 from digitlab.run.callbacks import StopAfter
+from digitlab.run.extend import extend, extensions
 from digitlab.run.folder import METRICS_COLUMNS, RunFolder
 from digitlab.run.lifecycle import start
 
@@ -38,7 +41,7 @@ class Reproduction:
     def lines(self) -> list[str]:
         env = "; ".join(self.environment)
         if self.match:
-            line = f"metrics match ({self.epochs} epochs, seconds aside)"
+            line = f"metrics match ({plural(self.epochs, 'epoch')}, seconds aside)"
             return [line + (f"; the environment differs ({env}) without changing them" if env else "")]
         why = f"the environment differs: {env}" if env else \
             "the environment is the same as far as run.json records it (commit, uncommitted changes, versions, " \
@@ -57,8 +60,12 @@ def reproduce_run(run_dir: str | Path, runs_dir: str | Path = "runs", quiet: boo
     check_agreement(run, cfg, info, rows)  # before training: a cut config.yaml or an emptied metrics.csv is not the run
     stop = StopAfter(len(rows), f"stopped after epoch {len(rows)}, as {run.path.name} did") \
         if info["status"] != "complete" and 0 < len(rows) < cfg["epochs"] else None
-    copy = start({**cfg, "name": f"{cfg['name']}-repro"}, runs_dir, quiet=quiet, progress=False, stop=stop,
-                 record={"reproduces": str(run.path)})
+    stages = [h["epochs_after"] for h in extensions(info)]
+    first = extensions(info)[0]["epochs_before"] if stages else cfg["epochs"]
+    copy = start({**cfg, "name": f"{cfg['name']}-repro", "epochs": first}, runs_dir, quiet=quiet, progress=False,
+                 stop=None if stages else stop, record={"reproduces": str(run.path)})
+    for n, epochs in enumerate(stages):
+        copy = extend(copy.path, epochs, quiet=quiet, progress=False, stop=stop if n == len(stages) - 1 else None)
     result = Reproduction(run.path, copy.path, len(rows))
     result.differences = metrics_differences(run / layout.METRICS, copy / layout.METRICS)
     result.environment = environment_differences(run, copy)
@@ -78,12 +85,12 @@ def metrics_differences(original: Path, copy: Path) -> list[str]:
     a, b = ([[r.get(c) for c in compared] for r in rows_] for rows_ in (a, b))
     out = []
     if len(a) != len(b):
-        out.append(f"{len(b)} epochs here, {len(a)} in the original")
+        out.append(f"{plural(len(b), 'epoch')} here, {len(a)} in the original")
     changed = [(x, y) for x, y in zip(a, b) if x != y]
     if changed:
         x, y = changed[0]
         column = next(i for i, (p, q) in enumerate(zip(x, y)) if p != q)
-        out.append(f"{len(changed)} of {min(len(a), len(b))} epochs, first at epoch {x[0]}: "
+        out.append(f"{len(changed)} of {plural(min(len(a), len(b)), 'epoch')}, first at epoch {x[0]}: "
                    f"{compared[column]} {y[column]} here, {x[column]} in the original")
     return out
 
@@ -91,7 +98,7 @@ def metrics_differences(original: Path, copy: Path) -> list[str]:
 def environment_differences(original: RunFolder, copy: RunFolder) -> list[str]:
     """What run.json recorded differently for the original (when it started, and at each resume) and the copy."""
     then, now = original.info(), copy.info()
-    stages = [then] + [r for r in then.get("resumes", []) if isinstance(r, dict)]
+    stages = [then] + [r for r in then.get("resumes", []) if isinstance(r, dict)] + extensions(then)
     out = []
     for key in ENVIRONMENT:
         seen = list(dict.fromkeys(_show(stage.get(key)) for stage in stages if key in stage)) or ["not recorded"]
@@ -104,6 +111,10 @@ def environment_differences(original: RunFolder, copy: RunFolder) -> list[str]:
         for name in sorted(set(before) | set(after)):
             if before.get(name) != after.get(name):
                 out.append(f"{name} {before.get(name)} -> {after.get(name)}")
+    source, again = then.get("init_from"), now.get("init_from")
+    if isinstance(source, dict) and isinstance(again, dict) and source.get("config_hash") != again.get("config_hash"):
+        out.append(f"init_from's run {source.get('run')} changed since (config {source.get('config_hash')} -> "
+                   f"{again.get('config_hash')})")
     diff_changed = _read(original / layout.GIT_DIFF) != _read(copy / layout.GIT_DIFF)
     if then.get("git_dirty") and now.get("git_dirty") and diff_changed:
         out.append(f"the uncommitted changes ({layout.GIT_DIFF}) differ")

@@ -126,7 +126,8 @@ def describe(setup: Setup, warn=None) -> str:
     sizes = data.sizes()
     lines = [format_summary(model, cfg["name"]), "",
              f"data: {source.describe()}; digits {cfg['data']['digits']}",
-             f"splits: {sizes['train']} train / {sizes['val']} val / {sizes['test']} test images"]
+             f"splits: {sizes['train']} train / {sizes['val']} val / "
+             f"{plural(sizes['test'], 'test image', grouped=False)}"]
     subset = train_eval_line(cfg, sizes)
     if subset:
         lines.append(subset)

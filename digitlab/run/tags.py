@@ -9,6 +9,7 @@ import json
 import re
 
 from digitlab.errors import DamagedRun, UserError
+from digitlab.options import plural
 from digitlab.run import layout
 from digitlab.run.folder import RunFolder
 from digitlab.system.locks import waiting_lock
@@ -44,7 +45,7 @@ def parse(assignments) -> dict[str, str]:
             raise UserError(f"tag {text!r}: expected KEY=VALUE, KEY a name of letters, digits, '_', '.' or '-' "
                             f"starting with a letter (at most 64)")
         if len(value) > MAX_VALUE:
-            raise UserError(f"tag {key}: the value is {len(value)} characters; at most {MAX_VALUE}")
+            raise UserError(f"tag {key}: the value is {plural(len(value), 'character')}; at most {MAX_VALUE}")
         tags[key] = value
     return tags
 
@@ -53,7 +54,7 @@ def update(run: RunFolder, tags: dict[str, str] | None = None, remove=(), note: 
     """Merge `tags`, drop the keys in `remove`, replace the note when `note` is given; rewrite tags.json
     atomically under its lock (two taggers at once both land). Returns what the run now has."""
     if note is not None and len(note) > MAX_NOTE:
-        raise UserError(f"note: {len(note)} characters; at most {MAX_NOTE}")
+        raise UserError(f"note: {plural(len(note), 'character')}; at most {MAX_NOTE:,}")
     with waiting_lock(run / layout.TAGS_LOCK):
         current = read(run)
         missing = [key for key in remove if key not in current["tags"]]

@@ -1,6 +1,12 @@
 """The columns of a run's row: the config values (architecture, optimizer, dropout...), the final metrics, and
 where the run comes from (sweep, point). `describe` fills each run's row; `differing` names the config columns
-that tell runs apart, which is what a comparison shows and what a legend says."""
+that tell runs apart, which is what a comparison shows and what a legend says.
+
+Besides the named config columns, every other option of the config has a column of its own, named by its dotted
+key (`optimizer.nesterov`, `loss.label_smoothing`, `data.dataset`, `train_eval`, `init_from`), a mapping that is
+one setting (`early_stopping`, `data.augment`) in one column, and `layers` the layer list as far as `arch` and
+`dropout` do not show it (kinds, initialisers, padding...): shown when they differ, so no difference in what
+trained is hidden from a comparison."""
 
 from __future__ import annotations
 
@@ -95,6 +101,85 @@ def config_values(cfg: dict | None, summary: dict) -> dict:
         "seed": cfg.get("seed"),
     }
 
+# Dotted config keys the named columns show already; `model` is shown by arch, dropout and layers.
+NAMED = {"data.digits", "data.limit", "data.validation", "loss", "loss.name", "optimizer", "optimizer.name",
+         "optimizer.lr", "optimizer.momentum", "optimizer.weight_decay", "optimizer.schedule",
+         "optimizer.schedule.name", "batch_size", "epochs", "seed", "model"}
+WHOLE = {"early_stopping", "data.augment"}  # a mapping that is one setting: one column
+OPTION_COLUMNS = {"early_stopping", "train_eval", "test_every_epoch", "init_from", "outputs", "layers"}
+OPTION_SECTIONS = ("data.", "loss.", "optimizer.")  # dotted option columns start with one of these
+
+
+def is_option_column(name: str) -> bool:
+    """Whether `name` can be one of option_values' columns (what --where accepts besides the named ones)."""
+    return name in OPTION_COLUMNS or (name.startswith(OPTION_SECTIONS) and name.split(".")[-1] != "")
+OF_NAMED = ("loss.", "optimizer.")  # options of what a named column names (loss, optimizer, schedule)
+IN_ARCH = {"units", "filters", "kernel", "stride", "size", "p"}  # layer options arch and dropout show
+
+
+def option_values(cfg: dict | None) -> dict:
+    """The columns of every config option the named columns do not show (see the module's docstring): a top-level
+    or data key added after digitlab 0.1 holds no value at its default (as config.identity leaves it out), and the
+    loss's, optimizer's and schedule's options have their defaults filled in (so that a config written before an
+    option existed reads as the default it trained with)."""
+    from digitlab.config import identity, layer_specs
+    from digitlab.nn import LOSSES, OPTIMIZERS, SCHEDULES
+    from digitlab.options import defaults
+
+    if not cfg:
+        return {}
+    out: dict = {}
+
+    def walk(prefix: str, value) -> None:
+        if prefix in WHOLE:
+            out[prefix] = _compact(value)
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                walk(f"{prefix}.{key}" if prefix else str(key), item)
+        elif prefix not in NAMED:
+            out[prefix] = value
+
+    try:
+        ident = identity(cfg)
+        for key, registry in (("loss", LOSSES), ("optimizer", OPTIMIZERS)):  # every option, defaults filled in
+            given = cfg.get(key)
+            given = {"name": given} if isinstance(given, str) else given
+            if isinstance(given, dict) and given.get("name") in registry:
+                ident[key] = {**defaults(registry[given["name"]]), **given}
+                schedule = given.get("schedule")
+                if isinstance(schedule, dict) and schedule.get("name") in SCHEDULES:
+                    ident[key]["schedule"] = {**defaults(SCHEDULES[schedule["name"]]), **schedule}
+            else:  # fitted in one pass: no optimizer to tell apart
+                ident.pop(key, None)
+        walk("", {k: v for k, v in ident.items() if k != "model"})
+        out["outputs"] = cfg.get("outputs", "full")
+        out["layers"] = " ".join(_layer(name, opts) for name, opts in layer_specs(cfg))
+    except Exception:  # noqa: BLE001 (a config from another digitlab version: the named columns still show it)
+        return out
+    return out
+
+
+def _layer(name: str, opts: dict) -> str:
+    """A layer in the `layers` column: its name and the options that arch and dropout do not show and that are
+    not at their defaults (`{stride: 1}` written out reads as the default it is)."""
+    from digitlab.nn import LAYERS
+    from digitlab.options import defaults
+    default = defaults(LAYERS[name]) if name in LAYERS else {}
+    shown = [f"{k}={_compact(v)}" for k, v in opts.items() if k not in IN_ARCH and v is not None and
+             v != default.get(k)]
+    return f"{name}({', '.join(shown)})" if shown else name
+
+
+def _compact(value) -> str:
+    """A mapping as one cell: 'monitor=val_loss patience=3 ...'; 'none' for null."""
+    if value is None:
+        return "none"
+    if isinstance(value, dict):
+        return " ".join(f"{k}=({_compact(v)})" if isinstance(v, dict) else f"{k}={_compact(v)}"
+                        for k, v in value.items()) or "none"
+    return str(value).lower() if isinstance(value, bool) else _number(value)
+
+
 def metric_values(run: Run) -> dict:
     """Final metrics from summary.json when the run finished, else from the last row of metrics.csv."""
     rows, summary = run.metrics, run.summary
@@ -129,20 +214,41 @@ def describe(runs: list[Run]) -> None:
         if run.values:
             continue
         run.values = {"name": run.name, "status": run.status, **config_values(run.cfg, run.summary),
-                      **metric_values(run), "started": run.info.get("started"), **origin(run),
+                      "options": option_values(run.cfg), **metric_values(run), "started": run.info.get("started"),
+                      **origin(run),
                       **run_tags.columns(run.tags), "path": str(run.path)}
         if run.damage:
             run.values["damage"] = run.damage
 
 def differing(runs: list[Run]) -> list[str]:
-    """The config columns whose values are not all the same across `runs`."""
-    return [c for c in CONFIG_COLUMNS if len({json.dumps(r.values.get(c), sort_keys=True) for r in runs}) > 1]
+    """The config columns whose values are not all the same across `runs`: the named ones, then the other
+    options' (option_values), in config order."""
+    return differing_rows([r.values for r in runs])
+
+
+def differing_rows(rows: list[dict]) -> list[str]:
+    """differing() of rows (each a run's `values`, or flat())."""
+    named = [c for c in CONFIG_COLUMNS if len({json.dumps(r.get(c), sort_keys=True) for r in rows}) > 1]
+    options = [r.get("options") or {k: r[k] for k in r.get("option_keys", ())} for r in rows]
+    keys = list(dict.fromkeys(k for o in options for k in o))
+
+    def varies(key: str) -> bool:  # an option of a loss or optimizer the others lack: their name differs already
+        seen = [o.get(key) for o in options if key in o or not key.startswith(OF_NAMED)]
+        return len({json.dumps(v, sort_keys=True, default=str) for v in seen}) > 1
+    return named + [k for k in keys if varies(k)]
+
+
+def flat(values: dict) -> dict:
+    """A run's row with its other options' columns beside the named ones (option_keys lists them)."""
+    row = {k: v for k, v in values.items() if k != "options"}
+    options = values.get("options") or {}
+    return {**row, **options, "option_keys": list(options)}
 
 def legend_labels(runs: list[Run]) -> list[str]:
     """Each run's label: the config values that differ across the runs ('lr=0.001 dropout=0.1'), else its name."""
     keys = differing(runs) if len(runs) > 1 else []
-    keys = [k for k in keys if k != "params" or keys == ["params"]]
-    labels = [" ".join(f"{k}={format_value(k, r.values.get(k))}" for k in keys) or r.name for r in runs]
+    keys = [k for k in keys if k not in ("params", "outputs") or keys == [k]]  # outputs change no number
+    labels = [" ".join(f"{k}={format_value(k, flat(r.values).get(k))}" for k in keys) or r.name for r in runs]
     if len(set(labels)) < len(labels):  # same config twice (different folders): tell them apart by name
         labels = [f"{label} ({r.name})" if labels.count(label) > 1 else label for label, r in zip(labels, runs)]
     return labels
@@ -154,6 +260,8 @@ def format_value(column: str, value) -> str:
         return f"{value:.4f}"
     if column == "seconds":
         return f"{value:.1f}"
+    if isinstance(value, bool):  # as YAML writes it
+        return str(value).lower()
     if column == "epochs_done" and isinstance(value, float):
         return f"{value:g}"
     if isinstance(value, float):

@@ -1,6 +1,7 @@
 """`digitlab runs`: every run under some folders (runs/ by default, sweeps' points included), one line each,
-newest first, found by its values with --where and --status. It reads each folder with runs.collect, so a
-damaged run is listed as `damaged` (with a warning naming the file), never a traceback."""
+newest first, found by its values with --where and --status, with the config values that tell them apart. It
+reads each folder with runs.collect, so a damaged run is listed as `damaged` (with a warning naming the file),
+never a traceback."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 
 from digitlab.errors import UserError
 from digitlab.runs.catalog import collect
-from digitlab.runs.columns import describe
+from digitlab.runs.columns import describe, differing_rows, flat
 from digitlab.runs.where import Condition, select
 
 COLUMNS = ["name", "status", "started", "epochs_done", "test_acc", "best_val", "folder"]
@@ -24,9 +25,13 @@ def list_runs(paths, conditions: list[Condition] = (), statuses=()) -> tuple[lis
             raise UserError(f"{path}: no such folder")
     runs, warnings = collect(paths)
     describe(runs)
-    rows = select([dict(run.values, folder=run.values["path"]) for run in runs], list(conditions))
+    rows = select([dict(flat(run.values), folder=run.values["path"]) for run in runs], list(conditions))
     if statuses:
         rows = [row for row in rows if row["status"] in statuses]
     rows.sort(key=lambda row: (row.get("started") or "", row["folder"]), reverse=True)
     extra = [c for c in OPTIONAL if any(row.get(c) for row in rows)]
-    return COLUMNS[:-1] + extra + COLUMNS[-1:], rows, [w for w in warnings if "no run folders in it" not in w]
+    varied = differing_rows(rows) if len(rows) > 1 else []  # what tells the listed runs apart
+    for row in rows:
+        row.pop("option_keys")
+    return COLUMNS[:2] + varied + COLUMNS[2:-1] + extra + COLUMNS[-1:], rows, \
+        [w for w in warnings if "no run folders in it" not in w]

@@ -13,6 +13,7 @@ from digitlab.config import read_yaml
 from digitlab.errors import RunError, UserError
 from digitlab.figures import html
 from digitlab.figures.compare import overlay, parallel_coordinates
+from digitlab.options import plural
 from digitlab.run import layout
 from digitlab.run.folder import RunFolder
 from digitlab.runs.catalog import collect
@@ -51,7 +52,7 @@ def report(folders: list[Path], out: Path | None = None, echo: Callable[[str], N
     if failed:
         if len(folders) == 1:
             raise failed[0]
-        raise RunError(f"{len(failed)} of {len(folders)} folders got no page (see the warnings above)")
+        raise RunError(f"{len(failed)} of {plural(len(folders), 'folder')} got no page (see the warnings above)")
     return written
 
 
@@ -80,7 +81,7 @@ def write_comparison(folders, out: Path, title: str | None = None, select: str |
         raise UserError("nothing to report: none of the folders given is a run folder or a folder that holds runs")
     if select is None:
         select = next((sweep_select(Path(f)) for f in folders if is_sweep_folder(Path(f))), None)
-    body = [f"<h1>{html.esc(title or f'{len(runs)} runs compared')}</h1>"]
+    body = [f"<h1>{html.esc(title or plural(len(runs), 'run') + ' compared')}</h1>"]
     if warnings:
         body.append('<div class="banner warn"><b>notes</b><ul>' +
                     "".join(f"<li>{html.esc(w)}</li>" for w in warnings) + "</ul></div>")

@@ -10,7 +10,16 @@ import statistics
 
 from digitlab.errors import UserError
 from digitlab.runs.collect import Run
-from digitlab.runs.columns import ALIASES, BEST_FIRST, CONFIG_COLUMNS, METRIC_COLUMNS, describe, differing, format_value
+from digitlab.runs.columns import (
+    ALIASES,
+    BEST_FIRST,
+    CONFIG_COLUMNS,
+    METRIC_COLUMNS,
+    describe,
+    differing,
+    flat,
+    format_value,
+)
 from digitlab.system.tables import format_markdown, format_table
 
 FORMATS = ("table", "csv", "json", "markdown")
@@ -19,17 +28,19 @@ FORMATS = ("table", "csv", "json", "markdown")
 def table(runs: list[Run], all_columns: bool = False, group_seeds: bool = False,
           sort: str | None = None) -> tuple[list[str], list[dict]]:
     """(columns, rows) for `runs`: name, status, the config columns that differ (all with `all_columns`, or
-    when there is one run), the metrics. With `group_seeds`, runs whose configs differ only by their seed become
-    one row with the mean and standard deviation of each metric (`<metric>_std`)."""
+    when there is one run: the named ones and every other option's), the metrics. With `group_seeds`, runs whose
+    configs differ only by their seed become one row with the mean and standard deviation of each metric
+    (`<metric>_std`)."""
     describe(runs)
-    shown = differing(runs) if not all_columns and len(runs) > 1 else list(CONFIG_COLUMNS)
+    shown = differing(runs) if not all_columns and len(runs) > 1 else \
+        list(CONFIG_COLUMNS) + list(dict.fromkeys(k for r in runs for k in r.values.get("options") or {}))
     if group_seeds:
         rows = _group_seeds(runs)
         if "seed" not in shown and any(r["runs"] > 1 for r in rows):
             shown.append("seed")
         columns = ["name", "status", "runs"] + shown + [c for m in METRIC_COLUMNS for c in (m, f"{m}_std")]
     else:
-        rows = [dict(run.values) for run in runs]
+        rows = [_row(run.values) for run in runs]
         columns = ["name", "status"] + shown + METRIC_COLUMNS + origin_columns(runs)
     if sort:
         key = sort_key(sort, columns)
@@ -38,6 +49,13 @@ def table(runs: list[Run], all_columns: bool = False, group_seeds: bool = False,
         present.sort(key=lambda r: _sortable(r[key]), reverse=key in BEST_FIRST)
         rows = present + missing
     return columns, rows
+
+
+def _row(values: dict) -> dict:
+    """A run's row as the table shows it: every column side by side (flat), without the list of option keys."""
+    row = flat(values)
+    row.pop("option_keys")
+    return row
 
 
 def origin_columns(runs: list[Run]) -> list[str]:
@@ -65,7 +83,7 @@ def _group_seeds(runs: list[Run]) -> list[dict]:
         groups.setdefault(key, []).append(run)
     rows = []
     for members in groups.values():
-        first = dict(members[0].values)
+        first = _row(members[0].values)
         statuses = [m.status for m in members]
         first["status"] = statuses[0] if len(set(statuses)) == 1 else ", ".join(
             f"{statuses.count(s)} {s}" for s in sorted(set(statuses)))

@@ -4,8 +4,9 @@ are ANDed. A condition is parsed once, before any run is read, so that a typo co
 
 Numeric columns compare as numbers (1e-3 = 0.001), the others as text (so `started>2026-11-21` works on its
 timestamps); `digits=[3,8]` and `digits=38` both mean the digits 3 and 8; `dropout`, one value per layer
-(0.25/0.5), matches when every layer's does. A run without the column (a crashed run's test_acc) matches only
-`!=`.
+(0.25/0.5), matches when every layer's does. Any other config option is a column by its key, as compare shows it
+(`optimizer.nesterov=true`, `train_eval<1000`, `loss.label_smoothing>0`). A run without the column (a crashed
+run's test_acc) matches only `!=`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 
 from digitlab.errors import UserError
 from digitlab.options import as_number, did_you_mean
-from digitlab.runs.columns import ALIASES, CONFIG_COLUMNS, METRIC_COLUMNS
+from digitlab.runs.columns import ALIASES, CONFIG_COLUMNS, METRIC_COLUMNS, is_option_column
 
 COLUMNS = ["name", "status"] + CONFIG_COLUMNS + METRIC_COLUMNS + ["started", "sweep", "point", "tags", "note", "path"]
 TAG = "tag."  # tag.KEY: the value of the run's tag KEY (text)
@@ -41,6 +42,10 @@ class Condition:
             return self.op == "!="
         if self.column in NUMERIC:
             return self._compare(as_number(actual), as_number(self.value))
+        if isinstance(actual, bool):  # an option's true or false, as YAML writes it
+            return self._compare(str(actual).lower(), str(self.value).lower())
+        if isinstance(actual, (int, float)) and as_number(self.value) is not None:  # an option's number
+            return self._compare(actual, as_number(self.value))
         if self.column == "dropout" and actual != "none" and as_number(self.value) is not None:
             return all(self._compare(as_number(p), as_number(self.value)) for p in str(actual).split("/"))
         return self._compare(str(actual), str(self.value))
@@ -64,8 +69,10 @@ def parse(text: str) -> Condition:
         fail(f"expected COLUMN OP VALUE with OP one of {' '.join(OPERATORS)}, e.g. test_acc>0.99")
     column, op, raw = match.groups()
     column = ALIASES.get(column.strip(), column.strip())
-    if column not in COLUMNS and not (column.startswith(TAG) and len(column) > len(TAG)):
-        fail(f"unknown column {column!r}{did_you_mean(column, COLUMNS)} (a tag is tag.KEY)")
+    if column not in COLUMNS and not (column.startswith(TAG) and len(column) > len(TAG)) and \
+            not is_option_column(column):
+        fail(f"unknown column {column!r}{did_you_mean(column, COLUMNS)} (a tag is tag.KEY; another config option "
+             f"its key, as compare shows it: optimizer.nesterov, train_eval...)")
     if raw == "":
         fail(f"no value after {op}")
     value = _value(raw.strip("'\""))

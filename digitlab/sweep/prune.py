@@ -29,7 +29,7 @@ import math
 import statistics
 from dataclasses import dataclass, field
 
-from digitlab.options import Choice, Integer
+from digitlab.options import Choice, Integer, plural
 
 METRICS = {"val_accuracy": True, "val_loss": False, "train_accuracy": True, "train_loss": False,
            "test_accuracy": True, "test_loss": False}  # metrics.csv's columns; True: higher is better
@@ -159,10 +159,10 @@ class MedianRule:
                 decision = _final(track, "")
             elif complete + undecided < self.min_points:
                 decision = _final(track, "") if track.complete else Decision(
-                    RUN, f"to the end (epoch {track.epochs}): fewer than {self.min_points} completed points before "
-                         f"it", until=track.epochs)
+                    RUN, f"to the end (epoch {track.epochs}): fewer than "
+                         f"{plural(self.min_points, 'completed point')} before it", until=track.epochs)
             elif undecided:
-                decision = Decision(WAIT, f"waits for the {undecided} undecided point(s) before it")
+                decision = Decision(WAIT, f"waits for the {plural(undecided, 'undecided point')} before it")
             else:
                 decision = self._decide(track, averages.thresholds(self.min_epochs, track.epochs, self.min_points),
                                         complete)
@@ -190,7 +190,7 @@ class MedianRule:
             if why and epoch < track.epochs:
                 return _final(track, why) if epoch < len(track.values) else Decision(PRUNED, why)
         if track.complete:
-            return Decision(COMPLETE, f"trained all {track.epochs} epochs")
+            return Decision(COMPLETE, f"trained all {plural(track.epochs, 'epoch')}")
         return Decision(RUN, f"to the end (epoch {track.epochs}) unless below the median", until=track.epochs,
                         rule=stop)
 
@@ -253,7 +253,7 @@ class MedianStop:
             word = "below" if self.maximize else "above"
             digits = 4 if _show(best) != _show(median) else 6
             return (f"epoch {epoch}: best {self.metric} {_show(best, digits)} {word} the median "
-                    f"{_show(median, digits)} of {self.points} completed points' running averages")
+                    f"{_show(median, digits)} of {plural(self.points, 'completed point')}' running averages")
         return None
 
 
@@ -284,7 +284,7 @@ def _final(track: Track, why: str, waiting: bool = False) -> Decision:
     if track.ended:
         return Decision(ENDED, why)
     if track.complete:
-        return Decision(COMPLETE, f"trained all {track.epochs} epochs")
+        return Decision(COMPLETE, f"trained all {plural(track.epochs, 'epoch')}")
     return Decision(WAIT if waiting else PRUNED, why)
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from digitlab.errors import RunError, StorageError
+from digitlab.options import plural
 from digitlab.run import layout
 from digitlab.runs.page import write_sweep_report
 from digitlab.sweep.executors.base import Executor
@@ -69,9 +70,9 @@ def run_sweep(sweep: Sweep, runs_dir: str | os.PathLike = "runs", workers: int |
     states = schedule.states
     jobs = schedule.jobs()
     counts = _count(schedule.final() if schedule.prunes else (s for s, _, _ in states.values()))
-    extra = f" ({sweep.duplicates} duplicate configs merged)" if sweep.duplicates else ""
+    extra = f" ({plural(sweep.duplicates, 'duplicate config')} merged)" if sweep.duplicates else ""
     rule = f"; pruned by {_describe(sweep.prune)}" if sweep.prune is not None else ""
-    echo(f"sweep {sweep.name}: {len(sweep.points)} points{extra}{rule} -> {sweep_dir}")
+    echo(f"sweep {sweep.name}: {plural(len(sweep.points), 'point')}{extra}{rule} -> {sweep_dir}")
     hint = "" if retry_failed or not any(s in FAILED for s, _, _ in states.values()) else \
         " (--retry-failed also reruns failed, diverged and damaged points)"
     later = " now, more as their results come in" if schedule.prunes and jobs else ""

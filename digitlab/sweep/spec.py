@@ -15,7 +15,7 @@ from pathlib import Path
 
 from digitlab.config import check_kind, config_hash, load_config, read_yaml, safe_name, set_key, validate
 from digitlab.errors import ConfigError
-from digitlab.options import Choice, Invalid, as_number, resolve
+from digitlab.options import Choice, Invalid, as_number, plural, resolve
 from digitlab.sweep.prune import METHODS
 
 SWEEP_KEYS = ["name", "base", "set", "grid", "random", "seeds", "select", "prune"]
@@ -104,7 +104,7 @@ def load_sweep(path: str | os.PathLike) -> Sweep:
 
     size = math.prod(len(v) for v in grid.values()) * max(1, len(samples)) * len(seeds or [0])
     if size > MAX_POINTS:
-        fail("grid", f"{size} points; a sweep has at most {MAX_POINTS}")
+        fail("grid", f"{plural(size, 'point')}; a sweep has at most {MAX_POINTS:,}")
     base_raw = read_yaml(base)
     points, seen, duplicates = [], set(), 0
     combos = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]

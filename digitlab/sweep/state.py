@@ -13,6 +13,7 @@ from pathlib import Path
 
 from digitlab.config import load_config
 from digitlab.errors import ConfigError, DamagedRun, RunError, StorageError, os_reason
+from digitlab.options import plural
 from digitlab.run import layout
 from digitlab.run.agreement import check_agreement
 from digitlab.run.folder import RunFolder
@@ -293,7 +294,7 @@ def why_stopped(state: str, folder: Path | None, epochs: int) -> str:
         info = {}
     done = epochs_done(folder)
     diverged = info.get("diverged") if isinstance(info.get("diverged"), dict) else {}
-    return {"complete": f"trained all {epochs} epochs",
+    return {"complete": f"trained all {plural(epochs, 'epoch')}",
             "pruned": str(info.get("pruned") or f"pruned after epoch {done}"),
             "failed": str(info.get("error") or "failed"),
             "diverged": f"loss {diverged.get('loss', 'nan')} in epoch {diverged.get('epoch', done + 1)}",

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from digitlab.errors import CheckpointError, RunError, StorageError, UserError, os_reason
+from digitlab.options import plural
 from digitlab.run import layout
 from digitlab.sweep.executors.base import Executor
 from digitlab.sweep.point import origin, record_failure
@@ -44,7 +45,8 @@ class DaskExecutor(Executor):
         self.sweep_dir, self.retry_failed = sweep_dir, retry_failed
         self.client, self.cluster = dask_client(self.address, self.workers)
         self.threads = sum(self.client.nthreads().values()) or 1
-        echo(f"dask: {len(self.client.nthreads())} workers, {self.threads} threads at {self.client.scheduler.address}")
+        echo(f"dask: {plural(len(self.client.nthreads()), 'worker')}, {plural(self.threads, 'thread')} at "
+             f"{self.client.scheduler.address}")
 
     def room(self) -> int:
         return 2 * self.threads - len(self.claimed)
