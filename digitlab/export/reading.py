@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from digitlab.errors import RunError, UserError
+from digitlab.options import plural
 from digitlab.run import layout
 from digitlab.run.folder import RunFolder
 from digitlab.run.view import RunView
@@ -97,7 +98,7 @@ def destination(out: str | None, item: Exportable, suffix: str, default: str, co
     if target.suffix == suffix:
         if count == 1:
             return target
-        raise UserError(f"{out}: --out names one {suffix} file, but {count} runs are exported; give a folder")
+        raise UserError(f"{out}: --out names one {suffix} file, but {plural(count, 'run')} are exported; give a folder")
     return target / (item.label.replace("/", "-") + suffix)
 
 

@@ -19,6 +19,7 @@ import numpy as np
 
 from digitlab.export.network import Network, Step, describe
 from digitlab.export.reading import Exportable, destination, unique_destinations
+from digitlab.options import plural
 from digitlab.run import layout
 from digitlab.system.storage import atomic_write, make_folder
 
@@ -141,7 +142,8 @@ def check(code_path: Path, item: Exportable) -> str:
     ours = class_probabilities(item.view.model.predict(x.reshape((len(x),) + item.view.model.in_shape)))
     difference = float(np.abs(theirs - ours).max())
     verdict = "same probabilities as digitlab" if difference < TOLERANCE else "DIFFERENT probabilities from digitlab"
-    return f"{code_path}: checked with torch on {len(x)} test images: {verdict} (largest difference {difference:.1e})"
+    return (f"{code_path}: checked with torch on {plural(len(x), 'test image')}: {verdict} "
+            f"(largest difference {difference:.1e})")
 
 
 def export(items: list[Exportable], out: str | None, say, with_code: bool = False) -> None:

@@ -24,6 +24,7 @@ from digitlab.inside.plane import embedding_layer, fixed_limits, project
 from digitlab.nn import Conv2d, Sequential
 from digitlab.nn.metrics import class_probabilities
 from digitlab.nn.registry import layer_name
+from digitlab.options import plural, size_text
 from digitlab.run import layout
 from digitlab.run.predict import knows_only
 from digitlab.run.view import RunView
@@ -124,7 +125,7 @@ def section(view: RunView) -> str:
         bytes_ = 4 * model.num_parameters() * 4 // 3
         if bytes_ > MAX_WEIGHT_BYTES:
             return (f'{head}<p class="note">This network is too big to embed in the page: its '
-                    f"{model.num_parameters():,} parameters take {bytes_ / 2**20:.1f} MB in base64, over the "
+                    f"{plural(model.num_parameters(), 'parameter')} take {size_text(bytes_)} in base64, over the "
                     f"{MAX_WEIGHT_BYTES / 2**20:g} MB this page embeds. Draw your digit, save it as a PNG and ask "
                     "<code>digitlab predict</code> instead.</p>")
         data = spec(view)
