@@ -118,9 +118,10 @@ def test_tensorboard_reads_back_every_metrics_column_the_config_and_the_figures(
 
     from digitlab.export.tensorboard_events import place
     run = runs["tiny"]["run"]
-    for _ in range(2):  # exporting again replaces the run's events instead of adding a second copy
-        result = cli("export", run, "--to", "tensorboard", "--out", tmp_path / "tb")
-        assert result.exit_code == 0, result.output
+    # exporting again replaces the run's events instead of adding a second copy; the folder may follow the runs
+    for where in (["--out", tmp_path / "tb"], [tmp_path / "tb"]):
+        result = cli("export", run, "--to", "tensorboard", *where)
+        assert result.exit_code == 0 and result.stderr == "", result.output
     folder = tmp_path / "tb" / run.name
     assert sorted(p.parent.name for p in folder.rglob("events.out.tfevents.*")) == \
         sorted([run.name, "train", "validation", "test"])
@@ -151,8 +152,8 @@ def test_mlflow_holds_each_run_once_after_two_exports_with_its_metrics_per_epoch
     from mlflow.tracking import MlflowClient
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     exported = [runs["tiny"]["run"], runs["mlp8"]["run"]]
-    for _ in range(2):
-        result = cli("export", *exported, "--to", "mlflow", "--out", uri)
+    for where in (["--out", uri], [uri]):  # the URI as --out, or after the runs as `--to mlflow URI` reads
+        result = cli("export", *exported, "--to", "mlflow", *where)
         assert result.exit_code == 0 and result.stderr == "", result.output
     assert result.stdout.count("(updated)") == 2
     client = MlflowClient(uri)
