@@ -67,13 +67,15 @@ def loads() -> list[float]:
 
 
 def run_sweep(path: Path, runs: Path, workers: int) -> dict:
-    """Run the sweep as a user does; the time each printed line came, and the CPU its processes used."""
+    """Run the sweep as a user does; the time each printed line came, and the CPU its processes used. Run from the
+    sweep file's folder, not this checkout: `python -m` puts its working folder first on the path, and PYTHONPATH
+    must be able to choose the digitlab measured."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     load_before = loads()
     errors = tempfile.TemporaryFile("w+")  # a file, not a pipe: a full pipe would stop the sweep
     began = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "digitlab", "sweep", str(path), "--workers", str(workers),
-                             "--runs-dir", str(runs)], cwd=ROOT, stdout=subprocess.PIPE, stderr=errors,
+                             "--runs-dir", str(runs)], cwd=path.parent, stdout=subprocess.PIPE, stderr=errors,
                             text=True, bufsize=1)
     first = last = None
     lines = 0
@@ -104,7 +106,7 @@ def point_report(sweep_dir: Path) -> dict:
     """`digitlab report` of one point of the finished sweep, and whether every figure its page shows is there."""
     point = sorted(p for p in sweep_dir.iterdir() if (p / "run.json").is_file())[0]
     began = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "digitlab", "report", str(point)], cwd=ROOT, capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "digitlab", "report", str(point)], cwd=sweep_dir, capture_output=True,
                           text=True)
     took = time.perf_counter() - began
     page = point / "report.html"
@@ -228,6 +230,9 @@ def main() -> None:
 
 
 def _commit() -> str:
+    """The digitlab measured: this checkout's commit, or PYTHONPATH's when it points elsewhere."""
+    if os.environ.get("PYTHONPATH"):
+        return f"PYTHONPATH={os.environ['PYTHONPATH']}"
     out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
                            text=True).stdout.strip()
