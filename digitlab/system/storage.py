@@ -17,6 +17,7 @@ import contextlib
 import contextvars
 import io
 import os
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from digitlab.errors import StorageError, os_reason
 _unsynced: contextvars.ContextVar[dict | None] = contextvars.ContextVar("digitlab_unsynced", default=None)
 _syncing: list[Future] = []  # the last block's fsyncs left to the background thread, at most one
 _syncer: ThreadPoolExecutor | None = None
+_starting = threading.Lock()
 
 
 @contextlib.contextmanager
@@ -54,15 +56,20 @@ def synced_once(later: bool = False):
 
 
 def wait_synced() -> None:
-    """Wait for the fsyncs left to the background thread."""
-    while _syncing:
-        _syncing.pop().result()
+    """Wait for the fsyncs left to the background thread (another thread may be taking them too)."""
+    while True:
+        try:
+            future = _syncing.pop()
+        except IndexError:
+            return
+        future.result()
 
 
 def _background() -> ThreadPoolExecutor:
     global _syncer
-    if _syncer is None:
-        _syncer = ThreadPoolExecutor(1, thread_name_prefix="digitlab-fsync")
+    with _starting:
+        if _syncer is None:
+            _syncer = ThreadPoolExecutor(1, thread_name_prefix="digitlab-fsync")
     return _syncer
 
 
