@@ -143,3 +143,23 @@ def test_the_curves_of_hundreds_of_runs_name_the_best_in_the_legend(tiny_run):
     assert len(shown) == LEGEND_ROWS and shown[0].endswith(f"seed={len(runs) - 1}")  # the best first
     assert fig.get_size_inches()[0] < 12
     plt.close(fig)
+
+
+def test_configs_read_back_are_validated_once_per_content_and_each_reader_gets_its_own_copy(tmp_path, monkeypatch,
+                                                                                          write_config):
+    monkeypatch.setattr(config, "_RUN_CONFIGS", {})
+    monkeypatch.setattr(config, "RUN_CONFIGS_KEPT", 2)
+    validated = []
+    real = config.load_config
+    monkeypatch.setattr(config, "load_config", lambda *a, **k: validated.append(a[0]) or real(*a, **k))
+    paths = [write_config(tiny(seed=seed), f"seed{seed}.yaml") for seed in (1, 2)]
+    same = tmp_path / "copy" / "config.yaml"
+    same.parent.mkdir()
+    shutil.copy(paths[0], same)
+    first = config.read_run_config(paths[0])
+    first["optimizer"]["lr"] = 99.0  # a reader that changes its copy changes nothing for the next
+    assert config.read_run_config(same)["optimizer"]["lr"] == 0.1 and validated == [paths[0]]  # same bytes
+    config.read_run_config(paths[1])
+    assert len(validated) == 2 and len(config._RUN_CONFIGS) == 2
+    config.read_run_config(write_config(tiny(seed=3), "seed3.yaml"))
+    assert len(validated) == 3 and len(config._RUN_CONFIGS) == 1  # full: started again

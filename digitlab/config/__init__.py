@@ -59,6 +59,7 @@ def load_config(path: str | Path, overrides=(), warn=warn_stderr, memory: bool =
 
 _RUN_CONFIGS: dict[bytes, dict] = {}  # resolved configs by the bytes of their file: a sweep's points and copies of
                                       # one run share a text, read and validated once a process
+RUN_CONFIGS_KEPT = 10_000  # at most this many (about 3.4 KB each); then the cache starts again
 
 
 def read_run_config(path: str | Path, warn=warn_stderr) -> dict:
@@ -72,6 +73,8 @@ def read_run_config(path: str | Path, warn=warn_stderr) -> dict:
     except OSError:
         return load_config(path, warn=warn, memory=False)  # says what is wrong with the file
     if key not in _RUN_CONFIGS:
+        if len(_RUN_CONFIGS) >= RUN_CONFIGS_KEPT:
+            _RUN_CONFIGS.clear()
         _RUN_CONFIGS[key] = load_config(path, warn=warn, memory=False)
     return _copied(_RUN_CONFIGS[key])
 
