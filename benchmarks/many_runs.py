@@ -1,7 +1,7 @@
 """How `digitlab runs` holds up with many run folders: N copies of one real run folder (each a run digitlab
 wrote: run.json, config.yaml, metrics.csv, summary.json, model.npz...), then the listing cold (no catalog), warm,
 with --where, and after a folder is damaged, added and removed behind its back. Not a test: it prints wall times
-(median of --repeat) with the load average beside them.
+(median of --repeat) and the CPU seconds of those processes, with the load average beside them.
 
     python benchmarks/many_runs.py --runs 10000            # trains configs/3v8-logreg.yaml for 1 epoch first
     python benchmarks/many_runs.py --runs 2000 --source runs/3v8-logreg-20261206-...
@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -23,10 +24,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
+CPU: list[float] = []  # CPU seconds (user + system) of each digitlab process run, in order
+
+
 def digitlab(*args: str) -> tuple[float, subprocess.CompletedProcess]:
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     began = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "digitlab", *args], capture_output=True, text=True, cwd=ROOT)
-    return time.perf_counter() - began, proc
+    took = time.perf_counter() - began
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    CPU.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+    return took, proc
 
 
 def timed(label: str, repeat: int, *args: str, before=None) -> dict:
@@ -39,10 +47,11 @@ def timed(label: str, repeat: int, *args: str, before=None) -> dict:
             raise SystemExit(f"{label}: exit {proc.returncode}: {proc.stderr[-500:]}")
         seconds.append(took)
     rows = len(proc.stdout.strip().splitlines()) - 1
+    cpu = statistics.median(CPU[-repeat:])
     result = {"what": label, "median_s": round(statistics.median(seconds), 3), "min_s": round(min(seconds), 3),
-              "max_s": round(max(seconds), 3), "rows": rows, "load": os.getloadavg()[0]}
+              "max_s": round(max(seconds), 3), "cpu_s": round(cpu, 3), "rows": rows, "load": os.getloadavg()[0]}
     print(f"{label:<44} median {result['median_s']:7.3f} s  (min {result['min_s']:.3f}, max {result['max_s']:.3f}; "
-          f"{rows} rows; load {result['load']:.2f})", flush=True)
+          f"CPU {cpu:.3f} s; {rows} rows; load {result['load']:.2f})", flush=True)
     return result
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime
 import difflib
+import functools
 import inspect
 import math
 from typing import Any
@@ -250,16 +251,23 @@ class Nested(Rule):
 
 
 # -- a class's declared options --------------------------------------------------------------------------------
+@functools.cache
+def _parameters(cls):
+    """The parameters of `cls`'s constructor, read once a class (inspect.signature is slow, and a config's
+    validation asks for every option of every layer)."""
+    return inspect.signature(cls).parameters
+
+
 def defaults(cls) -> dict[str, Any]:
     """The defaults of `cls`'s declared options, from its constructor's signature (required ones are absent)."""
-    params = inspect.signature(cls).parameters
+    params = _parameters(cls)
     return {name: params[name].default for name in cls.options
             if name in params and params[name].default is not inspect.Parameter.empty}
 
 
 def required(cls) -> list[str]:
     """The declared options that `cls`'s constructor has no default for."""
-    params = inspect.signature(cls).parameters
+    params = _parameters(cls)
     return [name for name in cls.options if name in params and params[name].default is inspect.Parameter.empty]
 
 

@@ -88,8 +88,10 @@ def check_kind(raw, source: str, command: str) -> None:
         raise ConfigError(source, "", f"this is {what}; use digitlab {kind} {source}")
 
 
-def validate(raw: Any, source: str = "config") -> dict:
-    """A fully resolved config from a parsed one: defaults filled in, every value checked."""
+def validate(raw: Any, source: str = "config", memory: bool = True) -> dict:
+    """A fully resolved config from a parsed one: defaults filled in, every value checked. `memory`: also check
+    that training it fits in the memory this process may allocate now, which only training asks (a finished run
+    read back on a machine with less free memory is no less valid)."""
     def fail(key: str, message: str):
         raise ConfigError(source, key, message)
 
@@ -131,7 +133,7 @@ def validate(raw: Any, source: str = "config") -> dict:
         specs = [(n, o) for n, o, _ in checked]
     if not _check_closed_form(cfg, raw, specs, fail):
         cfg["batch_size"] = _checked(Experiment.options["batch_size"], cfg["batch_size"], "batch_size", fail)
-    _check_shapes(cfg, specs, source, fail)
+    _check_shapes(cfg, specs, source, fail, memory)
     _check_loss_input(loss_name(cfg), specs, fail)
     stopping = cfg["early_stopping"]
     if stopping and stopping["monitor"].startswith("val_") and not cfg["data"]["validation"]:
@@ -354,9 +356,9 @@ def layer_specs(cfg: dict) -> list[tuple[str, dict]]:
     return [check_layer(item, f"model.{i}", fail)[:2] for i, item in enumerate(cfg["model"])]
 
 
-def _check_shapes(cfg: dict, specs: list[tuple[str, dict]], source: str, fail) -> None:
+def _check_shapes(cfg: dict, specs: list[tuple[str, dict]], source: str, fail, memory: bool = True) -> None:
     """Build the model once (no weights drawn) to check that the layers fit each other, the data, the digits
-    and the loss, and that it fits in memory."""
+    and the loss, and (with `memory`) that training it fits in memory."""
     data = open_source(cfg["data"])
     layers, in_shape, _ = build_layers(specs, data.image_shape, LOSSES[loss_name(cfg)].fuses)
     try:
@@ -369,7 +371,8 @@ def _check_shapes(cfg: dict, specs: list[tuple[str, dict]], source: str, fail) -
     for i, layer in enumerate(layers):
         if isinstance(layer, Softmax) and layer_shapes[i] == (1,):
             fail(f"model.{i}", "softmax over a single output is always 1; it needs two or more (or use sigmoid)")
-    check_memory(cfg, data, layer_shapes, param_shapes, fail, layers)
+    if memory:
+        check_memory(cfg, data, layer_shapes, param_shapes, fail, layers)
     out_shape = layer_shapes[-1] if layer_shapes else in_shape
     n_classes, digits = len(cfg["data"]["digits"]), cfg["data"]["digits"]
     if len(out_shape) != 1:

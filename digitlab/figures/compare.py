@@ -22,6 +22,9 @@ from digitlab.runs.columns import describe, legend_labels  # noqa: E402
 
 LEGEND_INSIDE = 10  # more runs than this: the legend goes beside the axes, in columns of at most LEGEND_ROWS
 LEGEND_ROWS = 25
+COLLECTED = 100  # more points than this: their lines are drawn as one collection (a Line2D each takes seconds)
+LEGEND_MOST = 100  # more runs than this: the legend names the best LEGEND_ROWS (a legend of 1,000 runs is a
+                   # figure 130 inches wide that takes most of a minute to draw, and nobody reads it)
 
 
 def plot(runs: list[Run], path: str | Path, title: str = "") -> Path | None:
@@ -36,7 +39,8 @@ def overlay(runs: list[Run], title: str = ""):
     run, the legend naming each run by its differing config values; None when no run has a finished epoch.
     Up to ten runs the legend sits in the axes; with more it stands beside them in columns, best final test
     accuracy first, and the colours run along a colour map in that order (a qualitative palette has too few
-    colours to tell 50 runs apart, and a rank is what the eye looks for)."""
+    colours to tell 50 runs apart, and a rank is what the eye looks for). Past LEGEND_MOST runs the legend names
+    only the best LEGEND_ROWS, and says so."""
     drawn = [r for r in runs if r.metrics]
     if not drawn:
         return None
@@ -47,31 +51,53 @@ def overlay(runs: list[Run], title: str = ""):
     if many:
         ranked = sorted(zip(drawn, labels), key=lambda pair: -_final(pair[0]))
         drawn, labels = [run for run, _ in ranked], [label for _, label in ranked]
-    columns = math.ceil(len(drawn) / LEGEND_ROWS)
+    named = len(drawn) if len(drawn) <= LEGEND_MOST else LEGEND_ROWS
+    columns = math.ceil(named / LEGEND_ROWS)
     if many:
         colour_of = plt.get_cmap("turbo")
         colours = [colour_of(0.05 + 0.9 * i / max(len(drawn) - 1, 1)) for i in range(len(drawn))]
     else:
         colours = [plt.get_cmap("tab10")(i) for i in range(len(drawn))]
     width = 8 + (3.2 * columns if many else 0)
-    fig, ax = plt.subplots(figsize=(width, 5 if len(drawn) <= LEGEND_ROWS else 6.5), layout="constrained")
-    for run, label, colour in zip(drawn, labels, colours):
+    fig, ax = plt.subplots(figsize=(width, 5 if named <= LEGEND_ROWS else 6.5), layout="constrained")
+    if named < len(drawn):  # the runs the legend leaves out: two collections, drawn at once, under the named
+        _unnamed(ax, drawn[named:], colours[named:])
+    for i, (run, label, colour) in enumerate(zip(drawn[:named], labels, colours)):
         epochs = [r["epoch"] for r in run.metrics]
         test = [_nan(r.get("test_accuracy")) for r in run.metrics]
         train = [_nan(r.get("train_accuracy")) for r in run.metrics]
+        on_top = 2 + 1 - i / len(drawn)  # the best drawn last, over the others
         ax.plot(epochs, test, color=colour, ls="-", marker="o", ms=3 if not many else 2, lw=1.5 if not many else 1,
-                label=label if len(label) <= 60 else label[:59] + "…")
-        ax.plot(epochs, train, color=colour, ls="--", alpha=0.8 if not many else 0.5, lw=1)
+                label=label if len(label) <= 60 else label[:59] + "…", zorder=on_top)
+        ax.plot(epochs, train, color=colour, ls="--", alpha=0.8 if not many else 0.5, lw=1, zorder=on_top)
     ax.set(xlabel="epoch", ylabel="accuracy", title=title or "test accuracy (solid) and train accuracy (dashed)")
     ax.grid(alpha=0.3)
     if many:
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), ncols=columns, frameon=False,
-                  title=plural(len(drawn), "run"), title_fontsize=8)
+                  title=plural(len(drawn), "run") if named == len(drawn) else f"the best {named} of {len(drawn)} runs",
+                  title_fontsize=8)
     else:
         ax.legend(fontsize=8, loc="lower right")
     if max(len(r.metrics) for r in drawn) < 10:
         ax.set_xticks(sorted({r["epoch"] for run in drawn for r in run.metrics}))
     return fig
+
+
+def _unnamed(ax, runs: list[Run], colours: list) -> None:
+    """Test (solid) and train (dashed) accuracy of many runs as two line collections: one artist each instead of
+    two a run (a thousand Line2D take seconds to make and draw). An epoch without a value is left out."""
+    from matplotlib.collections import LineCollection
+    for key, style, alpha in (("train_accuracy", "--", 0.4), ("test_accuracy", "-", 0.8)):
+        lines, kept = [], []
+        for run, colour in zip(runs, colours):
+            points = np.array([(r["epoch"], _nan(r.get(key))) for r in run.metrics], dtype=float)
+            points = points[np.isfinite(points[:, 1])]
+            if len(points):
+                lines.append(points)
+                kept.append(colour)
+        ax.add_collection(LineCollection(lines[::-1], colors=kept[::-1], linestyles=style, linewidths=0.8,
+                                         alpha=alpha, zorder=1.5), autolim=True)
+    ax.autoscale_view()
 
 
 def _final(run: Run) -> float:
@@ -118,10 +144,21 @@ def parallel_coordinates(keys: list[str], rows: list[dict], metric: str, maximiz
     cmap = plt.get_cmap("viridis" if maximize else "viridis_r")
     fig, ax = plt.subplots(figsize=(max(6.0, 1.9 * len(columns) + 1.5), 4.6))
     x = np.arange(len(columns))
+    lines, colours = [], []  # many points: one collection of lines (and one of their dots), in order: best on top
     for n, row in enumerate(ordered):
         y = np.array([pos[n] for pos, _ in axes])
         colour = "#bbbbbb" if row.get(metric) is None else cmap(norm(row[metric]))
-        ax.plot(x, y, color=colour, lw=1.6, alpha=0.85, marker="o", ms=3)
+        if len(ordered) > COLLECTED and np.isfinite(y).all():
+            lines.append(np.column_stack([x, y]))
+            colours.append(colour)
+        else:  # one Line2D a point (a value missing: the line breaks there)
+            ax.plot(x, y, color=colour, lw=1.6, alpha=0.85, marker="o", ms=3)
+    if lines:
+        from matplotlib.collections import LineCollection
+        ax.add_collection(LineCollection(lines, colors=colours, linewidths=1.6, alpha=0.85))
+        ax.scatter(np.concatenate([line[:, 0] for line in lines]), np.concatenate([line[:, 1] for line in lines]),
+                   c=np.repeat(np.array([matplotlib.colors.to_rgba(c) for c in colours]), len(x), axis=0), s=9,
+                   alpha=0.85, linewidths=0, zorder=2.5)
     for i, (_, ticks) in enumerate(axes):
         ax.axvline(i, color="black", lw=0.8)
         for where, text in ticks:

@@ -46,7 +46,7 @@ def load_model(path: Path, cfg: dict, image_shape: tuple[int, ...]) -> tuple[Seq
                                f"config.yaml is {config_hash(cfg)} (or config.yaml was edited, cut short or "
                                f"copied in)")
     try:  # compared as built models: files written by older versions spell the same layers differently
-        saved, _ = make_model(validate({**cfg, "model": meta["layers"]}, str(path)), image_shape)
+        saved, _ = make_model(validate({**cfg, "model": meta["layers"]}, str(path), memory=False), image_shape)
     except ConfigError as exc:
         raise DamagedRun(path, f"its architecture record is not a model ({exc.message})") from None
     if architecture(saved) != architecture(model):

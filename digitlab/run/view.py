@@ -12,7 +12,7 @@ from functools import cached_property
 
 import numpy as np
 
-from digitlab.config import load_config
+from digitlab.config import read_run_config
 from digitlab.data import DigitData, load_data, open_source
 from digitlab.errors import DamagedRun
 from digitlab.nn import Loss, Sequential
@@ -30,7 +30,7 @@ class RunView:
 
     @cached_property
     def cfg(self) -> dict:
-        return load_config(self.run / layout.CONFIG)
+        return read_run_config(self.run / layout.CONFIG)
 
     @cached_property
     def info(self) -> dict:

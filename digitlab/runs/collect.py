@@ -4,8 +4,6 @@ marked `damaged` with the file and the reason, never a traceback."""
 
 from __future__ import annotations
 
-import copy
-import hashlib
 import os
 from pathlib import Path
 
@@ -145,20 +143,9 @@ def read_run(path: Path) -> Run:
                info=info, tags=tags)
 
 
-_CONFIGS: dict[bytes, dict] = {}  # resolved configs by the bytes of their config.yaml: a sweep's points and copies
-                                  # of one run share a text, read and validated once a process
-
-
 def _read_config(folder: RunFolder) -> dict:
-    from digitlab.config import load_config
-    path = folder / layout.CONFIG
-    try:
-        key = hashlib.sha256(path.read_bytes()).digest()
-    except OSError:
-        return load_config(path)  # says what is wrong with the file
-    if key not in _CONFIGS:
-        _CONFIGS[key] = load_config(path)
-    return copy.deepcopy(_CONFIGS[key])
+    from digitlab.config import read_run_config
+    return read_run_config(folder / layout.CONFIG)
 
 
 def default_plot_path(paths) -> Path | None:

@@ -66,14 +66,17 @@ def sweep_select(folder: Path) -> str | None:
     return select if isinstance(select, str) else None
 
 
-def write_sweep_report(folder: Path, select: str | None = None) -> Path:
-    """The sweep folder's report.html (a comparison page of its points)."""
+def write_sweep_report(folder: Path, select: str | None = None, curves: bytes | None = None) -> Path:
+    """The sweep folder's report.html (a comparison page of its points); `curves`: the PNG of their curves when
+    the caller has just drawn it (the sweep's compare.png), so it is not drawn twice."""
     return write_comparison([folder], Path(folder) / PAGE, title=f"sweep {Path(folder).name}",
-                            select=select or sweep_select(Path(folder)) or "val_accuracy")
+                            select=select or sweep_select(Path(folder)) or "val_accuracy", curves=curves)
 
 
-def write_comparison(folders, out: Path, title: str | None = None, select: str | None = None) -> Path:
-    """The comparison page of the runs in `folders` (run folders, sweep folders, folders of runs), at `out`."""
+def write_comparison(folders, out: Path, title: str | None = None, select: str | None = None,
+                     curves: bytes | None = None) -> Path:
+    """The comparison page of the runs in `folders` (run folders, sweep folders, folders of runs), at `out`;
+    `curves`, when given, is the PNG of their curves (see figures.compare.overlay) already drawn."""
     out = Path(out)
     runs, warnings = collect(folders)
     warnings += [r.damage for r in runs if r.damage]
@@ -89,11 +92,14 @@ def write_comparison(folders, out: Path, title: str | None = None, select: str |
     body += ["<h2>Runs</h2>", '<p class="note">The config columns that differ between the runs, then the results. '
              "Click a column's header to sort by it; a run's name opens its own page.</p>",
              _table(columns, rows, out)]
-    figure = overlay(runs)
-    if figure is not None:
-        from digitlab.figures.canvas import png
+    if curves is None:
+        figure = overlay(runs)
+        if figure is not None:
+            from digitlab.figures.canvas import png
+            curves = png(figure)
+    if curves is not None:
         body += ["<h2>Curves</h2>", '<div class="figs">', html.figure(
-            png(figure), "accuracy per epoch of every run", "Test accuracy (solid) and train accuracy (dashed) "
+            curves, "accuracy per epoch of every run", "Test accuracy (solid) and train accuracy (dashed) "
             "per epoch."), "</div>"]
     if select is not None:
         body.append(_parallel(runs, select))

@@ -13,6 +13,7 @@ from digitlab.run import layout
 from digitlab.run.folder import RunFolder, utc_now
 from digitlab.sweep.state import claim, folder_status, resumable, set_aside
 from digitlab.system.environment import command_line
+from digitlab.system.storage import synced_once
 
 if TYPE_CHECKING:
     from digitlab.sweep.schedule import Job
@@ -34,7 +35,13 @@ def origin(sweep_dir: Path, point_id: str) -> dict:
 
 def run_point(sweep_dir: str, job: Job, retry_failed: bool) -> dict:
     """Claim, train (until job.until) and release one point in this process: an outcome dict (id, state, note,
-    error)."""
+    error). The point's files are fsynced once each, by a background thread while the next point trains (see
+    system.storage.synced_once)."""
+    with synced_once(later=True):
+        return _run_point(sweep_dir, job, retry_failed)
+
+
+def _run_point(sweep_dir: str, job: Job, retry_failed: bool) -> dict:
     sweep_dir, point = Path(sweep_dir), job.point
     lock, outcome = claim(sweep_dir, point, retry_failed, job.until)
     if lock is None:

@@ -176,8 +176,8 @@ def _write_sweep_files(sweep: Sweep, sweep_dir: Path, result: SweepResult) -> No
         result.waiting = [p.id for p in sweep.points if schedule.prunes and schedule.decisions[p.id].state == WAIT]
         result.best = best_of(result.outcomes, sweep.maximize)
         write_points_csv(sweep, sweep_dir, result.outcomes)
-        write_compare_png(sweep, sweep_dir, result.outcomes)
-        write_sweep_report(sweep_dir, sweep.select)
+        drawn = write_compare_png(sweep, sweep_dir, result.outcomes)
+        write_sweep_report(sweep_dir, sweep.select, curves=drawn.read_bytes() if drawn is not None else None)
 
 
 def _count(states) -> str:

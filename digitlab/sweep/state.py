@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from digitlab.config import load_config
+from digitlab.config import read_run_config
 from digitlab.errors import ConfigError, DamagedRun, RunError, StorageError, os_reason
 from digitlab.options import plural
 from digitlab.run import layout
@@ -96,7 +96,7 @@ def _folder_status(folder: Path, locked_here: bool = False) -> tuple[str, bool]:
             _check_agreement(run, info, metrics)
     except DamagedRun:
         return Status.DAMAGED, True
-    except ConfigError:  # config.yaml is also checked against the memory this machine has free now
+    except ConfigError:
         return Status.DAMAGED, False
     except RunError:
         return Status.CRASHED, False
@@ -115,7 +115,7 @@ def _check_agreement(run: RunFolder, info: dict, metrics: list[dict]) -> None:
     names = (layout.CONFIG, layout.RUN_JSON, layout.METRICS, layout.CHECKPOINT, layout.MODEL)
     key = (str(run.path),) + tuple(_stat(run / n) for n in names)
     if key not in _AGREED:
-        check_agreement(run, load_config(run / layout.CONFIG), info, metrics)
+        check_agreement(run, read_run_config(run / layout.CONFIG), info, metrics)
         _AGREED.add(key)
 
 

@@ -3,10 +3,15 @@ digitlab's runtime dependencies, the digitlab commit and whether its tree had un
 a run keeps them as git.diff), the host, the number of BLAS threads (which changes the last bits of sums).
 Recorded in every run's run.json and every benchmark, from this one place; `digitlab reproduce` names the
 entries that differ when a run does not come out the same again.
+
+The versions and the checkout's state are read once a process (each takes subprocesses or a walk over the
+installed packages, tens of milliseconds): a sweep worker trains hundreds of points with the code it imported
+when it started, so what it first read is what every point ran.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import socket
@@ -29,18 +34,21 @@ def _git(*args: str) -> str | None:
         return None
 
 
+@functools.cache
 def git_commit() -> str | None:
     """The commit of the digitlab checkout this code runs from, when it is one."""
     out = _git("rev-parse", "HEAD")
     return out.strip() or None if out is not None else None
 
 
+@functools.cache
 def git_dirty() -> bool | None:
     """Whether that checkout has uncommitted changes (untracked files included); None outside git."""
     out = _git("status", "--porcelain", "--untracked-files=normal")
     return None if out is None else bool(out.strip())
 
 
+@functools.cache
 def uncommitted_changes() -> str | None:
     """The checkout's changes against its commit as one patch (`git apply` takes it back): the tracked files'
     diff, then each untracked file as an added one. None outside git, "" for a clean tree."""
@@ -60,6 +68,11 @@ def uncommitted_changes() -> str | None:
 
 def versions() -> dict[str, str | None]:
     """The installed version of each of digitlab's runtime dependencies (its install_requires)."""
+    return dict(_versions())
+
+
+@functools.cache
+def _versions() -> dict[str, str | None]:
     import re
     from importlib import metadata
     try:
