@@ -73,9 +73,9 @@ def overlay(runs: list[Run], title: str = ""):
     ax.set(xlabel="epoch", ylabel="accuracy", title=title or "test accuracy (solid) and train accuracy (dashed)")
     ax.grid(alpha=0.3)
     if many:
+        title = plural(len(drawn), "run")
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), ncols=columns, frameon=False,
-                  title=plural(len(drawn), "run") if named == len(drawn) else f"the best {named} of {len(drawn)} runs",
-                  title_fontsize=8)
+                  title=title if named == len(drawn) else f"the best {named} of {title}", title_fontsize=8)
     else:
         ax.legend(fontsize=8, loc="lower right")
     if max(len(r.metrics) for r in drawn) < 10:
