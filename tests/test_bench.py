@@ -17,6 +17,7 @@ from digitlab.bench.tasks import TASKS, configs_dir
 from digitlab.bench.worker import setup_task
 
 
+@pytest.mark.slow  # times three engines on the 3-vs-8 task and a warm MNIST load
 def test_bench_3v8_without_peers(tmp_path):
     out = tmp_path / "bench.json"
     result = cli("bench", "--task", "3v8", "--epochs", "2", "--limit", "200", "--no-peers", "--threads", "1",

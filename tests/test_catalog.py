@@ -170,6 +170,7 @@ def test_a_writer_killed_mid_transaction_loses_nothing(trained, tmp_path):
     assert cached(root) == truth(root)
 
 
+@pytest.mark.slow  # two sweeps and listings in processes at once
 def test_listings_and_sweeps_at_once_never_corrupt_it(tmp_path):
     base = tmp_path / "base.yaml"
     base.write_text(yaml.safe_dump({**TINY, "epochs": 1}))

@@ -20,6 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -176,6 +177,7 @@ def seen(schedule: Schedule) -> tuple:
             [schedule.why(p) for p in points])
 
 
+@pytest.mark.slow  # a property test over many sweeps of folders
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(rule=st.sampled_from(list(RULES)), retry_failed=st.booleans(),
        start=st.lists(st.one_of(st.none(), st.tuples(STATUSES, st.lists(VALUES, max_size=EPOCHS))), min_size=POINTS,
