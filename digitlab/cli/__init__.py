@@ -10,7 +10,7 @@ from __future__ import annotations
 import click
 
 from digitlab import __version__
-from digitlab.cli import arguments, bench, data, run, runs, sweep
+from digitlab.cli import arguments, bench, dashboard, data, run, runs, sweep
 
 
 @click.group(cls=arguments.Group)
@@ -24,3 +24,4 @@ for command in (run.train_command, run.evaluate_command, data.data_command, run.
                 runs.report_command, run.predict_command, run.lr_find_command, runs.tag_command, runs.note_command,
                 runs.rm_command):
     main.add_command(command)
+main.add_command(dashboard.dashboard_command)

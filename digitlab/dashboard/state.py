@@ -1,0 +1,269 @@
+"""The dashboard's picture of the run folders: every run's row (the catalog's columns), kept current by one background
+thread for every open page, and a version number that grows whenever a row changes, so that a page asking "anything
+since version V?" gets a tiny answer when nothing did, however many pages ask.
+
+A full look reads every folder through the run catalog (runs/catalog.py), which re-reads only the folders that
+changed; it runs at the start and then every FULL_EVERY seconds (longer when a look is slow). Between full looks a
+tick, a few times a second, looks only at what moves: the files of the runs that are running (a new epoch, an end,
+a death), the folders that hold runs (a run folder made or removed), and new folders that are not run folders yet (a
+training writes its run.json a moment after it makes its folder).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from digitlab.errors import UserError
+from digitlab.run import layout
+from digitlab.runs.collect import is_run_folder, is_sweep_folder
+
+TICK = 0.3          # seconds between two looks at what moves
+FULL_EVERY = 15.0   # seconds between full looks, at least; five times a look's cost when that is more
+LIVE_EVERY = 2.0    # seconds between two checks that a running run's process still lives
+FRESH = 120.0       # a folder younger than this that is no run folder yet is watched until it becomes one
+WATCHED = (layout.RUN_JSON, layout.METRICS, layout.SUMMARY, layout.TAGS)
+RUNNING = layout.Status.RUNNING.value
+
+
+@dataclass
+class Entry:
+    """One run: its id (the root's index and the folder's path under the root, 'N/name'), folder, row, dataset."""
+
+    id: str
+    path: Path
+    values: dict
+    dataset: str | None
+    version: int
+    stamp: tuple = ()
+    checked: float = field(default=0.0)
+
+
+@dataclass(frozen=True)
+class Source:
+    """A folder given on the command line: a folder that holds runs (`root` is it), or one run folder (`root` is
+    its parent and `only` the run)."""
+
+    index: int
+    root: Path
+    only: Path | None = None
+
+
+class Board:
+    """The runs under `paths` (run folders, or folders that hold runs and sweeps), current to a tick."""
+
+    def __init__(self, paths, warn=None):
+        self.sources = []
+        for index, path in enumerate(Path(p) for p in paths):
+            if is_run_folder(path):
+                self.sources.append(Source(index, path.parent, path))
+            else:
+                self.sources.append(Source(index, path))
+        self.warn = warn or (lambda message: print(f"warning: {message}", file=sys.stderr, flush=True))
+        self.lock = threading.RLock()
+        self.runs: dict[str, Entry] = {}
+        self.sweeps: dict[str, Path] = {}
+        self.version = 0  # 0 until the first look has ended
+        self.containers: dict[Path, int | None] = {}
+        self.pending: dict[Path, float] = {}
+        self.full_cost = 0.0
+        self._quit = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._said: set[str] = set()
+
+    # -- ids and folders --------------------------------------------------------------------------------------------
+    def ident(self, path: Path) -> str | None:
+        """The id of a folder found under a source ('0/quick/lr=0.1-1a2b3c4d'), None outside every source."""
+        text = str(path)
+        for source in self.sources:
+            if source.only is not None:
+                if text == str(source.only):
+                    return f"{source.index}/{source.only.name}"
+            elif text == str(source.root):  # a sweep folder given itself
+                return str(source.index)
+            elif text.startswith(str(source.root) + os.sep):
+                return f"{source.index}/" + text[len(str(source.root)) + 1:].replace(os.sep, "/")
+        return None
+
+    def folder(self, ident: str) -> Path | None:
+        """The run or sweep folder of an id the board knows; None for any other text."""
+        with self.lock:
+            entry = self.runs.get(ident)
+            return entry.path if entry is not None else self.sweeps.get(ident)
+
+    def snapshot(self) -> tuple[int, list[Entry]]:
+        with self.lock:
+            return self.version, list(self.runs.values())
+
+    # -- the background thread --------------------------------------------------------------------------------------
+    def start(self) -> None:
+        self.full()
+        self._thread = threading.Thread(target=self._loop, name="digitlab-dashboard-board", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._quit.set()
+
+    def _loop(self) -> None:
+        due = time.monotonic() + max(FULL_EVERY, 5 * self.full_cost)
+        while not self._quit.wait(TICK):
+            try:
+                if time.monotonic() >= due:
+                    self.full()
+                    due = time.monotonic() + max(FULL_EVERY, 5 * self.full_cost)
+                else:
+                    self.tick()
+            except Exception as exc:  # a folder changing under the look: the next look sees it settled
+                self._say(f"the dashboard could not look at the run folders ({type(exc).__name__}: {exc})")
+
+    def _say(self, message: str) -> None:
+        if message not in self._said:
+            self._said.add(message)
+            self.warn(message)
+
+    # -- looking -----------------------------------------------------------------------------------------------------
+    def full(self) -> None:
+        """Every folder, through the catalog: rows added, changed and removed, containers and sweeps found again."""
+        from digitlab.runs.catalog import collect
+        began = time.monotonic()
+        containers = {s.root: _mtime(s.root) for s in self.sources if s.only is None}
+        runs, warnings = collect([s.only or s.root for s in self.sources])
+        for warning in warnings:
+            if "no run folders in it" not in warning and "without runs yet" not in warning:
+                self._say(warning)
+        found = {}
+        for run in runs:
+            ident = self.ident(run.path)
+            if ident is not None:
+                found[ident] = run
+                if run.path.parent not in containers and self._source_of(run.path).only is None:
+                    containers[run.path.parent] = _mtime(run.path.parent)
+        with self.lock:
+            for ident in [i for i in self.runs if i not in found]:
+                del self.runs[ident]
+                self.version += 1
+            for ident, run in found.items():
+                self._put(ident, run)
+            self.containers = containers
+            self.sweeps = {self.ident(c): c for c in containers if is_sweep_folder(c) and self.ident(c)}
+            self.pending = {}
+            for container in list(containers):
+                self._list(container, only_young=True)
+            self.version += self.version == 0  # the first look has ended, even over no runs
+        self.full_cost = time.monotonic() - began
+
+    def tick(self) -> None:
+        """What moves: containers whose listing changed, new folders, running runs."""
+        with self.lock:
+            for container, seen in list(self.containers.items()):
+                now = _mtime(container)
+                if now != seen:
+                    self.containers[container] = now
+                    self._list(container)
+            for path in list(self.pending):
+                if is_run_folder(path):
+                    del self.pending[path]
+                    self._reread(path)
+                elif is_sweep_folder(path):
+                    del self.pending[path]
+                    self.containers[path] = None  # listed at the next tick
+                    self.sweeps[self.ident(path)] = path
+                elif time.time() - self.pending[path] > FRESH:
+                    del self.pending[path]
+            now = time.monotonic()
+            for entry in [e for e in self.runs.values() if e.values.get("status") == RUNNING]:
+                stamp = _stamp(entry.path)
+                if stamp != entry.stamp:
+                    self._reread(entry.path)
+                elif now - entry.checked > LIVE_EVERY:
+                    entry.checked = now
+                    from digitlab.run.folder import RunFolder
+                    if RunFolder(entry.path).is_live() is not True:
+                        self._reread(entry.path)
+
+    def _list(self, container: Path, only_young: bool = False) -> None:
+        """A container's children: new folders watched until they are runs or sweeps, vanished runs dropped."""
+        try:
+            with os.scandir(container) as listing:
+                children = {container / e.name: e for e in listing
+                            if not e.name.startswith(".") and e.name != layout.REPLACED and e.is_dir()}
+        except OSError:
+            children = {}
+        for ident, entry in list(self.runs.items()):
+            if entry.path.parent == container and entry.path not in children:
+                del self.runs[ident]
+                self.version += 1
+        known = {e.path for e in self.runs.values()} | set(self.containers)
+        for path, dirent in children.items():
+            if path in known or path in self.pending or self.ident(path) is None:
+                continue
+            if is_sweep_folder(path):  # a sweep that has no run folder yet
+                self.containers[path] = None
+                self.sweeps[self.ident(path)] = path
+                continue
+            try:
+                born = dirent.stat().st_mtime
+            except OSError:
+                continue
+            if not only_young or time.time() - born < FRESH:
+                self.pending[path] = born
+
+    def _reread(self, path: Path) -> None:
+        from digitlab.runs.collect import read_run
+        from digitlab.runs.columns import describe
+        ident = self.ident(path)
+        if ident is None:
+            return
+        try:
+            run = read_run(path)
+        except UserError:  # removed or not a run folder any more
+            if self.runs.pop(ident, None) is not None:
+                self.version += 1
+            return
+        describe([run])
+        self._put(ident, run)
+
+    def _put(self, ident: str, run) -> None:
+        values = {k: v for k, v in run.values.items() if k != "path"}
+        old = self.runs.get(ident)
+        if old is not None and old.values == values:
+            if values.get("status") == RUNNING:
+                old.stamp = _stamp(run.path)
+            return
+        self.version += 1
+        cfg = run.cfg or {}
+        dataset = (cfg.get("data") or {}).get("dataset") if isinstance(cfg, dict) else None
+        self.runs[ident] = Entry(ident, run.path, values, dataset, self.version,
+                                 _stamp(run.path) if values.get("status") == RUNNING else ())
+
+    def _source_of(self, path: Path) -> Source:
+        text = str(path)
+        for source in self.sources:
+            if source.only is not None and text == str(source.only):
+                return source
+            if source.only is None and text.startswith(str(source.root) + os.sep):
+                return source
+        return self.sources[0]
+
+
+def _mtime(path: Path) -> int | None:
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return None
+
+
+def _stamp(folder: Path) -> tuple:
+    """Size and modification time of the files that change while a run trains."""
+    out = []
+    for name in WATCHED:
+        try:
+            st = os.stat(folder / name)
+            out.append((st.st_size, st.st_mtime_ns))
+        except OSError:
+            out.append(None)
+    return tuple(out)
