@@ -63,8 +63,9 @@ class Views:
                     self._tables.popitem(last=False)
         chosen, differ, counts = cached
         limit = max(1, min(limit, MOST_ROWS))
+        swept = ["sweep"] if any(e.values.get("sweep") for e in chosen[:limit]) else []
         return {"version": version, "total": len(entries), "matching": len(chosen), "statuses": counts,
-                "columns": SHOWN + differ, "rows": [row(e, differ) for e in chosen[:limit]],
+                "columns": SHOWN[:2] + swept + SHOWN[2:] + differ, "rows": [row(e, differ) for e in chosen[:limit]],
                 "sweeps": sorted(self.board.sweeps)}
 
     # -- one run -----------------------------------------------------------------------------------------------------

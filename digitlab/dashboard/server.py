@@ -24,6 +24,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, unquote
 
 from digitlab.dashboard.api import Views, dumps
+from digitlab.dashboard.sweeps import Sweeps
 from digitlab.errors import UserError
 
 STATIC = Path(__file__).parent / "static"
@@ -75,7 +76,7 @@ class Dashboard:
     """What the handler needs: the board, the views, the static files, the host names it answers to, the token."""
 
     def __init__(self, board, host: str, allow_stop: bool):
-        self.board, self.views, self.files = board, Views(board), static_files()
+        self.board, self.views, self.sweeps, self.files = board, Views(board), Sweeps(board), static_files()
         self.host, self.allow_stop = host, allow_stop
         self.token = secrets.token_urlsafe(24) if allow_stop else None
         self.port = 0
@@ -160,8 +161,7 @@ class Handler(BaseHTTPRequestHandler):
             ids = [i for v in query.get("runs", []) for i in v.split(",") if i]
             return self._json(200, d.views.compare(ids, since))
         if raw == "/api/sweep":
-            from digitlab.dashboard.sweeps import sweep_view
-            return self._json(*sweep_view(d.board, d.views, _first(query, "id"), since))
+            return self._json(*d.sweeps.view(_first(query, "id"), _first(query, "since") or None))
         raise Refused(404, "no such page")
 
     def _post(self, raw: str, query: dict):

@@ -26,7 +26,8 @@ const Charts = (() => {
         width, height: spec.height || 260,
         scales: {x: {time: false}, y: percent ? {range: (u, lo, hi) => [Math.max(0, lo - 0.02), Math.min(1, hi + 0.02)]}
                                               : {}},
-        axes: [{label: "epoch"}, {values: (u, ticks) => ticks.map(t => percent ? (100 * t).toFixed(1) + "%"
+        axes: [{label: "epoch", incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000]},
+               {size: 62, values: (u, ticks) => ticks.map(t => percent ? (100 * t).toFixed(1) + "%"
                                                                                      : +t.toPrecision(3))}],
         series: [{label: "epoch"}, ...spec.series.map(s => ({
           label: s.label, stroke: s.color, width: s.width || 1.5, dash: s.dash, spanGaps: true,
@@ -45,7 +46,14 @@ const Charts = (() => {
       .observe(holder);
     return {
       update(data) {
-        if (!plot) plot = new uPlot(options(width()), data, holder);
+        if (!plot) {
+          plot = new uPlot(options(width()), data, holder);
+          // a band's edges are series of their own: out of the legend, which names the mean line
+          spec.series.forEach((s, i) => {
+            const entry = s.hidden && plot.root.querySelectorAll(".u-legend .u-series")[i + 1];
+            if (entry) entry.style.display = "none";
+          });
+        }
         else plot.setData(data, !zoomed);
       },
       get zoomed() { return zoomed; },

@@ -73,6 +73,7 @@ const DL = (() => {
 
   function duration(s) {
     if (typeof s !== "number" || !isFinite(s)) return "-";
+    if (s < 10) return s.toFixed(2) + " s";
     if (s < 60) return s.toFixed(1) + " s";
     const m = Math.floor(s / 60), h = Math.floor(m / 60);
     return h ? `${h} h ${String(m % 60).padStart(2, "0")} min` : `${m} min ${String(Math.round(s % 60)).padStart(2, "0")} s`;
