@@ -1,8 +1,8 @@
 """`digitlab dashboard` in a real browser: one server (a subprocess on a free port) over a runs folder with two tiny
-runs and a copy named like an HTML tag, and one long training started while the pages are open, for the whole
-module. The table lists the runs (data-run, data-epochs), the training's row and its run page grow without a reload,
-filter, sort and selection survive the updates, names are text, raw traversal paths are refused, and the stop
-button stops the run only with the token."""
+runs, a copy named like an HTML tag and a sweep of two points, and one long training started while a page is open,
+for the whole module. The table lists the runs (data-run, data-epochs), the training's row and its run page grow
+without a reload, filter, sort and selection survive the updates, names are text, raw traversal paths are refused,
+and the stop button stops the run only with the token."""
 
 from __future__ import annotations
 
@@ -24,12 +24,21 @@ WAIT = 20_000  # ms: a bound on each wait for what the page promises, on a busy 
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> Path:
-    """A runs folder: tiny (lr 0.1), tiny at lr 0.05, and a copy of the first in a folder named like an img tag."""
-    folder = tmp_path_factory.mktemp("dashboard") / "runs"
+def folder(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("dashboard") / "runs"
+
+
+@pytest.fixture(scope="module")
+def runs(folder, training) -> Path:
+    """The runs folder: tiny (lr 0.1), tiny at lr 0.05, a copy of the first in a folder named like an img tag, a
+    sweep of the tiny config over two seeds, and the long training (started first: it takes a while to start)."""
     first, _ = train(tiny(outputs="light"), folder, "--quiet")
     train(tiny({"optimizer.lr": 0.05}, outputs="light", name="slower"), folder, "--quiet")
     shutil.copytree(first, folder / EVIL)
+    base = write_yaml(folder.parent / "base.yaml", tiny(outputs="light"))
+    sweep = write_yaml(folder.parent / "pair.yaml", {"name": "pair", "base": str(base), "grid": {"seed": [0, 1]},
+                                                     "select": "val_accuracy"})
+    assert cli("sweep", sweep, "--runs-dir", folder).exit_code == 0
     return folder
 
 
@@ -48,18 +57,36 @@ def server(runs):
         proc.wait(timeout=10)
 
 
+# A training that loads digitlab at once (seconds on a busy machine) and starts when told to, on a line of its stdin:
+# its run folder appears while a page is open.
+LIVE = r"""
+import sys
+from digitlab.config import load_config
+from digitlab.run.lifecycle import start
+cfg = load_config(sys.argv[1])
+sys.stdin.readline()
+start(cfg, runs_dir=sys.argv[2], quiet=True)
+"""
+
+
 @pytest.fixture(scope="module")
-def training(runs):
-    """A long training of the tiny config into RUNS, started when first asked for, killed at the end."""
-    config = write_yaml(runs.parent / "live.yaml", tiny(name="live", epochs=5000, outputs="light"))
-    proc = subprocess.Popen([sys.executable, "-m", "digitlab", "train", str(config), "--runs-dir", str(runs),
-                             "--quiet", "--threads", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+def training(folder):
+    """A long training of the tiny config into the runs folder, ready to start (go(training)); killed at the end."""
+    config = write_yaml(folder.parent / "live.yaml", tiny(name="live", epochs=5000, outputs="light"))
+    proc = subprocess.Popen([sys.executable, "-c", LIVE, str(config), str(folder)], stdin=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         yield proc
     finally:
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
+
+
+def go(training) -> None:
+    if not training.stdin.closed:
+        training.stdin.write("go\n")
+        training.stdin.close()
 
 
 def epochs(page, selector: str) -> int:
@@ -71,7 +98,7 @@ def test_the_table_lists_runs_grows_live_and_keeps_filter_sort_and_selection(pag
     dialogs = []
     page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
     page.goto(base)
-    page.wait_for_function("() => document.querySelectorAll('#runs tbody tr[data-run]').length >= 3", timeout=WAIT)
+    page.wait_for_function("() => document.querySelectorAll('#runs tbody tr[data-run]').length === 5", timeout=WAIT)
     names = page.eval_on_selector_all("#runs tbody tr", "rows => rows.map(r => r.dataset.run)")
     assert EVIL in names and any(n.startswith("tiny-") for n in names) and any(n.startswith("slower-") for n in names)
     evil = page.locator(f"#runs tbody tr[data-run='{EVIL}']")
@@ -87,6 +114,7 @@ def test_the_table_lists_runs_grows_live_and_keeps_filter_sort_and_selection(pag
     page.wait_for_function("() => document.querySelector('th[data-column=name]').textContent.includes('▲')")
     page.check(f"#runs tbody tr[data-run='{EVIL}'] input[type=checkbox]")
     page.evaluate("window.notReloaded = true")
+    go(training)
     live = "#runs tbody tr[data-run^='live-']"
     page.wait_for_selector(live, timeout=WAIT)
     page.wait_for_function(f"() => +document.querySelector(\"{live}\").dataset.epochs >= 1", timeout=WAIT)
@@ -111,6 +139,7 @@ def test_the_table_lists_runs_grows_live_and_keeps_filter_sort_and_selection(pag
 
 def test_the_run_page_grows_and_the_stop_button_needs_the_token(page, server, runs, training):
     base, token = server
+    go(training)
     page.goto(base)
     live = "#runs tbody tr[data-run^='live-']"
     page.wait_for_selector(live, timeout=WAIT)
@@ -139,9 +168,39 @@ def test_the_run_page_grows_and_the_stop_button_needs_the_token(page, server, ru
     page.wait_for_selector("#stop:not([hidden])", timeout=WAIT)
     page.click("#stop")
     page.wait_for_function("() => document.querySelector('#status').textContent === 'interrupted'", timeout=WAIT)
-    assert training.wait(timeout=30) != 0
+    training.wait(timeout=30)
     info = json.loads(next(runs.glob("live-*/run.json")).read_text())
     assert info["status"] == "interrupted"
+
+
+def test_the_compare_and_sweep_pages(page, server, runs):
+    base, _ = server
+    page.goto(base)
+    page.click("#sweeps a")  # the sweep's link at the top of the runs page
+    page.wait_for_function("() => document.querySelectorAll('#points tbody tr[data-state=complete]').length === 2",
+                           timeout=WAIT)
+    assert page.locator("svg.parallel path.point").count() == 2
+    assert "2 of 2 points done" in page.inner_text("#progress")
+    assert page.inner_text("#name") == "sweep pair"
+
+    page.goto(base + "?where=sweep%3Dpair")
+    page.wait_for_function("() => document.querySelectorAll('#runs tbody tr[data-run]').length === 2", timeout=WAIT)
+    for box in page.locator("#runs tbody input[type=checkbox]").all():
+        box.check()
+    page.click("#compare")
+    page.wait_for_selector("#chart canvas", timeout=WAIT)
+    assert page.locator("#table tbody tr[data-run]").count() == 2
+    assert [h.inner_text() for h in page.locator("#table th").all()][-1] == "seed"  # what differs
+    page.check("#groups")
+    page.wait_for_function("() => [...document.querySelectorAll('#chart .u-legend .u-series')]"
+                           ".filter(e => e.style.display !== 'none').length === 2")  # epoch, and the group's mean
+    assert "all runs (2 runs)" in page.inner_text("#chart .u-legend")
+    page.fill("#smooth", "0.5")
+    page.dispatch_event("#smooth", "input")
+    assert "groups=1" in page.url and "smooth=0.5" in page.url and "runs=0%2Fpair%2F" in page.url
+    page.reload()  # the address holds the comparison
+    page.wait_for_selector("#chart canvas", timeout=WAIT)
+    assert page.is_checked("#groups") and page.input_value("#smooth") == "0.5"
 
 
 def raw(base: str, path: str, method: str = "GET", headers: dict | None = None) -> tuple[int, bytes]:

@@ -17,6 +17,7 @@ import json
 import mimetypes
 import os
 import secrets
+import signal
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -246,6 +247,10 @@ def _number(query: dict, key: str) -> int | None:
         return None
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def serve(folders, host: str, port: int, allow_stop: bool, echo=print) -> None:
     """Serve until Ctrl-C. The first line printed is the URL (with the token when --allow-stop)."""
     from digitlab.dashboard.state import Board
@@ -266,6 +271,9 @@ def serve(folders, host: str, port: int, allow_stop: bool, echo=print) -> None:
         print(f"warning: --host {host}: the dashboard is reachable from other machines; it shows every run's "
               f"names and values to anyone who can reach this port", file=sys.stderr, flush=True)
     threading.Thread(target=board.start, name="digitlab-dashboard-first-look", daemon=True).start()
+    if threading.current_thread() is threading.main_thread():  # Ctrl-C and SIGTERM stop it, even where a shell
+        for sig in (signal.SIGINT, signal.SIGTERM):               # started it with SIGINT ignored
+            signal.signal(sig, _interrupt)
     try:
         server.serve_forever(poll_interval=0.5)
     except KeyboardInterrupt:

@@ -23,7 +23,8 @@ from digitlab.run import layout
 from digitlab.runs.collect import is_run_folder, is_sweep_folder
 
 TICK = 0.3          # seconds between two looks at what moves
-FULL_EVERY = 15.0   # seconds between full looks, at least; five times a look's cost when that is more
+FULL_EVERY = 15.0   # seconds between full looks, at least; twenty times a look's cost when that is more (between
+                    # them the ticks see every new, removed and running run: a full look finds edits of the others)
 LIVE_EVERY = 2.0    # seconds between two checks that a running run's process still lives
 FRESH = 120.0       # a folder younger than this that is no run folder yet is watched until it becomes one
 WATCHED = (layout.RUN_JSON, layout.METRICS, layout.SUMMARY, layout.TAGS)
@@ -32,15 +33,24 @@ RUNNING = layout.Status.RUNNING.value
 
 @dataclass
 class Entry:
-    """One run: its id (the root's index and the folder's path under the root, 'N/name'), folder, row, dataset."""
+    """One run: its id (the root's index and the folder's path under the root, 'N/name'), folder, row, and the Run
+    it was read as (its config is decoded only when a page shows the run's dataset)."""
 
     id: str
     path: Path
     values: dict
-    dataset: str | None
+    run: object
     version: int
     stamp: tuple = ()
     checked: float = field(default=0.0)
+
+    @property
+    def dataset(self) -> str | None:
+        if "_dataset" not in self.__dict__:
+            cfg = getattr(self.run, "cfg", None)
+            data = cfg.get("data") if isinstance(cfg, dict) else None
+            self.__dict__["_dataset"] = data.get("dataset") if isinstance(data, dict) else None
+        return self.__dict__["_dataset"]
 
 
 @dataclass(frozen=True)
@@ -96,11 +106,14 @@ class Board:
             return entry.path if entry is not None else self.sweeps.get(ident)
 
     def snapshot(self) -> tuple[int, list[Entry]]:
-        with self.lock:
-            return self.version, list(self.runs.values())
+        """The version and the runs now, without waiting for a look under way (list() of a dict's values is one
+        step for the interpreter; the version is read first, so a change under way shows at the next ask)."""
+        version = self.version
+        return version, list(self.runs.values())
 
     # -- the background thread --------------------------------------------------------------------------------------
     def start(self) -> None:
+        self.preview()
         self.full()
         self._thread = threading.Thread(target=self._loop, name="digitlab-dashboard-board", daemon=True)
         self._thread.start()
@@ -109,12 +122,12 @@ class Board:
         self._quit.set()
 
     def _loop(self) -> None:
-        due = time.monotonic() + max(FULL_EVERY, 5 * self.full_cost)
+        due = time.monotonic() + max(FULL_EVERY, 20 * self.full_cost)
         while not self._quit.wait(TICK):
             try:
                 if time.monotonic() >= due:
                     self.full()
-                    due = time.monotonic() + max(FULL_EVERY, 5 * self.full_cost)
+                    due = time.monotonic() + max(FULL_EVERY, 20 * self.full_cost)
                 else:
                     self.tick()
             except Exception as exc:  # a folder changing under the look: the next look sees it settled
@@ -142,12 +155,16 @@ class Board:
                 found[ident] = run
                 if run.path.parent not in containers and self._source_of(run.path).only is None:
                     containers[run.path.parent] = _mtime(run.path.parent)
-        with self.lock:
-            for ident in [i for i in self.runs if i not in found]:
-                del self.runs[ident]
-                self.version += 1
+        with self.lock:  # a new dict, swapped in whole: a page never sees half a look
+            version = self.version
+            fresh = {}
             for ident, run in found.items():
-                self._put(ident, run)
+                entry, changed = self._entry(ident, run)
+                fresh[ident] = entry
+                version += changed
+            version += len(set(self.runs) - set(fresh))
+            self.runs = fresh
+            self.version = version
             self.containers = containers
             self.sweeps = {self.ident(c): c for c in containers if is_sweep_folder(c) and self.ident(c)}
             self.pending = {}
@@ -165,9 +182,8 @@ class Board:
                     self.containers[container] = now
                     self._list(container)
             for path in list(self.pending):
-                if is_run_folder(path):
+                if is_run_folder(path) and self._reread(path):  # else not whole yet (config.yaml before run.json)
                     del self.pending[path]
-                    self._reread(path)
                 elif is_sweep_folder(path):
                     del self.pending[path]
                     self.containers[path] = None  # listed at the next tick
@@ -212,33 +228,58 @@ class Board:
             if not only_young or time.time() - born < FRESH:
                 self.pending[path] = born
 
-    def _reread(self, path: Path) -> None:
+    def _reread(self, path: Path) -> bool:
+        """Read one run folder again; False when it is no run folder (any more, or not yet)."""
         from digitlab.runs.collect import read_run
         from digitlab.runs.columns import describe
         ident = self.ident(path)
         if ident is None:
-            return
+            return False
         try:
             run = read_run(path)
-        except UserError:  # removed or not a run folder any more
+        except UserError:  # removed, or not a run folder any more
             if self.runs.pop(ident, None) is not None:
                 self.version += 1
-            return
+            return False
         describe([run])
         self._put(ident, run)
+        return True
 
     def _put(self, ident: str, run) -> None:
+        entry, changed = self._entry(ident, run)
+        if changed:
+            self.version += 1
+            entry.version = self.version
+            self.runs[ident] = entry
+
+    def _entry(self, ident: str, run) -> tuple[Entry, bool]:
+        """The run's entry: the one the board has when its row is the same (then False), else a new one."""
         values = {k: v for k, v in run.values.items() if k != "path"}
         old = self.runs.get(ident)
+        running = values.get("status") == RUNNING
         if old is not None and old.values == values:
-            if values.get("status") == RUNNING:
+            old.run = old.run if old.run is not None else run
+            if running:
                 old.stamp = _stamp(run.path)
-            return
-        self.version += 1
-        cfg = run.cfg or {}
-        dataset = (cfg.get("data") or {}).get("dataset") if isinstance(cfg, dict) else None
-        self.runs[ident] = Entry(ident, run.path, values, dataset, self.version,
-                                 _stamp(run.path) if values.get("status") == RUNNING else ())
+            return old, False
+        return Entry(ident, run.path, values, run, self.version + 1, _stamp(run.path) if running else ()), True
+
+    def preview(self) -> None:
+        """The rows the catalogs hold, as last written, shown while the first full look checks every folder: ten
+        thousand runs appear in a fraction of a second, and the few that changed since are corrected a moment later."""
+        from digitlab.runs.catalog import cached_rows
+        fresh = {}
+        for source in self.sources:
+            if source.only is None:
+                for path, values in cached_rows(source.root):
+                    ident = self.ident(path)
+                    if ident is not None and path != source.root:
+                        values.pop("path", None)
+                        fresh[ident] = Entry(ident, path, values, None, 1)
+        with self.lock:
+            if fresh and self.version == 0:
+                self.runs = fresh
+                self.version = 1
 
     def _source_of(self, path: Path) -> Source:
         text = str(path)

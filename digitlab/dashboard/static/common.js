@@ -63,7 +63,7 @@ const DL = (() => {
         if (mine !== asked) return;
         if (status) { setText(status, "not connected: " + error.message); status.className = "connection lost"; }
       }
-      if (mine === asked) timer = setTimeout(ask, every);
+      if (mine === asked) timer = setTimeout(ask, since === null ? 150 : every);  // soon while the server reads
     }
     ask();
     return {now() { since = null; ask(); }};
