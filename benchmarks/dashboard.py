@@ -37,8 +37,9 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 def start(runs: Path) -> tuple[subprocess.Popen, str, float]:
     began = time.perf_counter()
+    errors = open(runs.parent / "dashboard-stderr.txt", "a")
     proc = subprocess.Popen([sys.executable, "-m", "digitlab", "dashboard", str(runs), "--port", "0"], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                            stdout=subprocess.PIPE, stderr=errors, text=True)
     url = proc.stdout.readline().strip()
     if not re.fullmatch(r"http://127\.0\.0\.1:\d+/", url):
         raise SystemExit(f"the dashboard printed {url!r}")
@@ -80,7 +81,7 @@ def pollers(url: str, runs: Path, n: int, seconds: float) -> dict:
     """n pollers as n open pages, while a run trains in `runs`: latency of their answers, and the delay from each
     epoch's line in metrics.csv to the first answer that shows it."""
     train = subprocess.Popen([sys.executable, "-m", "digitlab", "train", str(ROOT / "configs/3v8-logreg.yaml"),
-                              "--runs-dir", str(runs), "--set", "epochs=200", "--set", "outputs=light", "--quiet",
+                              "--runs-dir", str(runs), "--set", "epochs=2000", "--set", "outputs=light", "--quiet",
                               "--threads", "1", "--name", "live"], cwd=ROOT, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
     written: dict[int, float] = {}
@@ -185,6 +186,9 @@ def main() -> None:
         if browser is not None:
             browser.close()
             playwright.stop()
+        said = (work / "dashboard-stderr.txt").read_text()
+        if said:
+            print(f"the dashboard said:\n{said}", flush=True)
         if args.json:
             args.json.write_text(json.dumps(results, indent=2) + "\n")
     finally:

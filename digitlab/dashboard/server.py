@@ -270,7 +270,7 @@ def serve(folders, host: str, port: int, allow_stop: bool, echo=print) -> None:
     if host not in LOOPBACK:
         print(f"warning: --host {host}: the dashboard is reachable from other machines; it shows every run's "
               f"names and values to anyone who can reach this port", file=sys.stderr, flush=True)
-    threading.Thread(target=board.start, name="digitlab-dashboard-first-look", daemon=True).start()
+    threading.Thread(target=board.start, name="digitlab-dashboard-board", daemon=True).start()
     if threading.current_thread() is threading.main_thread():  # Ctrl-C and SIGTERM stop it, even where a shell
         for sig in (signal.SIGINT, signal.SIGTERM):               # started it with SIGINT ignored
             signal.signal(sig, _interrupt)

@@ -82,7 +82,6 @@ class Board:
         self.pending: dict[Path, float] = {}
         self.full_cost = 0.0
         self._quit = threading.Event()
-        self._thread: threading.Thread | None = None
         self._said: set[str] = set()
 
     # -- ids and folders --------------------------------------------------------------------------------------------
@@ -113,24 +112,30 @@ class Board:
 
     # -- the background thread --------------------------------------------------------------------------------------
     def start(self) -> None:
-        self.preview()
-        self.full()
-        self._thread = threading.Thread(target=self._loop, name="digitlab-dashboard-board", daemon=True)
-        self._thread.start()
+        """The catalogs' rows at once; then, until stop(), the ticks in a thread of their own (so that a full look
+        of thousands of folders never holds up a new epoch) and the full looks in this one."""
+        try:
+            self.preview()
+        except Exception as exc:  # a catalog being rebuilt: the full look reads the folders
+            self._say(f"the dashboard could not read the run catalog ({type(exc).__name__}: {exc})")
+        threading.Thread(target=self._ticking, name="digitlab-dashboard-ticks", daemon=True).start()
+        while not self._quit.is_set():
+            wait = 2.0  # again soon if this look fails
+            try:
+                self.full()
+                wait = max(FULL_EVERY, 20 * self.full_cost)
+            except Exception as exc:  # a folder changing under the look: the next look sees it settled
+                self._say(f"the dashboard could not look at the run folders ({type(exc).__name__}: {exc})")
+            self._quit.wait(wait)
 
     def stop(self) -> None:
         self._quit.set()
 
-    def _loop(self) -> None:
-        due = time.monotonic() + max(FULL_EVERY, 20 * self.full_cost)
+    def _ticking(self) -> None:
         while not self._quit.wait(TICK):
             try:
-                if time.monotonic() >= due:
-                    self.full()
-                    due = time.monotonic() + max(FULL_EVERY, 20 * self.full_cost)
-                else:
-                    self.tick()
-            except Exception as exc:  # a folder changing under the look: the next look sees it settled
+                self.tick()
+            except Exception as exc:
                 self._say(f"the dashboard could not look at the run folders ({type(exc).__name__}: {exc})")
 
     def _say(self, message: str) -> None:
@@ -140,9 +145,10 @@ class Board:
 
     # -- looking -----------------------------------------------------------------------------------------------------
     def full(self) -> None:
-        """Every folder, through the catalog: rows added, changed and removed, containers and sweeps found again."""
+        """Every folder, through the catalog: rows added, changed and removed, containers and sweeps found again.
+        What the ticks read while the look went on is newer than the look, and stays."""
         from digitlab.runs.catalog import collect
-        began = time.monotonic()
+        began, before = time.monotonic(), self.version
         containers = {s.root: _mtime(s.root) for s in self.sources if s.only is None}
         runs, warnings = collect([s.only or s.root for s in self.sources])
         for warning in warnings:
@@ -156,18 +162,24 @@ class Board:
                 if run.path.parent not in containers and self._source_of(run.path).only is None:
                     containers[run.path.parent] = _mtime(run.path.parent)
         with self.lock:  # a new dict, swapped in whole: a page never sees half a look
-            version = self.version
-            fresh = {}
+            version, fresh = self.version, {}
             for ident, run in found.items():
+                current = self.runs.get(ident)
+                if current is not None and current.version > before:
+                    fresh[ident] = current
+                    continue
                 entry, changed = self._entry(ident, run)
                 fresh[ident] = entry
                 version += changed
+            for ident, current in self.runs.items():
+                if ident not in fresh and current.version > before and current.path.is_dir():
+                    fresh[ident] = current  # made while the look went on
             version += len(set(self.runs) - set(fresh))
-            self.runs = fresh
-            self.version = version
+            self.runs, self.version = fresh, version
+            for container, seen in self.containers.items():
+                containers.setdefault(container, seen)
             self.containers = containers
             self.sweeps = {self.ident(c): c for c in containers if is_sweep_folder(c) and self.ident(c)}
-            self.pending = {}
             for container in list(containers):
                 self._list(container, only_young=True)
             self.version += self.version == 0  # the first look has ended, even over no runs
@@ -280,6 +292,11 @@ class Board:
             if fresh and self.version == 0:
                 self.runs = fresh
                 self.version = 1
+                for entry in fresh.values():  # the ticks watch these folders from now on
+                    self.containers.setdefault(entry.path.parent, _mtime(entry.path.parent))
+            for source in self.sources:
+                if source.only is None:
+                    self.containers.setdefault(source.root, _mtime(source.root))
 
     def _source_of(self, path: Path) -> Source:
         text = str(path)

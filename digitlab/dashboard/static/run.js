@@ -36,7 +36,7 @@
     }
     const facts = document.getElementById("facts");
     facts.replaceChildren(...Object.entries(run)
-      .filter(([k, v]) => v !== null && v !== undefined && !["id", "name", "status"].includes(k))
+      .filter(([k, v]) => v !== null && v !== undefined && !["id", "name", "status", "epochs", "dataset"].includes(k))
       .map(([k, v]) => el("div", {}, el("b", {}, DL.title(k)), DL.cell(k, run))));
     if (answer.report && !reportShown) {
       reportShown = true;
