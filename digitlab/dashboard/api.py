@@ -32,7 +32,7 @@ class Views:
 
     def __init__(self, board):
         self.board = board
-        self._lock = threading.Lock()
+        self._lock, self._making = threading.Lock(), threading.Lock()
         self._tables: OrderedDict = OrderedDict()
         self._metrics: dict[str, tuple[tuple, list[dict], str | None]] = {}
 
@@ -46,6 +46,17 @@ class Views:
         except UserError as exc:
             return {"version": version, "error": str(exc)}
         key = (version, tuple(where), tuple(statuses), sort)
+        with self._making:  # one page makes a view; the others asking for it meanwhile wait and share it
+            cached = self._table(key, entries, conditions, statuses, sort)
+        chosen, differ, counts = cached
+        limit = max(1, min(limit, MOST_ROWS))
+        swept = ["sweep"] if any(e.values.get("sweep") for e in chosen[:limit]) else []
+        return {"version": version, "total": len(entries), "matching": len(chosen), "statuses": counts,
+                "columns": SHOWN[:2] + swept + SHOWN[2:] + differ, "rows": [row(e, differ) for e in chosen[:limit]],
+                "sweeps": sorted(self.board.sweeps)}
+
+    def _table(self, key, entries, conditions, statuses, sort):
+        """(the runs that match, sorted; the config columns that differ among them; runs per status), cached."""
         with self._lock:
             cached = self._tables.get(key)
         if cached is None:
@@ -61,12 +72,7 @@ class Views:
                 self._tables[key] = cached
                 while len(self._tables) > 32:
                     self._tables.popitem(last=False)
-        chosen, differ, counts = cached
-        limit = max(1, min(limit, MOST_ROWS))
-        swept = ["sweep"] if any(e.values.get("sweep") for e in chosen[:limit]) else []
-        return {"version": version, "total": len(entries), "matching": len(chosen), "statuses": counts,
-                "columns": SHOWN[:2] + swept + SHOWN[2:] + differ, "rows": [row(e, differ) for e in chosen[:limit]],
-                "sweeps": sorted(self.board.sweeps)}
+        return cached
 
     # -- one run -----------------------------------------------------------------------------------------------------
     def run(self, ident: str, since: int | None) -> tuple[int, dict]:

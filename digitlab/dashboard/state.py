@@ -118,7 +118,9 @@ class Board:
             self.preview()
         except Exception as exc:  # a catalog being rebuilt: the full look reads the folders
             self._say(f"the dashboard could not read the run catalog ({type(exc).__name__}: {exc})")
-        threading.Thread(target=self._ticking, name="digitlab-dashboard-ticks", daemon=True).start()
+        ticks = threading.Thread(target=self._ticking, name="digitlab-dashboard-ticks", daemon=True)
+        if self.runs:  # else the ticks wait for the first look: they would read its folders one by one
+            ticks.start()
         while not self._quit.is_set():
             wait = 2.0  # again soon if this look fails
             try:
@@ -126,6 +128,8 @@ class Board:
                 wait = max(FULL_EVERY, 20 * self.full_cost)
             except Exception as exc:  # a folder changing under the look: the next look sees it settled
                 self._say(f"the dashboard could not look at the run folders ({type(exc).__name__}: {exc})")
+            if not ticks.is_alive() and self.version:
+                ticks.start()
             self._quit.wait(wait)
 
     def stop(self) -> None:
