@@ -31,7 +31,7 @@ const Charts = (() => {
                                                                                      : +t.toPrecision(3))}],
         series: [{label: "epoch"}, ...spec.series.map(s => ({
           label: s.label, stroke: s.color, width: s.width || 1.5, dash: s.dash, spanGaps: true,
-          points: {show: s.points ?? true, size: 4}, fill: s.fill,
+          points: s.points === false ? {show: false} : {size: 4}, fill: s.fill,
           value: (u, v) => v === null || v === undefined ? "-" : percent ? (100 * v).toFixed(2) + "%" : v.toPrecision(4),
         }))],
         bands: (spec.bands || []).map(([hi, lo, c]) => ({series: [hi, lo], fill: c})),

@@ -70,12 +70,20 @@
 
   function smoothed(values, weight) { return Charts.smooth(values, weight); }
 
+  // A run's colour: its own, or its group's when seeds are groups (as on the chart).
+  function colors(answer) {
+    if (!controls.groups.checked) return answer.runs.map((r, i) => Charts.color(i));
+    const groups = [...new Set(answer.runs.map(r => r.group))];
+    return answer.runs.map(r => Charts.color(groups.indexOf(r.group)));
+  }
+
   function table(answer) {
     const head = document.querySelector("#table thead tr"), body = document.querySelector("#table tbody");
+    const color = colors(answer);
     head.replaceChildren(el("th", {}, ""), ...answer.columns.map(c => el("th", {}, DL.title(c))));
     body.replaceChildren(...answer.runs.map((r, i) => {
       const tr = el("tr", {"data-run": r.row.name, "data-epochs": r.row.epochs_done ?? 0},
-                    el("td", {}, el("span", {class: "swatch", style: `background:${Charts.color(i)}`})));
+                    el("td", {}, el("span", {class: "swatch", style: `background:${color[i]}`})));
       for (const c of answer.columns) {
         tr.append(c === "name" ? el("td", {}, DL.runLink(r.row)) :
                   c === "status" ? el("td", {}, DL.statusBadge(r.row.status)) : el("td", {}, DL.cell(c, r.row)));
@@ -93,7 +101,9 @@
     draw();
   }
 
-  for (const control of Object.values(controls)) control.addEventListener("input", () => { remember(); draw(); });
+  for (const control of Object.values(controls)) {
+    control.addEventListener("input", () => { remember(); draw(); if (last) table(last); });
+  }
   remember();
   DL.poll(since => "/api/compare?" + new URLSearchParams(since === null ? {runs: ids.join(",")}
                                                                          : {runs: ids.join(","), since}), show);
