@@ -93,6 +93,7 @@ def epochs(page, selector: str) -> int:
     return int(page.get_attribute(selector, "data-epochs"))
 
 
+@pytest.mark.slow  # a server and a training in processes it kills
 def test_the_table_lists_runs_grows_live_and_keeps_filter_sort_and_selection(page, server, runs, training):
     base, _ = server
     dialogs = []
@@ -137,6 +138,7 @@ def test_the_table_lists_runs_grows_live_and_keeps_filter_sort_and_selection(pag
     assert page.locator("#runs tbody tr").count() == len(order)
 
 
+@pytest.mark.slow  # a server and a training in processes it kills
 def test_the_run_page_grows_and_the_stop_button_needs_the_token(page, server, runs, training):
     base, token = server
     go(training)
@@ -173,6 +175,7 @@ def test_the_run_page_grows_and_the_stop_button_needs_the_token(page, server, ru
     assert info["status"] == "interrupted"
 
 
+@pytest.mark.slow  # a server and a training in processes it kills
 def test_the_compare_and_sweep_pages(page, server, runs):
     base, _ = server
     page.goto(base)
@@ -216,6 +219,7 @@ def raw(base: str, path: str, method: str = "GET", headers: dict | None = None) 
     return answer.status, answer.read()
 
 
+@pytest.mark.slow  # a server and a training in processes it kills
 def test_only_files_of_the_run_folders_are_served_and_stopping_needs_token_and_origin(server, runs):
     base, token = server
     name = next(p.name for p in runs.glob("tiny-*"))

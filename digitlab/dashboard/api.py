@@ -53,7 +53,7 @@ class Views:
         swept = ["sweep"] if any(e.values.get("sweep") for e in chosen[:limit]) else []
         return {"version": version, "total": len(entries), "matching": len(chosen), "statuses": counts,
                 "columns": SHOWN[:2] + swept + SHOWN[2:] + differ, "rows": [row(e, differ) for e in chosen[:limit]],
-                "sweeps": sorted(self.board.sweeps)}
+                "sweeps": [{"id": i, "name": path.name} for i, path in sorted(self.board.sweeps.items())]}
 
     def _table(self, key, entries, conditions, statuses, sort):
         """(the runs that match, sorted; the config columns that differ among them; runs per status), cached."""

@@ -136,12 +136,12 @@
     }
   }
 
-  function sweeps(ids) {
+  function sweeps(list) {
     const nav = document.getElementById("sweeps");
-    if (nav.dataset.ids === ids.join("\n")) return;
-    nav.dataset.ids = ids.join("\n");
-    nav.replaceChildren(...ids.map(id => el("a", {href: "/sweep?id=" + encodeURIComponent(id)},
-                                            "sweep " + id.replace(/^\d+\//, ""))));
+    const key = list.map(s => s.id).join("\n");
+    if (nav.dataset.ids === key) return;
+    nav.dataset.ids = key;
+    nav.replaceChildren(...list.map(s => el("a", {href: "/sweep?id=" + encodeURIComponent(s.id)}, "sweep " + s.name)));
   }
 
   function selectionChanged() {
