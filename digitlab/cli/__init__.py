@@ -1,9 +1,9 @@
-"""The command line, `digitlab COMMAND`. Each command is a thin click function, `<name>_command`, in the module of its
-subject (run: train, evaluate, reproduce, predict, lr-find; runs: runs, compare, report, tag, note, rm; sweep; data;
-bench; dashboard): it parses, calls the module that does the work, and prints. Options that several commands take are
-declared once (cli/common.py); errors end as one line and an exit code, 2 for a bad config, argument or run folder
-(cli/arguments.py). No training logic lives here, and nothing heavy is imported before a command runs: --threads must
-reach BLAS before numpy loads."""
+"""The command line, `digitlab COMMAND`. Each command is a thin click function, `<name>_command`, in the module of
+its subject (run: train, evaluate, reproduce, predict, lr-find; runs: runs, compare, report, tag, note, rm; sweep;
+data; bench): it parses, calls the module that does the work, and prints. Options that several commands take are
+declared once (cli/common.py); errors end as one line and an exit code, 2 for a bad config, argument or run
+folder (cli/arguments.py). No training logic lives here, and nothing heavy is imported before a command runs:
+--threads must reach BLAS before numpy loads."""
 
 from __future__ import annotations
 
