@@ -152,6 +152,18 @@ def test_the_run_page_grows_and_the_stop_button_needs_the_token(page, server, ru
     assert page.locator("#accuracy canvas").count() == 1 and page.locator("#loss canvas").count() == 1
     assert re.search(r"epoch \d+ of 5000", page.inner_text("#progress"))
 
+    # a zoom (drag across the chart) stays while the epochs come in
+    box = page.locator("#accuracy .u-over").bounding_box()
+    page.mouse.move(box["x"] + 2, box["y"] + box["height"] / 2)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] / 3, box["y"] + box["height"] / 2, steps=5)
+    page.mouse.up()
+    scale = "() => { const x = window.digitlab.charts[0].plot.scales.x; return [x.min, x.max]; }"
+    zoomed = page.evaluate(scale)
+    shown = epochs(page, "#progress")
+    page.wait_for_function(f"() => +document.querySelector('#progress').dataset.epochs > {shown}", timeout=WAIT)
+    assert zoomed[1] < shown and page.evaluate(scale) == zoomed
+
     # without the token: refused, and the run trains on
     page.click("#stop")
     page.wait_for_function("() => document.querySelector('#stop-said').textContent.startsWith('refused')", timeout=WAIT)

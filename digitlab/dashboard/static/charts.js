@@ -44,7 +44,7 @@ const Charts = (() => {
     const width = () => Math.max(240, holder.clientWidth || box.clientWidth - 16 || 480);
     new ResizeObserver(() => { if (plot && Math.abs(plot.width - width()) > 2) plot.setSize({width: width(), height: plot.height}); })
       .observe(holder);
-    return {
+    const handle = {
       update(data) {
         if (!plot) {
           plot = new uPlot(options(width()), data, holder);
@@ -57,7 +57,10 @@ const Charts = (() => {
         else plot.setData(data, !zoomed);
       },
       get zoomed() { return zoomed; },
+      get plot() { return plot; },
     };
+    (window.digitlab = window.digitlab || {charts: []}).charts.push(handle);  // for scripts and tests
+    return handle;
   }
 
   // Exponential moving average with TensorBoard's debiasing, so the first epochs are not pulled towards zero.
