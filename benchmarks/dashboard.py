@@ -6,7 +6,8 @@ of a run digitlab wrote), then
    in Chromium (a page opened at once, as a user who clicks the printed URL would);
 2. 20 open pages updating: 20 pollers asking /api/runs every second with the version they have (as each page
    does) while a run trains in the same folder; the answers' latency, and the delay from an epoch's line in
-   metrics.csv to the pollers' first answer that shows it.
+   metrics.csv to the pollers' first answer that shows it;
+3. the same with 20 real pages open in Chromium: the delay from an epoch's line to each page's row showing it.
 
 Not a test: it prints the figures, with the load average beside them.
 
@@ -51,6 +52,12 @@ def stop(proc: subprocess.Popen) -> None:
     proc.wait(timeout=30)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time a process has used so far (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def get(url: str) -> dict:
     with urllib.request.urlopen(url, timeout=60) as answer:
         return json.load(answer)
@@ -77,27 +84,81 @@ def first_rows(url: str, began: float, browser) -> dict:
             "rows_in_page": rows if page is not None else None, "load": os.getloadavg()[0]}
 
 
-def pollers(url: str, runs: Path, n: int, seconds: float) -> dict:
+def training(runs: Path, name: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "digitlab", "train", str(ROOT / "configs/3v8-logreg.yaml"),
+                             "--runs-dir", str(runs), "--set", "epochs=2000", "--set", "outputs=light", "--quiet",
+                             "--threads", "1", "--name", name], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+
+
+def watch(runs: Path, name: str, written: dict, quit_: threading.Event) -> None:
+    """When each epoch's line lands in the run's metrics.csv."""
+    while not quit_.is_set():
+        for metrics in runs.glob(f"{name}-*/metrics.csv"):
+            lines = metrics.read_text().count("\n") - 1
+            now = time.time()
+            for epoch in range(1, lines + 1):
+                written.setdefault(epoch, now)
+        time.sleep(0.01)
+
+
+RECORD = """() => {
+  window.seen = {};
+  const note = () => {
+    const row = document.querySelector("#runs tbody tr[data-run^='shown-']");
+    if (row && !(row.dataset.epochs in window.seen)) window.seen[row.dataset.epochs] = Date.now() / 1000;
+  };
+  new MutationObserver(note).observe(document.querySelector("#runs tbody"),
+                                     {subtree: true, childList: true, attributes: true});
+}"""
+
+
+def pages(url: str, runs: Path, n: int, seconds: float, browser, server: int) -> dict:
+    """n Chromium pages open on the runs table while a run trains: the delay from an epoch's line in metrics.csv
+    to each page's row showing it (each page notes the moment its row changed), the pages' errors, and the
+    server's CPU time."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    tabs, errors = [], []
+    for _ in range(n):
+        tab = context.new_page()
+        tab.on("pageerror", lambda e: errors.append(str(e)))
+        tab.goto(url)
+        tabs.append(tab)
+    for tab in tabs:
+        tab.wait_for_selector("#runs tbody tr[data-run]", timeout=120_000)
+    written: dict[int, float] = {}
+    quit_ = threading.Event()
+    watcher = threading.Thread(target=watch, args=(runs, "shown", written, quit_))
+    watcher.start()
+    for tab in tabs:  # each page notes when its row first shows each epoch count
+        tab.evaluate(RECORD)
+    train = training(runs, "shown")
+    cpu = cpu_seconds(server)
+    time.sleep(seconds)
+    seen = [{int(k): v for k, v in tab.evaluate("() => window.seen").items()} for tab in tabs]
+    cpu = cpu_seconds(server) - cpu
+    quit_.set()
+    watcher.join()
+    os.kill(train.pid, signal.SIGINT)
+    train.wait(timeout=60)
+    context.close()
+    delays = [at - written[epoch] for first in seen for epoch, at in first.items() if epoch in written]
+    return {"pages": n, "seconds": seconds, "epochs_written": len(written),
+            "updates_seen_per_page": round(statistics.mean(len(f) for f in seen), 1),
+            "epoch_to_page_median_s": round(statistics.median(delays), 3) if delays else None,
+            "epoch_to_page_max_s": round(max(delays), 3) if delays else None, "page_errors": len(errors),
+            "server_cpu_s_per_s": round(cpu / seconds, 3), "load": os.getloadavg()[0]}
+
+
+def pollers(url: str, runs: Path, n: int, seconds: float, server: int) -> dict:
     """n pollers as n open pages, while a run trains in `runs`: latency of their answers, and the delay from each
     epoch's line in metrics.csv to the first answer that shows it."""
-    train = subprocess.Popen([sys.executable, "-m", "digitlab", "train", str(ROOT / "configs/3v8-logreg.yaml"),
-                              "--runs-dir", str(runs), "--set", "epochs=2000", "--set", "outputs=light", "--quiet",
-                              "--threads", "1", "--name", "live"], cwd=ROOT, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
+    train = training(runs, "live")
     written: dict[int, float] = {}
     seen: dict[int, float] = {}
     latencies: list[float] = []
     lock = threading.Lock()
     quit_ = threading.Event()
-
-    def watch():  # when each epoch's line lands in metrics.csv
-        while not quit_.is_set():
-            for metrics in runs.glob("live-*/metrics.csv"):
-                lines = metrics.read_text().count("\n") - 1
-                now = time.time()
-                for epoch in range(1, lines + 1):
-                    written.setdefault(epoch, now)
-            time.sleep(0.01)
 
     def poll():
         since = None
@@ -114,11 +175,14 @@ def pollers(url: str, runs: Path, n: int, seconds: float) -> dict:
             since = answer["version"]
             time.sleep(max(0.0, 1.0 - took))
 
-    threads = [threading.Thread(target=watch)] + [threading.Thread(target=poll) for _ in range(n)]
+    threads = [threading.Thread(target=watch, args=(runs, "live", written, quit_))]
+    threads += [threading.Thread(target=poll) for _ in range(n)]
+    cpu = cpu_seconds(server)
     for t in threads:
         t.start()
     time.sleep(seconds)
     quit_.set()
+    cpu = cpu_seconds(server) - cpu
     for t in threads:
         t.join()
     if train.poll() is None:
@@ -135,7 +199,8 @@ def pollers(url: str, runs: Path, n: int, seconds: float) -> dict:
             "latency_p95_s": round(latencies[int(0.95 * (len(latencies) - 1))], 4),
             "latency_max_s": round(latencies[-1], 4), "epochs_seen": len(seen), "epochs_written": len(written),
             "epoch_to_answer_median_s": round(statistics.median(delays), 3) if delays else None,
-            "epoch_to_answer_max_s": round(max(delays), 3) if delays else None, "load": os.getloadavg()[0]}
+            "epoch_to_answer_max_s": round(max(delays), 3) if delays else None,
+            "server_cpu_s_per_s": round(cpu / seconds, 3), "load": os.getloadavg()[0]}
 
 
 def main() -> None:
@@ -180,8 +245,11 @@ def main() -> None:
             if _ < args.repeat - 1:
                 stop(proc)
         results["warm"] = warm
-        results["polling"] = pollers(url, runs, args.pollers, args.seconds)
+        results["polling"] = pollers(url, runs, args.pollers, args.seconds, proc.pid)
         print(f"{args.pollers} pollers: {results['polling']}", flush=True)
+        if browser is not None:
+            results["pages"] = pages(url, runs, args.pollers, args.seconds, browser, proc.pid)
+            print(f"{args.pollers} pages in Chromium: {results['pages']}", flush=True)
         stop(proc)
         if browser is not None:
             browser.close()
