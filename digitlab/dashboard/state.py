@@ -99,10 +99,10 @@ class Board:
         return None
 
     def folder(self, ident: str) -> Path | None:
-        """The run or sweep folder of an id the board knows; None for any other text."""
-        with self.lock:
-            entry = self.runs.get(ident)
-            return entry.path if entry is not None else self.sweeps.get(ident)
+        """The run or sweep folder of an id the board knows; None for any other text. (A look under way is not
+        waited for: one dict lookup is one step for the interpreter.)"""
+        entry = self.runs.get(ident)
+        return entry.path if entry is not None else self.sweeps.get(ident)
 
     def snapshot(self) -> tuple[int, list[Entry]]:
         """The version and the runs now, without waiting for a look under way (list() of a dict's values is one
@@ -110,7 +110,7 @@ class Board:
         version = self.version
         return version, list(self.runs.values())
 
-    # -- the background thread --------------------------------------------------------------------------------------
+    # -- the background threads -------------------------------------------------------------------------------------
     def start(self) -> None:
         """The catalogs' rows at once; then, until stop(), the ticks in a thread of their own (so that a full look
         of thousands of folders never holds up a new epoch) and the full looks in this one."""
