@@ -52,6 +52,31 @@ def collect(paths) -> tuple[list[Run], list[str]]:
     return runs, warnings
 
 
+def cached_rows(folder: Path) -> list[tuple[Path, dict]]:
+    """(run folder, row) for every run the catalog of `folder` lists, as last written, without looking at any run
+    folder: a first picture a live view can show while collect() checks the folders. Rows of folders outside
+    `folder` are left out; [] where there is no catalog of this version, or it cannot be read."""
+    base = home(folder)
+    for location in _locations(base):
+        if not location.is_file():
+            continue
+        try:
+            with contextlib.closing(sqlite3.connect(location, timeout=BUSY_SECONDS)) as db:
+                version = db.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
+                rows = db.execute("SELECT path, row FROM runs").fetchall() if version == (FORMAT,) else []
+        except sqlite3.Error:
+            continue
+        out, inside = [], "" if base == folder else f"{folder.name}/"
+        for key, row in rows:
+            if key != "." and key.startswith(inside):
+                path = base.joinpath(*key.split("/"))
+                values = json.loads(row)
+                values.update(path=str(path), name=path.name)
+                out.append((path, values))
+        return out
+    return []
+
+
 def home(folder: Path) -> Path:
     """The folder whose catalog lists `folder`'s runs: a sweep's points are in the catalog of the folder that holds
     the sweep (runs/, which `digitlab runs` reads), so a sweep folder holds only the sweep's own files."""
