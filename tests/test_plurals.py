@@ -35,7 +35,8 @@ def count_before_plural(node: ast.JoinedStr) -> list[str]:
         spec = ast.unparse(value.format_spec) if value.format_spec else ""
         is_call = isinstance(value.value, ast.Call)
         called = ast.unparse(value.value.func) if is_call else ""
-        if text in NOT_COUNTS or "%" in spec or called in ("plural", "size_text") or called.endswith(".join"):
+        quoted = value.conversion == ord("r")  # {name!r}: a name in quotes, never a count
+        if text in NOT_COUNTS or quoted or "%" in spec or called in ("plural", "size_text") or called.endswith(".join"):
             continue
         if isinstance(before, ast.Constant) and str(before.value).endswith("x"):  # '{h}x{w} pixels'
             continue
