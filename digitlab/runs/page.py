@@ -26,8 +26,10 @@ LOWER_IS_BETTER = ("val_loss", "test_loss", "train_loss")
 SHOWN_DECIMALS = {"train_acc": 4, "test_acc": 4, "best_val": 4, "seconds": 1}
 
 
-def report(folders: list[Path], out: Path | None = None, echo: Callable[[str], None] = print) -> list[Path]:
-    """With `out`: one comparison page of every run in `folders`. Without: each run folder's report.html and each
+def report(folders: list[Path], out: Path | None = None, echo: Callable[[str], None] = print,
+           redraw: bool = False) -> list[Path]:
+    """With `out`: one comparison page of every run in `folders`. Without: each run folder's report.html (every
+    figure drawn again with `redraw`, else only those not drawn already from the folder as it is) and each
     sweep folder's. Returns the pages written; a folder that cannot have one is a UserError, raised after the
     others are written."""
     if out is not None:
@@ -39,7 +41,7 @@ def report(folders: list[Path], out: Path | None = None, echo: Callable[[str], N
             if is_sweep_folder(folder):
                 written.append(write_sweep_report(folder))
             elif is_run_folder(folder) or not folder.is_dir():
-                written.append(write_report(RunFolder.open(folder)).path / PAGE)
+                written.append(write_report(RunFolder.open(folder), redraw=redraw).path / PAGE)
             else:
                 raise RunError(f"{folder}: not a run folder or a sweep folder; to compare the runs in it, give "
                                f"--out FILE.html")
