@@ -11,6 +11,8 @@ import json
 import os
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -150,3 +152,13 @@ def test_a_damaged_foreign_or_missing_figure_alone_is_drawn_again(tiny_run, othe
     drawn.clear()
     report(run)
     assert drawn == []
+
+
+def test_a_report_that_draws_nothing_loads_no_matplotlib(tiny_run, copy_run):
+    run = copy_run(tiny_run)
+    code = ("import sys\nfrom digitlab.cli import main\n"
+            "try:\n    main(['report', sys.argv[1]], standalone_mode=False)\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'matplotlib'))")
+    proc = subprocess.run([sys.executable, "-c", code, str(run)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines() == [str(run / layout.REPORT), "[]"], proc.stdout

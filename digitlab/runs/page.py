@@ -12,7 +12,6 @@ from pathlib import Path
 from digitlab.config import read_yaml
 from digitlab.errors import RunError, UserError
 from digitlab.figures import html
-from digitlab.figures.compare import overlay, parallel_coordinates
 from digitlab.options import plural
 from digitlab.run import layout
 from digitlab.run.folder import RunFolder
@@ -95,6 +94,7 @@ def write_comparison(folders, out: Path, title: str | None = None, select: str |
              "Click a column's header to sort by it; a run's name opens its own page.</p>",
              _table(columns, rows, out)]
     if curves is None:
+        from digitlab.figures.compare import overlay
         figure = overlay(runs)
         if figure is not None:
             from digitlab.figures.canvas import png
@@ -178,6 +178,7 @@ def _parallel(runs: list[Run], select: str) -> str:
         row[select] = run.summary.get(select) if run.status == "complete" else None
         rows.append(row)
     from digitlab.figures.canvas import png
+    from digitlab.figures.compare import parallel_coordinates
     figure = parallel_coordinates(keys, rows, select, maximize=select not in LOWER_IS_BETTER)
     return head + '<div class="figs">' + html.figure(
         png(figure), "parallel coordinates of the sweep", f"One axis per varied config key and "
