@@ -24,7 +24,7 @@ from digitlab.run.folder import RunFolder
 
 STAMP = layout.FIGURES_STAMP
 SOURCES = (layout.CONFIG, layout.METRICS, layout.SPLITS, layout.MODEL, layout.EMBEDDING_EPOCHS,
-           layout.LAYER_HEALTH)  # what the figures are drawn from (with the dataset config.yaml names)
+           layout.LAYER_HEALTH)  # what the figures are drawn from, besides the dataset that config.yaml names
 FORMAT = 1
 _code: list[str] = []  # the code's fingerprint, taken once per process
 
