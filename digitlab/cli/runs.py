@@ -86,9 +86,12 @@ def compare_command(folders, sort, fmt, all_columns, plot_path, group_seeds, con
               help="Write one page comparing every run in FOLDERS here (the compare table, the curves overlaid, "
                    "a sweep's parallel coordinates and seed groups).")
 @common.threads("BLAS threads for scoring the test set (one is steadiest on a busy machine).", default=1)
-def report_command(folders, out, threads):
-    """Write report.html, a page to open in a browser, for each run folder (figures made again from the folder)
-    and each sweep folder in FOLDERS; with --out, one page comparing all their runs."""
+@click.option("--redraw", is_flag=True, help="Draw every figure again, even those digitlab drew from the run "
+              "folder as it is (kept in the folder and reused otherwise).")
+def report_command(folders, out, threads, redraw):
+    """Write report.html, a page to open in a browser, for each run folder (figures made from the folder, or
+    reused when drawn from it as it is) and each sweep folder in FOLDERS; with --out, one page comparing all
+    their runs."""
     system_threads.use(threads, default=threads == 1)
     from digitlab.runs.page import report
 
@@ -99,7 +102,7 @@ def report_command(folders, out, threads):
             raise exc.because("the page was not written (--out)", exit_code=2) from None
         click.echo(str(written[0]))
         return
-    report(list(folders), echo=click.echo)
+    report(list(folders), echo=click.echo, redraw=redraw)
 
 
 @click.command(name="tag")

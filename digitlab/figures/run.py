@@ -20,6 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from digitlab.figures.canvas import tiles  # noqa: E402
+from digitlab.inside.plane import embedding_layer  # noqa: E402
 from digitlab.nn import Sequential  # noqa: E402
 
 SPLIT_STYLE = {"train": dict(color="tab:blue", ls="--"), "val": dict(color="tab:green", ls="-."),
@@ -97,18 +98,6 @@ def confusion(matrix: np.ndarray, classes: list[int], title: str = "test confusi
     ax.set(xlabel="predicted", ylabel="true", title=title)
     fig.tight_layout()
     return fig
-
-
-def embedding_layer(model: Sequential) -> int | None:
-    """Index of the layer whose output is the network's 2-D plane: the end of the first run of 2-wide layers
-    before the output (so `linear: 2` followed by `tanh` is seen after the tanh), or None."""
-    start = None
-    for i, shape in enumerate(model.layer_shapes[:-1]):
-        if shape == (2,):
-            start = i
-        elif start is not None:
-            break
-    return start
 
 
 def embedding(model: Sequential, x: np.ndarray, y: np.ndarray, classes: list[int],

@@ -5,11 +5,20 @@ from __future__ import annotations
 
 import numpy as np
 
-from digitlab.figures.run import embedding_layer
 from digitlab.inside.probe import trace
 from digitlab.nn import Sequential
 
-__all__ = ["embedding_layer", "project", "fixed_limits"]
+
+def embedding_layer(model: Sequential) -> int | None:
+    """Index of the layer whose output is the network's 2-D plane: the end of the first run of 2-wide layers
+    before the output (so `linear: 2` followed by `tanh` is seen after the tanh), or None."""
+    start = None
+    for i, shape in enumerate(model.layer_shapes[:-1]):
+        if shape == (2,):
+            start = i
+        elif start is not None:
+            break
+    return start
 
 
 def project(model: Sequential, x: np.ndarray, layer: int) -> np.ndarray:

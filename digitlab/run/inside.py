@@ -5,7 +5,8 @@ digitlab.run.outputs (which registers these), so old run folders get them too; t
 layer health read what digitlab.run.records wrote while the run trained.
 
 `@inside_output(name, section=..., caption=..., narrow=...)` declares one with what report.html shows of it (the
-facts digitlab.run.outputs.output takes), in the order the page shows them.
+facts digitlab.run.outputs.output takes), in the order the page shows them. Each imports its figure module (and
+so matplotlib) when it draws: a report whose figures are all drawn already loads none.
 """
 
 from __future__ import annotations
@@ -14,10 +15,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from digitlab.figures import inside as figures
-from digitlab.figures import run as plots
 from digitlab.figures.canvas import png
-from digitlab.figures.data import image_grid
 from digitlab.inside.maps import conv_maps
 from digitlab.inside.saliency import saliency
 from digitlab.nn import ClassMeans, Conv2d, Linear
@@ -40,6 +38,7 @@ def inside_output(name: str, **facts):
 @inside_output("mistakes.png", section="mistakes", caption="Every misclassified test image, the most confident "
                "mistakes first (lowest probability for the true class), with the model's probabilities.")
 def mistakes_png(view: RunView) -> bytes:
+    from digitlab.figures import inside as figures
     probabilities = class_probabilities(view.test["probabilities"])
     return png(figures.mistakes(view.data.test.x, view.data.test.y, probabilities, view.classes), tight=False)
 
@@ -48,6 +47,7 @@ def mistakes_png(view: RunView) -> bytes:
                caption="First layer's weights: what each hidden unit looks for in the image.")
 def weights_png(view: RunView) -> bytes | None:
     """For a model whose first layer is dense: each hidden unit's weights as an image of the dataset's shape."""
+    from digitlab.figures import inside as figures
     first = view.model.layers[0] if view.model.layers else None
     if not isinstance(first, Linear):
         return None
@@ -60,6 +60,7 @@ def weights_png(view: RunView) -> bytes | None:
                caption="The class means (the average digits) the model compares each image with.")
 def means_png(view: RunView) -> bytes | None:
     """The class means a model fitted in one pass holds (average_image, nearest_mean): its weights as images."""
+    from digitlab.figures.data import image_grid
     means = next((layer for layer in view.model.layers if isinstance(layer, ClassMeans)), None)
     if means is None:
         return None
@@ -70,6 +71,7 @@ def means_png(view: RunView) -> bytes | None:
 
 @inside_output("filters.png", section="inside", narrow=True, caption="First convolution's kernels.")
 def filters_png(view: RunView) -> bytes | None:
+    from digitlab.figures import run as plots
     conv = next((layer for layer in view.model.layers if isinstance(layer, Conv2d)), None)
     return png(plots.filters(conv.weight.data)) if conv is not None else None
 
@@ -77,6 +79,7 @@ def filters_png(view: RunView) -> bytes | None:
 @inside_output("embedding.png", section="inside", narrow=True, caption="The test set in the 2-unit layer's "
                "plane, over what the rest of the network makes of each point of it.")
 def embedding_png(view: RunView) -> bytes | None:
+    from digitlab.figures import run as plots
     figure = plots.embedding(view.model, view.inputs("test"), view.data.test.y, view.classes)
     return png(figure) if figure is not None else None
 
@@ -88,6 +91,7 @@ def _plane(view: RunView) -> dict | None:
 
 @inside_output("embedding_epochs.gif", section="inside", narrow=True, caption="The plane through training, animated.")
 def embedding_epochs_gif(view: RunView) -> bytes | None:
+    from digitlab.figures import inside as figures
     record = _plane(view)
     return figures.embedding_gif(record, view.classes) if record is not None else None
 
@@ -95,6 +99,7 @@ def embedding_epochs_gif(view: RunView) -> bytes | None:
 @inside_output("embedding_epochs.png", section="inside",
                caption="The same plane through training, on fixed axes.")
 def embedding_epochs_png(view: RunView) -> bytes | None:
+    from digitlab.figures import inside as figures
     record = _plane(view)
     return png(figures.embedding_strip(record, view.classes), tight=False) if record is not None else None
 
@@ -109,6 +114,7 @@ def saliency_digits(y: np.ndarray, classes: int, count: int = SALIENCY_DIGITS) -
 @inside_output("saliency.png", section="inside", caption="Saliency: where more ink would raise (red) or lower "
                "(blue) the predicted class's score.")
 def saliency_png(view: RunView) -> bytes | None:
+    from digitlab.figures import inside as figures
     rows = saliency_digits(view.data.test.y, len(view.classes))
     if not len(rows):
         return None
@@ -121,6 +127,7 @@ def saliency_png(view: RunView) -> bytes | None:
                caption="Activation maps: each convolution's channels for one test digit.")
 def activations_png(view: RunView) -> bytes | None:
     """Conv models: each conv layer's channels for the first test digit."""
+    from digitlab.figures import inside as figures
     if not len(view.data.test):
         return None
     maps = conv_maps(view.model, view.inputs("test")[0])
@@ -134,5 +141,6 @@ def activations_png(view: RunView) -> bytes | None:
 @inside_output("layer_health.png", section="inside", caption="Layer health per epoch on a fixed probe batch: "
                "output mean and spread, gradient spread, dead ReLU and saturated units.")
 def layer_health_png(view: RunView) -> bytes | None:
+    from digitlab.figures import inside as figures
     rows = read_health(view.run, view.cfg)
     return png(figures.layer_health(rows), tight=False) if rows else None

@@ -18,6 +18,7 @@ SPLITS = "splits.npz"                      # the rows of the dataset each split 
 GIT_DIFF = "git.diff"                      # uncommitted changes of the code the run started from
 LOCK = ".lock"                             # held by the process training the run
 REPORT = "report.html"                     # the run's page (a sweep folder's page has the same name)
+FIGURES_STAMP = ".figures.json"            # which figures digitlab drew, from which files (run/stamp.py)
 EMBEDDING_EPOCHS = "embedding_epochs.npz"  # the 2-unit plane at several epochs
 LAYER_HEALTH = "layer_health.csv"          # each layer's health per epoch
 TAGS = "tags.json"                         # the user's tags and note (digitlab tag, digitlab note)

@@ -36,6 +36,7 @@ from digitlab.run.outputs import AT_START, OUTPUTS, write_outputs
 from digitlab.run.page import write_report
 from digitlab.run.records import recorders
 from digitlab.run.setup import Setup, prepare, start_warnings, train_eval_line, train_eval_rows
+from digitlab.run.stamp import Stamp
 from digitlab.run.transfer import init_weights
 from digitlab.run.view import RunView
 from digitlab.system.environment import command_line, environment
@@ -275,7 +276,12 @@ def finish(run: RunFolder, setup: Setup, weights_epoch: int | None = None) -> Ru
     save_model(run, setup.model, setup.cfg, epoch=epoch)
     view = RunView(run, cfg=setup.cfg, data=setup.data, model=setup.model, model_meta={"epoch": epoch},
                    loss_fn=setup.loss_fn)
-    write_outputs(run, view, names=set(OUTPUTS) - AT_START, figures=drawn(setup.cfg))
+    names = (set(OUTPUTS) - AT_START) | {n for n in AT_START if not (run / n).exists()}  # and those not drawn
+    stamp = Stamp(run, redraw=True) if drawn(setup.cfg) else None  # the folder's files the figures are drawn from
+    written = write_outputs(run, view, names=names, figures=stamp is not None)
+    if stamp is not None:  # `digitlab report` shows these without drawing them again
+        stamp.wrote([n for n in names if OUTPUTS[n].figure], written)
+        stamp.save()
     return view
 
 

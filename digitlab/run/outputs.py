@@ -12,7 +12,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from digitlab.data.augment import make_augment
-from digitlab.figures import run as plots
 from digitlab.figures.canvas import png
 from digitlab.nn.metrics import confusion_matrix, precision_recall
 from digitlab.run import layout
@@ -104,6 +103,7 @@ def confusion_csv(view: RunView) -> str:
 @output("confusion.png")
 def confusion_png(view: RunView) -> bytes:
     """The confusion matrix as a figure (report.html shows it as a table, shaded by row)."""
+    from digitlab.figures import run as plots
     return png(plots.confusion(_confusion(view), view.classes))
 
 
@@ -124,6 +124,7 @@ def chance(view: RunView) -> dict:
 @output("curves.png", section="curves", caption="Loss, accuracy and error rate (log scale, with the chance level) "
         "per epoch: train dashed, validation dash-dot, test solid.")
 def curves_png(view: RunView) -> bytes:
+    from digitlab.figures import run as plots
     return png(plots.curves(view.rows, title=view.cfg["name"], chance=chance(view)["majority"]))
 
 
@@ -133,6 +134,8 @@ def augment_png(view: RunView) -> bytes | None:
     """32 training images before and after augmentation, drawn from a Generator of their own (seeded as the
     run), so the figure never changes what training draws."""
     import numpy as np
+
+    from digitlab.figures import run as plots
     transform = make_augment(view.cfg["data"].get("augment"), np.random.default_rng(view.cfg["seed"]),
                              view.data.image_shape)
     if transform is None:

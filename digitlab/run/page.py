@@ -3,8 +3,11 @@ ran, the result against chance, the curves, the mistakes, the network's inside, 
 
 It is written when a run ends, however it ends, and `digitlab report` writes it again for any run folder, old
 ones included, making the figures again from the folder first (so a run made before a figure existed gets it,
-and a damaged or foreign PNG is never shown). A run that failed, diverged, was interrupted or is still running
-says so at the top and shows what it has; a damaged file is named in a note and its sections are left out.
+and a damaged or foreign PNG is never shown). A figure digitlab drew from the folder's files as they are now, and
+that is still as drawn, is shown without drawing it again (digitlab.run.stamp): a run whose files changed
+(resumed, extended, damaged, records changed) gets fresh figures. A run that failed, diverged, was interrupted or
+is still running says so at the top and shows what it has; a damaged file is named in a note and its sections are
+left out.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from digitlab.run.folder import RunFolder
 from digitlab.run.outputs import OUTPUTS, Output, captioned
 from digitlab.run.records import HEALTH, read_health
 from digitlab.run.setup import make_model
+from digitlab.run.stamp import Stamp
 from digitlab.run.view import RunView
 
 REPORT = layout.REPORT
@@ -57,18 +61,23 @@ class Page:
             self.notes.append(text)
 
 
-def write_report(run: RunFolder, view: RunView | None = None, remake: bool = True) -> RunFolder:
-    """Write `run`'s report.html. With `remake`, the figures and summary.json are made again from the folder
-    (and written there); without, the files an ending run has just written are used. A config.yaml that cannot
-    be read is refused (ConfigError or DamagedRun): nothing on the page would mean anything without it."""
+def write_report(run: RunFolder, view: RunView | None = None, remake: bool = True,
+                 redraw: bool = False) -> RunFolder:
+    """Write `run`'s report.html. With `remake`, summary.json is made again from the folder and so are the
+    figures not drawn already from the folder as it is (all of them with `redraw`), and written there; without,
+    the files an ending run has just written are used. A config.yaml that cannot be read is refused
+    (ConfigError or DamagedRun): nothing on the page would mean anything without it."""
     view = view or RunView(run)
+    stamp = Stamp(run, redraw) if remake else None  # taken before the folder is read
     cfg = view.cfg
     page = Page()
     status, info = _status(run, page)
     shown = captioned()
     others = [o.name for o in OUTPUTS.values() if o.figure and not o.caption] if remake else []
     for name in [layout.SUMMARY] + [o.name for o in shown] + others:  # others: in the folder, not on the page
-        _gather(view, name, page, remake)
+        _gather(view, name, page, stamp)
+    if stamp is not None:
+        stamp.save()
     sections = []
     for anchor, title, empty in SECTIONS:
         section = _figures(anchor, title, [o for o in shown if o.section == anchor], page, empty)
@@ -91,14 +100,22 @@ def _status(run: RunFolder, page: Page) -> tuple[str, dict]:
         return "unknown", {}
 
 
-def _gather(view: RunView, name: str, page: Page, remake: bool) -> None:
-    """One output into the page: read back when it is on disk and not to be remade, else made (and written)."""
+def _gather(view: RunView, name: str, page: Page, stamp: Stamp | None) -> None:
+    """One output into the page: read back when it is on disk and not to be remade (no `stamp`: an ending run's
+    files) or when the `stamp` says it was drawn from the folder as it is; else made, written, and put on the
+    stamp."""
     path = view.run / name
-    if not remake and name != layout.SUMMARY and path.is_file():
-        content = path.read_bytes()
-        if content.startswith(SIGNATURES[path.suffix]):
+    figure = name != layout.SUMMARY
+    if figure and stamp is None and path.is_file():
+        reused, content = True, path.read_bytes()
+    elif figure and stamp is not None:
+        reused, content = stamp.reused(name)
+    else:
+        reused, content = False, None
+    if reused and (content is None or content.startswith(SIGNATURES[path.suffix])):
+        if content is not None:
             page.figures[name] = content
-            return
+        return
     try:
         content = OUTPUTS[name](view)
     except UserError as exc:
@@ -106,17 +123,19 @@ def _gather(view: RunView, name: str, page: Page, remake: bool) -> None:
         page.note("no model.npz: the run has not finished, so the views of the trained network are missing"
                   if missing else str(exc))
         return
-    if content is None:
-        return
-    if isinstance(content, dict):
-        page.summary = content
-    else:
-        page.figures[name] = content
-    if remake:
-        try:
-            view.run.write_json(name, content) if isinstance(content, dict) else view.run.write(name, content)
-        except StorageError as exc:
-            page.note(f"{exc}; shown here, not saved")
+    if content is not None:
+        if isinstance(content, dict):
+            page.summary = content
+        else:
+            page.figures[name] = content
+        if stamp is not None:
+            try:
+                view.run.write_json(name, content) if isinstance(content, dict) else view.run.write(name, content)
+            except StorageError as exc:
+                page.note(f"{exc}; shown here, not saved")
+                return
+    if figure and stamp is not None:
+        stamp.drew(name, content)
 
 
 # -- sections ------------------------------------------------------------------------------------------------

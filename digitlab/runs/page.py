@@ -12,7 +12,6 @@ from pathlib import Path
 from digitlab.config import read_yaml
 from digitlab.errors import RunError, UserError
 from digitlab.figures import html
-from digitlab.figures.compare import overlay, parallel_coordinates
 from digitlab.options import plural
 from digitlab.run import layout
 from digitlab.run.folder import RunFolder
@@ -26,8 +25,10 @@ LOWER_IS_BETTER = ("val_loss", "test_loss", "train_loss")
 SHOWN_DECIMALS = {"train_acc": 4, "test_acc": 4, "best_val": 4, "seconds": 1}
 
 
-def report(folders: list[Path], out: Path | None = None, echo: Callable[[str], None] = print) -> list[Path]:
-    """With `out`: one comparison page of every run in `folders`. Without: each run folder's report.html and each
+def report(folders: list[Path], out: Path | None = None, echo: Callable[[str], None] = print,
+           redraw: bool = False) -> list[Path]:
+    """With `out`: one comparison page of every run in `folders`. Without: each run folder's report.html (every
+    figure drawn again with `redraw`, else only those not drawn already from the folder as it is) and each
     sweep folder's. Returns the pages written; a folder that cannot have one is a UserError, raised after the
     others are written."""
     if out is not None:
@@ -39,7 +40,7 @@ def report(folders: list[Path], out: Path | None = None, echo: Callable[[str], N
             if is_sweep_folder(folder):
                 written.append(write_sweep_report(folder))
             elif is_run_folder(folder) or not folder.is_dir():
-                written.append(write_report(RunFolder.open(folder)).path / PAGE)
+                written.append(write_report(RunFolder.open(folder), redraw=redraw).path / PAGE)
             else:
                 raise RunError(f"{folder}: not a run folder or a sweep folder; to compare the runs in it, give "
                                f"--out FILE.html")
@@ -93,6 +94,7 @@ def write_comparison(folders, out: Path, title: str | None = None, select: str |
              "Click a column's header to sort by it; a run's name opens its own page.</p>",
              _table(columns, rows, out)]
     if curves is None:
+        from digitlab.figures.compare import overlay
         figure = overlay(runs)
         if figure is not None:
             from digitlab.figures.canvas import png
@@ -176,6 +178,7 @@ def _parallel(runs: list[Run], select: str) -> str:
         row[select] = run.summary.get(select) if run.status == "complete" else None
         rows.append(row)
     from digitlab.figures.canvas import png
+    from digitlab.figures.compare import parallel_coordinates
     figure = parallel_coordinates(keys, rows, select, maximize=select not in LOWER_IS_BETTER)
     return head + '<div class="figs">' + html.figure(
         png(figure), "parallel coordinates of the sweep", f"One axis per varied config key and "
