@@ -22,6 +22,7 @@ import os
 import sqlite3
 import time
 from pathlib import Path
+from stat import S_ISREG
 
 from digitlab.errors import UserError
 from digitlab.run import layout
@@ -29,13 +30,14 @@ from digitlab.runs.collect import Run, expand, is_sweep_folder, read_run
 from digitlab.runs.columns import CONFIG_COLUMNS, METRIC_COLUMNS, describe
 
 APPLICATION_ID = 0x64676C62  # "dglb": marks the file as a digitlab catalog (PRAGMA application_id)
-FORMAT = "3:" + ",".join(CONFIG_COLUMNS + METRIC_COLUMNS)  # rows written by other columns are read again
+FORMAT = "4:" + ",".join(CONFIG_COLUMNS + METRIC_COLUMNS)  # rows written by other columns are read again
 STAMPED = (layout.RUN_JSON, layout.CONFIG, layout.METRICS, layout.SUMMARY, layout.MODEL, layout.CHECKPOINT,
            layout.TAGS)
 RUNS_TABLE = ("CREATE TABLE runs (path TEXT PRIMARY KEY, stamp TEXT NOT NULL, status TEXT NOT NULL, row TEXT NOT NULL, "
               "record TEXT NOT NULL)")
 RACY_NS = 1_000_000_000  # a file changed this close to the reading may change again unseen within the tick
 BUSY_SECONDS = 5.0
+RUNNING = layout.Status.RUNNING.value
 
 
 def collect(paths) -> tuple[list[Run], list[str]]:
@@ -84,15 +86,17 @@ class Catalog:
         written). With `within` (the candidates are every run under that folder), rows of folders under it that
         are gone are dropped."""
         cached = self._rows() if self.db is not None else {}
-        runs, fresh, keys = [], [], set()
+        runs, fresh, keys = [], [], []
         now = time.time_ns()
+        base = f"{self.folder}{os.sep}" if self.folder is not None else None
         for path in candidates:
-            key = self._key(path)
-            keys.add(key)
-            stamp, newest = _stamp(str(path))
+            text = str(path)
+            key = text[len(base):].replace(os.sep, "/") if base and text.startswith(base) else self._key(path)
+            keys.append(key)
+            stamp, newest = _stamp(text)
             row = cached.get(key)
-            if row is not None and stamp is not None and row[0] == stamp and row[1] != layout.Status.RUNNING:
-                runs.append(CataloguedRun(path, row[1], row[2], row[3]))
+            if row is not None and stamp is not None and row[0] == stamp and row[1] != RUNNING:
+                runs.append(CataloguedRun(path, text, row[1], row[2], row[3]))
                 continue
             try:
                 run = read_run(path)
@@ -108,7 +112,8 @@ class Catalog:
         if self.db is not None:
             prefix = self._key(within) if within is not None else None
             inside = (lambda k: True) if prefix == "." else (lambda k: k.startswith(f"{prefix}/"))
-            gone = [k for k in cached if k not in keys and inside(k)] if prefix is not None else []
+            gone = set(cached).difference(keys)
+            gone = [k for k in gone if inside(k)] if prefix is not None else []
             self._write(fresh, gone)
         return runs
 
@@ -163,12 +168,12 @@ class CataloguedRun(Run):
     """A Run from its catalog row: the row (`values`) decoded at once, the rest of what was read (config,
     summary, run.json, tags) only when a view asks for it, and the metrics from the folder when asked for."""
 
-    def __init__(self, path: Path, status: str, row: str, record: str):
+    def __init__(self, path: Path, text: str, status: str, row: str, record: str):
+        # Run.__init__'s attributes, set here without it: cfg, summary, info and tags stay unset until asked for
         values = json.loads(row)
-        values.update(path=str(path), name=path.name)
-        super().__init__(path, status, None, {}, None, values.get("damage"), values)
-        for name in ("cfg", "summary", "info", "tags"):
-            del self.__dict__[name]
+        values["path"], values["name"] = text, path.name
+        self.path, self.status, self.damage, self._metrics, self.values = path, status, values.get("damage"), None, \
+            values
         self._record = record
 
     def __getattr__(self, name):  # cfg, summary, info, tags: set on first use from the record
@@ -181,27 +186,35 @@ class CataloguedRun(Run):
 def _stamp(folder: str) -> tuple[str | None, int]:
     """The size, mtime, ctime and inode of each file a row is read from ('-' for a missing one), and the newest
     of those times; None when a file cannot be looked at. The ctime catches a file rewritten in place whose mtime
-    was set back."""
-    parts, newest = [], 0
-    for name in STAMPED:
+    was set back. checkpoint.npz is read (runs.collect.read_run) only where model.npz is not a file: beside a
+    model.npz it is not stamped ('+'), so that a finished run costs one look fewer."""
+    parts, newest, stat, prefix, model = [], 0, os.stat, folder + os.sep, ""
+    for name in STAMPED:  # model.npz before checkpoint.npz
+        if name == layout.CHECKPOINT and model:
+            parts.append("+")
+            continue
         try:
-            st = os.stat(os.path.join(folder, name))
+            st = stat(prefix + name)
         except FileNotFoundError:
             parts.append("-")
             continue
         except OSError:
             return None, 0
-        parts.append(f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}")
-        newest = max(newest, st.st_mtime_ns, st.st_ctime_ns)
+        mtime, ctime = st.st_mtime_ns, st.st_ctime_ns
+        if name == layout.MODEL and S_ISREG(st.st_mode):
+            model = "+"
+        parts.append(f"{st.st_size}:{mtime}:{ctime}:{st.st_ino}")
+        newest = max(newest, mtime, ctime)
     return "|".join(parts), newest
 
 
-def _locations(folder: Path) -> list[Path]:
-    """Beside the runs, else in the user's cache folder under a name made from the runs folder's real path."""
+def _locations(folder: Path):
+    """Beside the runs, else in the user's cache folder under a name made from the runs folder's real path (made
+    only when the first will not do)."""
+    yield folder / layout.CATALOG
     from digitlab.data.idx import cache_dir
-    own = folder / layout.CATALOG
     digest = hashlib.sha256(os.path.realpath(folder).encode("utf-8", "surrogateescape")).hexdigest()[:20]
-    return [own, cache_dir() / "catalogs" / f"{digest}.sqlite"]
+    yield cache_dir() / "catalogs" / f"{digest}.sqlite"
 
 
 def _connect(path: Path, warn) -> sqlite3.Connection | None:
