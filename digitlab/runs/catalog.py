@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import heapq
 import json
 import os
 import sqlite3
@@ -30,27 +31,31 @@ from digitlab.runs.collect import Run, expand, is_sweep_folder, read_run
 from digitlab.runs.columns import CONFIG_COLUMNS, METRIC_COLUMNS, describe
 
 APPLICATION_ID = 0x64676C62  # "dglb": marks the file as a digitlab catalog (PRAGMA application_id)
-FORMAT = "4:" + ",".join(CONFIG_COLUMNS + METRIC_COLUMNS)  # rows written by other columns are read again
 STAMPED = (layout.RUN_JSON, layout.CONFIG, layout.METRICS, layout.SUMMARY, layout.MODEL, layout.CHECKPOINT,
            layout.TAGS)
 RUNS_TABLE = ("CREATE TABLE runs (path TEXT PRIMARY KEY, stamp TEXT NOT NULL, status TEXT NOT NULL, row TEXT NOT NULL, "
-              "record TEXT NOT NULL)")
+              "record TEXT NOT NULL, started TEXT)")
+FORMAT = "4:" + ",".join(CONFIG_COLUMNS + METRIC_COLUMNS) + ";" + RUNS_TABLE  # rows of another kind: read again
 RACY_NS = 1_000_000_000  # a file changed this close to the reading may change again unseen within the tick
 BUSY_SECONDS = 5.0
 RUNNING = layout.Status.RUNNING.value
 
 
-def collect(paths) -> tuple[list[Run], list[str]]:
+def collect(paths, newest: int | None = None) -> tuple[list[Run], list[str]]:
     """runs.collect.collect's runs and warnings, each run's row (`values`) filled, read through the catalog of
     each folder given (a run folder's is its parent's): only folders changed since they were catalogued are
-    read. A catalog file that had to be rebuilt is one more warning."""
+    read. A catalog file that had to be rebuilt is one more warning. With `newest`, only the `newest` runs
+    latest started (run.json's `started`, then the folder's path, as `digitlab runs` orders them), newest first:
+    every folder is still looked at, but only those runs' rows are decoded."""
     runs, warnings = [], []
     for root, candidates, said in expand(paths):
         warnings.extend(said)
         base = root if root is not None else (candidates[0].parent if candidates else None)
         with Catalog.open(home(base) if base is not None else None, warnings.append) as catalog:
-            found = catalog.runs(candidates, warnings, within=base if root is not None else None)
+            found = catalog.runs(candidates, warnings, within=base if root is not None else None, newest=newest)
         runs.extend(found)
+    if newest is not None:
+        runs = heapq.nlargest(newest, runs, key=lambda run: (_started(run.values.get("started")), run.values["path"]))
     return runs, warnings
 
 
@@ -81,10 +86,11 @@ class Catalog:
             if connection is not None:
                 connection.close()
 
-    def runs(self, candidates: list[Path], warnings: list[str], within: Path | None = None) -> list[Run]:
+    def runs(self, candidates: list[Path], warnings: list[str], within: Path | None = None,
+             newest: int | None = None) -> list[Run]:
         """The Run of each candidate folder, from its row where its stamp still holds, else read (and its row
         written). With `within` (the candidates are every run under that folder), rows of folders under it that
-        are gone are dropped."""
+        are gone are dropped. With `newest`, only the `newest` latest started, newest first (see collect)."""
         cached = self._rows() if self.db is not None else {}
         runs, fresh, keys = [], [], []
         now = time.time_ns()
@@ -93,10 +99,11 @@ class Catalog:
             text = str(path)
             key = text[len(base):].replace(os.sep, "/") if base and text.startswith(base) else self._key(path)
             keys.append(key)
-            stamp, newest = _stamp(text)
+            stamp, changed = _stamp(text)
             row = cached.get(key)
             if row is not None and stamp is not None and row[0] == stamp and row[1] != RUNNING:
-                runs.append(CataloguedRun(path, text, row[1], row[2], row[3]))
+                runs.append(CataloguedRun(path, text, *row[1:4]) if newest is None else
+                            ((row[4] or "", text), path, row))  # decoded below if among the newest
                 continue
             try:
                 run = read_run(path)
@@ -104,18 +111,23 @@ class Catalog:
                 warnings.append(f"{exc}; skipped")
                 continue
             describe([run])
-            runs.append(run)
+            started = _started(run.values.get("started"))
+            runs.append(run if newest is None else ((started, text), path, run))
             if stamp is not None and key is not None:
-                trusted = stamp if now - newest > RACY_NS else "racy"
+                trusted = stamp if now - changed > RACY_NS else "racy"
                 values = json.dumps({k: v for k, v in run.values.items() if k != "path"}, default=str)
-                fresh.append((key, trusted, str(run.status), values, json.dumps(_record(run), default=str)))
+                fresh.append((key, trusted, str(run.status), values, json.dumps(_record(run), default=str),
+                              started or None))
         if self.db is not None:
             prefix = self._key(within) if within is not None else None
             inside = (lambda k: True) if prefix == "." else (lambda k: k.startswith(f"{prefix}/"))
             gone = set(cached).difference(keys)
             gone = [k for k in gone if inside(k)] if prefix is not None else []
             self._write(fresh, gone)
-        return runs
+        if newest is None:
+            return runs
+        return [item if isinstance(item, Run) else CataloguedRun(path, sort[1], *item[1:4])
+                for sort, path, item in heapq.nlargest(newest, runs, key=lambda entry: entry[0])]
 
     def _key(self, path: Path) -> str | None:
         """The path of a run folder under the catalog's folder, as text ('sweep/point'); '.' for the folder."""
@@ -129,9 +141,10 @@ class Catalog:
         except ValueError:
             return None
 
-    def _rows(self) -> dict[str, tuple[str, str, str, str]]:
+    def _rows(self) -> dict[str, tuple[str, str, str, str, str | None]]:
         try:
-            return {key: rest for key, *rest in self.db.execute("SELECT path, stamp, status, row, record FROM runs")}
+            return {key: rest for key, *rest in
+                    self.db.execute("SELECT path, stamp, status, row, record, started FROM runs")}
         except sqlite3.Error:
             self.db = None
             return {}
@@ -141,8 +154,8 @@ class Catalog:
             return
         try:
             with _transaction(self.db):
-                self.db.executemany("INSERT OR REPLACE INTO runs (path, stamp, status, row, record) "
-                                    "VALUES (?, ?, ?, ?, ?)", fresh)
+                self.db.executemany("INSERT OR REPLACE INTO runs (path, stamp, status, row, record, started) "
+                                    "VALUES (?, ?, ?, ?, ?, ?)", fresh)
                 self.db.executemany("DELETE FROM runs WHERE path = ?", [(k,) for k in gone])
         except sqlite3.Error:  # busy past the timeout, disk full, read-only: the listing stands, uncached
             pass
@@ -158,6 +171,11 @@ def _transaction(db: sqlite3.Connection):
         db.execute("ROLLBACK")
         raise
     db.execute("COMMIT")
+
+
+def _started(value) -> str:
+    """run.json's `started` as the newest-first order compares it: its text, '' when there is none."""
+    return value if isinstance(value, str) else ""
 
 
 def _record(run: Run) -> dict:
