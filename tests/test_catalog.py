@@ -290,3 +290,24 @@ def test_a_warm_listing_loads_neither_numpy_nor_yaml(trained, tmp_path, monkeypa
     proc = subprocess.run([sys.executable, "-c", code, str(root)], capture_output=True, text=True)
     assert proc.returncode == 0 and "run0" in proc.stdout, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "[]", proc.stdout
+
+
+def test_a_row_that_is_no_json_object_is_read_again_from_its_folder(trained, tmp_path, monkeypatch):
+    """Rows are decoded all at once; one that a damaged file garbled (not JSON, or JSON but no object) makes its
+    folder be read again and its row rewritten, and the other rows stand."""
+    import gc
+    monkeypatch.setattr(catalog, "RACY_NS", -2**62)  # every stamp trusted at once, as a second later
+    root = tmp_path / "runs"
+    for n in range(3):
+        copy_run(trained, root / f"run{n}")
+    cached(root)
+    with sqlite3.connect(root / layout.CATALOG) as db:
+        db.execute("UPDATE runs SET row = 'not json' WHERE path = 'run0'")
+        db.execute("UPDATE runs SET row = '[1, 2]' WHERE path = 'run2'")
+    db.close()
+    threshold = gc.get_threshold()
+    assert cached(root) == truth(root) and gc.get_threshold() == threshold
+    with sqlite3.connect(root / layout.CATALOG) as db:
+        rows = dict(db.execute("SELECT path, row FROM runs"))
+    db.close()
+    assert sorted(rows) == ["run0", "run1", "run2"] and all(json.loads(row)["name"] for row in rows.values())

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from digitlab.errors import UserError
-from digitlab.runs.catalog import collect
+from digitlab.runs.catalog import collect, few_collections
 from digitlab.runs.columns import describe, differing_rows
 from digitlab.runs.where import Condition
 
@@ -23,14 +23,16 @@ def list_runs(paths, conditions: list[Condition] = (), statuses=()) -> tuple[lis
     for path in paths:
         if not path.exists():
             raise UserError(f"{path}: no such folder")
-    runs, warnings = collect(paths)
-    describe(runs)
-    rows, shown = [], []  # the rows met, and their runs' values (with their options), for differing_rows
-    for run in runs:
-        row = _flat(run.values)
-        if (not conditions or all(c.matches(row) for c in conditions)) and (not statuses or row["status"] in statuses):
-            rows.append(row)
-            shown.append(run.values)
+    with few_collections():
+        runs, warnings = collect(paths)
+        describe(runs)
+        rows, shown = [], []  # the rows met, and their runs' values (with their options), for differing_rows
+        for run in runs:
+            row = _flat(run.values)
+            if (not conditions or all(c.matches(row) for c in conditions)) and \
+                    (not statuses or row["status"] in statuses):
+                rows.append(row)
+                shown.append(run.values)
     rows.sort(key=lambda row: (row.get("started") or "", row["folder"]), reverse=True)
     extra = [c for c in OPTIONAL if any(row.get(c) for row in rows)]
     varied = differing_rows(shown) if len(rows) > 1 else []  # what tells the listed runs apart
