@@ -17,7 +17,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-COLOURS = {"before": "#d62728", "after": "#1f77b4"}
+COLOURS = {"before": "#d62728", "after": "#1f77b4", "first step": "#9467bd"}
+LISTING_CODES = ("before", "first step", "after")  # the catalog's code in listing.png's right panel
 
 
 def loads(rows) -> str:
@@ -99,7 +100,7 @@ def point_cost(data: dict) -> None:
 def listing(data: dict) -> None:
     rows = sorted((r for r in data["listing"] if r["series"] == "first"), key=lambda r: r["runs"])
     again = [r for r in data["listing"] if r["series"] == "again"]
-    fig, ax = plt.subplots(figsize=(8, 4.8))
+    fig, (ax, right) = plt.subplots(1, 2, figsize=(14, 5.5), gridspec_kw={"width_ratios": [5, 4]})
     runs = [r["runs"] for r in rows]
     for key, label, colour, target, below in (("cold_s", "cold (no catalog)", "#d62728", 30, True),
                                               ("warm_s", "warm", "#1f77b4", 1.0, True),
@@ -113,16 +114,44 @@ def listing(data: dict) -> None:
             ax.annotate(f"{r[key]:.2f}", (r["runs"], r[key]), textcoords="offset points",
                         xytext=(-30 if r in again else 5, -10 if below else 4), fontsize=7, color=colour)
     ax.set(xscale="log", yscale="log", xlabel="run folders", ylabel="seconds (wall, median)",
-           title="digitlab runs over N copies of a 3v8-logreg run folder")
+           title=f"digitlab runs over N copies of a 3v8-logreg run folder\n(commit {rows[0]['commit']})")
     ax.set_xticks(runs, [f"{n:,}" for n in runs])
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0.0, 0.9))
     ax.grid(alpha=0.3, which="both")
+    warm_cpu(right, [r for r in data["listing"] if r["series"] in LISTING_CODES])
     fig.tight_layout(rect=(0, 0.07, 1, 1))
-    caption(fig, f"benchmarks/many_runs.py at commit {rows[0]['commit']}: each a fresh process; cold once, warm and "
-                 f"--where the median of 3. Load average {loads(rows + again)} on 2 shared cores (the legend says "
-                 f"which).")
+    caption(fig, "benchmarks/many_runs.py: each a fresh process; cold once, warm and --where the median of 3. Load "
+                 f"average {loads(data['listing'])} on 2 shared cores (the legends say which). Right: the warm "
+                 "path's CPU seconds at 10,000 folders, the catalog's code before and after, runs interleaved.")
     fig.savefig(HERE / "listing.png", dpi=110)
     plt.close(fig)
+
+
+def warm_cpu(ax, rows: list[dict]) -> None:
+    """CPU seconds of a warm `digitlab runs` (and with --where) over 10,000 folders, before and after: each point
+    one run of the benchmark (the median of its 3 listings), the bar their median, the wall time beside each."""
+    for i, (key, wall) in enumerate((("warm_cpu_s", "warm_s"), ("where_cpu_s", "where_s"))):
+        for j, code in enumerate(LISTING_CODES):
+            mine = [r for r in rows if r["series"] == code]
+            x = i * 3.6 + j
+            if not mine:
+                continue
+            commits = ", ".join(sorted({r["commit"] for r in mine}))
+            ax.bar(x, statistics.median(r[key] for r in mine), width=0.8, color=COLOURS[code], alpha=0.35,
+                   label=f"{code} ({commits}; load {loads(mine)})" if i == 0 else None)
+            ax.scatter([x] * len(mine), [r[key] for r in mine], color=COLOURS[code], s=14, zorder=3)
+            mine.sort(key=lambda r: r[key])
+            for k, r in enumerate(mine):  # labels spread apart where the points are close
+                ax.annotate(f"{r[key]:.2f} ({r[wall]:.2f}; {r['load']:.1f})", (x, r[key]),
+                            textcoords="offset points", xytext=(8, (k - (len(mine) - 1) / 2) * 9), fontsize=6.5,
+                            va="center", color=COLOURS[code])
+    ax.set_xticks([1, 4.6], ["warm", "warm, --where"])
+    ax.set(ylabel="CPU seconds (user + system) of one listing", ylim=(0, 1.8), xlim=(-0.6, 7.4),
+           title="the warm listing's CPU at 10,000 folders\n(beside each: CPU s (wall s; load))")
+    ax.axhline(1.0, color="#1f77b4", ls=":", lw=1)
+    ax.text(-0.4, 1.02, "warm target (wall): 1 s", fontsize=7, color="#1f77b4")
+    ax.legend(fontsize=7, loc="upper right")
+    ax.grid(alpha=0.3, axis="y")
 
 
 def main() -> None:

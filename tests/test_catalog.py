@@ -78,7 +78,7 @@ def damage(folder: Path, name: str, how: str) -> None:
 OPERATIONS = st.lists(st.tuples(
     st.sampled_from(["add", "remove", "damage", "restore", "tag"]),
     st.integers(0, 5),
-    st.sampled_from([layout.RUN_JSON, layout.CONFIG, layout.METRICS, layout.SUMMARY, layout.MODEL]),
+    st.sampled_from([layout.RUN_JSON, layout.CONFIG, layout.METRICS, layout.SUMMARY, layout.MODEL, layout.CHECKPOINT]),
     st.sampled_from(["truncate", "garbage", "remove", "edit", "touch"]),
 ), min_size=1, max_size=6)
 
@@ -228,3 +228,86 @@ def test_a_sweeps_points_are_catalogued_beside_the_sweep_not_inside_it(trained, 
     assert list(cached(root)) == ["point-a"]
     shutil.rmtree(sweep / "point-a")
     assert cached(sweep) == {} and cached(root) == {}
+
+
+def test_checkpoint_npz_is_looked_at_only_where_there_is_no_model_npz(trained, tmp_path, monkeypatch):
+    """read_run reads checkpoint.npz only where model.npz is not a file, so only there is it stamped: beside a
+    model.npz its change reads nothing again; without one, its damage is seen at once."""
+    monkeypatch.setattr(catalog, "RACY_NS", -2**62)  # every stamp trusted at once, as a second later
+    root = tmp_path / "runs"
+    folder = copy_run(trained, root / "run0")
+    assert (folder / layout.MODEL).is_file() and (folder / layout.CHECKPOINT).is_file()
+    cached(root)
+    damage(folder, layout.CHECKPOINT, "garbage")
+    os.utime(folder / layout.CHECKPOINT, (HOUR_AGO, HOUR_AGO))
+    with monkeypatch.context() as patch:
+        patch.setattr(catalog, "read_run", lambda path: pytest.fail(f"read {path} again"))
+        assert cached(root)["run0"]["status"] == "complete"
+    assert cached(root) == truth(root)
+    (folder / layout.MODEL).unlink()
+    assert cached(root) == truth(root) and cached(root)["run0"]["status"] == "damaged"
+    shutil.copy(trained / layout.CHECKPOINT, folder / layout.CHECKPOINT)
+    assert cached(root) == truth(root) and cached(root)["run0"]["status"] != "damaged"
+
+
+def test_the_newest_runs_decode_only_their_rows_and_see_every_change(trained, tmp_path, monkeypatch):
+    """collect(newest=N): the N runs `digitlab runs` lists first, in its order; a folder changed or added since
+    is read (its run.json's started may put it first), and only the N rows kept are decoded."""
+    from digitlab.runs.listing import list_runs
+    monkeypatch.setattr(catalog, "RACY_NS", -2**62)  # every stamp trusted at once, as a second later
+    root = tmp_path / "runs"
+    for n in range(5):
+        folder = copy_run(trained, root / f"run{n}")
+        info = json.loads((folder / layout.RUN_JSON).read_text())
+        info["started"] = f"2026-01-0{n + 1}T00:00:00Z"
+        (folder / layout.RUN_JSON).write_text(json.dumps(info))
+        os.utime(folder / layout.RUN_JSON, (HOUR_AGO, HOUR_AGO))
+    cached(root)
+    info = json.loads((root / "run0" / layout.RUN_JSON).read_text())
+    (root / "run0" / layout.RUN_JSON).write_text(json.dumps({**info, "started": "2026-02-01T00:00:00Z"}))
+    shutil.rmtree(root / "run4")
+    made = []
+    monkeypatch.setattr(catalog, "CataloguedRun", lambda *args: made.append(args) or catalog_run(*args))
+    runs, _ = catalog.collect([root], newest=2)
+    assert len(made) == 1  # run3's row; run0 was read again
+    assert [run.name for run in runs] == ["run0", "run3"] == [row["name"] for row in list_runs([root])[1][:2]]
+    assert runs[1].values == truth(root)["run3"] and runs[0].values == truth(root)["run0"]
+    assert [run.name for run in catalog.collect([root], newest=10)[0]] == ["run0", "run3", "run2", "run1"]
+
+
+catalog_run = catalog.CataloguedRun
+
+
+def test_a_warm_listing_loads_neither_numpy_nor_yaml(trained, tmp_path, monkeypatch):
+    """What a catalogued listing needs is the catalog: the modules that read a folder stay unloaded."""
+    monkeypatch.setattr(catalog, "RACY_NS", -2**62)  # every stamp trusted at once, as a second later
+    root = tmp_path / "runs"
+    copy_run(trained, root / "run0")
+    cached(root)
+    code = ("import sys\nfrom digitlab.cli import main\n"
+            "try:\n    main(['runs', sys.argv[1], '--where', 'test_acc>0.5'])\nexcept SystemExit:\n    pass\n"
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'numpy', 'yaml', 'matplotlib'}))")
+    proc = subprocess.run([sys.executable, "-c", code, str(root)], capture_output=True, text=True)
+    assert proc.returncode == 0 and "run0" in proc.stdout, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "[]", proc.stdout
+
+
+def test_a_row_that_is_no_json_object_is_read_again_from_its_folder(trained, tmp_path, monkeypatch):
+    """Rows are decoded all at once; one that a damaged file garbled (not JSON, or JSON but no object) makes its
+    folder be read again and its row rewritten, and the other rows stand."""
+    import gc
+    monkeypatch.setattr(catalog, "RACY_NS", -2**62)  # every stamp trusted at once, as a second later
+    root = tmp_path / "runs"
+    for n in range(3):
+        copy_run(trained, root / f"run{n}")
+    cached(root)
+    with sqlite3.connect(root / layout.CATALOG) as db:
+        db.execute("UPDATE runs SET row = 'not json' WHERE path = 'run0'")
+        db.execute("UPDATE runs SET row = '[1, 2]' WHERE path = 'run2'")
+    db.close()
+    threshold = gc.get_threshold()
+    assert cached(root) == truth(root) and gc.get_threshold() == threshold
+    with sqlite3.connect(root / layout.CATALOG) as db:
+        rows = dict(db.execute("SELECT path, row FROM runs"))
+    db.close()
+    assert sorted(rows) == ["run0", "run1", "run2"] and all(json.loads(row)["name"] for row in rows.values())

@@ -143,3 +143,17 @@ def test_runs_and_compare_show_a_difference_the_named_columns_do_not(tmp_path):
         assert out.exit_code == 0, out.output
         header = out.stdout.splitlines()[0].split(",")
         assert "loss.label_smoothing" in header and "train_eval" in header, (command, header)
+
+
+@pytest.mark.parametrize("values", [[1, 1.0], [1, True], [0, False], [0.0, -0.0], [0.0, 0.0], [-0.0, -0.0],
+                                    [float("nan"), float("nan")], [float("nan"), 1.0], ["1", 1], [None, "none"],
+                                    [[3, 8], [3, 8]], [[3, 8], [3, 8.0]], [{"a": 1}, {"a": 1}], [2.5, 2.5, 2.5], [],
+                                    [None, None], ["x", "x", "y"]])
+def test_a_column_differs_exactly_when_its_values_write_different_json(values):
+    """differing_rows tells values apart without writing each as JSON, and means what the JSON would."""
+    import json
+
+    from digitlab.runs.columns import differing_rows
+    rows = [{"lr": value, "options": {"train_eval": value}} for value in values]
+    expected = ["lr", "train_eval"] if len({json.dumps(v, sort_keys=True) for v in values}) > 1 else []
+    assert differing_rows(rows) == expected

@@ -16,12 +16,15 @@ folder is read, as without a catalog.
 from __future__ import annotations
 
 import contextlib
+import gc
 import hashlib
+import heapq
 import json
 import os
 import sqlite3
 import time
 from pathlib import Path
+from stat import S_ISREG
 
 from digitlab.errors import UserError
 from digitlab.run import layout
@@ -29,26 +32,33 @@ from digitlab.runs.collect import Run, expand, is_sweep_folder, read_run
 from digitlab.runs.columns import CONFIG_COLUMNS, METRIC_COLUMNS, describe
 
 APPLICATION_ID = 0x64676C62  # "dglb": marks the file as a digitlab catalog (PRAGMA application_id)
-FORMAT = "3:" + ",".join(CONFIG_COLUMNS + METRIC_COLUMNS)  # rows written by other columns are read again
 STAMPED = (layout.RUN_JSON, layout.CONFIG, layout.METRICS, layout.SUMMARY, layout.MODEL, layout.CHECKPOINT,
            layout.TAGS)
 RUNS_TABLE = ("CREATE TABLE runs (path TEXT PRIMARY KEY, stamp TEXT NOT NULL, status TEXT NOT NULL, row TEXT NOT NULL, "
-              "record TEXT NOT NULL)")
+              "record TEXT NOT NULL, started TEXT)")
+FORMAT = "4:" + ",".join(CONFIG_COLUMNS + METRIC_COLUMNS) + ";" + RUNS_TABLE  # rows of another kind: read again
 RACY_NS = 1_000_000_000  # a file changed this close to the reading may change again unseen within the tick
 BUSY_SECONDS = 5.0
+RUNNING = layout.Status.RUNNING.value
 
 
-def collect(paths) -> tuple[list[Run], list[str]]:
+def collect(paths, newest: int | None = None) -> tuple[list[Run], list[str]]:
     """runs.collect.collect's runs and warnings, each run's row (`values`) filled, read through the catalog of
     each folder given (a run folder's is its parent's): only folders changed since they were catalogued are
-    read. A catalog file that had to be rebuilt is one more warning."""
+    read. A catalog file that had to be rebuilt is one more warning. With `newest`, only the `newest` runs
+    latest started (run.json's `started`, then the folder's path, as `digitlab runs` orders them), newest first:
+    every folder is still looked at, but only those runs' rows are decoded."""
     runs, warnings = [], []
-    for root, candidates, said in expand(paths):
-        warnings.extend(said)
-        base = root if root is not None else (candidates[0].parent if candidates else None)
-        with Catalog.open(home(base) if base is not None else None, warnings.append) as catalog:
-            found = catalog.runs(candidates, warnings, within=base if root is not None else None)
-        runs.extend(found)
+    with few_collections():
+        for root, candidates, said in expand(paths):
+            warnings.extend(said)
+            base = root if root is not None else (candidates[0].parent if candidates else None)
+            with Catalog.open(home(base) if base is not None else None, warnings.append) as catalog:
+                found = catalog.runs(candidates, warnings, within=base if root is not None else None,
+                                     newest=newest)
+            runs.extend(found)
+    if newest is not None:
+        runs = heapq.nlargest(newest, runs, key=lambda run: (_started(run.values.get("started")), run.values["path"]))
     return runs, warnings
 
 
@@ -75,6 +85,19 @@ def cached_rows(folder: Path) -> list[tuple[Path, dict]]:
                 out.append((path, values))
         return out
     return []
+
+
+@contextlib.contextmanager
+def few_collections(every: int = 100_000):
+    """The cyclic garbage collector run every `every` new objects instead of every 700: the rows of thousands of
+    runs are dicts, lists and strings in no cycle, and its passes over them (a tenth of a warm listing's CPU at
+    10,000 runs) find nothing. Garbage in cycles is still collected, later."""
+    before = gc.get_threshold()
+    gc.set_threshold(max(every, before[0]), *before[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
 
 
 def home(folder: Path) -> Path:
@@ -104,38 +127,62 @@ class Catalog:
             if connection is not None:
                 connection.close()
 
-    def runs(self, candidates: list[Path], warnings: list[str], within: Path | None = None) -> list[Run]:
+    def runs(self, candidates: list[Path], warnings: list[str], within: Path | None = None,
+             newest: int | None = None) -> list[Run]:
         """The Run of each candidate folder, from its row where its stamp still holds, else read (and its row
         written). With `within` (the candidates are every run under that folder), rows of folders under it that
-        are gone are dropped."""
+        are gone are dropped. With `newest`, only the `newest` latest started, newest first (see collect)."""
         cached = self._rows() if self.db is not None else {}
-        runs, fresh, keys = [], [], set()
+        entries, fresh, keys = [], [], []  # entries: ((started, path text), path, Run or its row, key, stamp)
         now = time.time_ns()
+        base = f"{self.folder}{os.sep}" if self.folder is not None else None
         for path in candidates:
-            key = self._key(path)
-            keys.add(key)
-            stamp, newest = _stamp(str(path))
+            text = str(path)
+            key = text[len(base):].replace(os.sep, "/") if base and text.startswith(base) else self._key(path)
+            keys.append(key)
+            stamp, changed = _stamp(text)
+            trusted = None if stamp is None else stamp if now - changed > RACY_NS else "racy"
             row = cached.get(key)
-            if row is not None and stamp is not None and row[0] == stamp and row[1] != layout.Status.RUNNING:
-                runs.append(CataloguedRun(path, row[1], row[2], row[3]))
+            if row is not None and stamp is not None and row[0] == stamp and row[1] != RUNNING:
+                entries.append(((row[4] or "", text), path, row, key, trusted))  # its row decoded below
                 continue
-            try:
-                run = read_run(path)
-            except UserError as exc:
-                warnings.append(f"{exc}; skipped")
-                continue
-            describe([run])
-            runs.append(run)
-            if stamp is not None and key is not None:
-                trusted = stamp if now - newest > RACY_NS else "racy"
-                values = json.dumps({k: v for k, v in run.values.items() if k != "path"}, default=str)
-                fresh.append((key, trusted, str(run.status), values, json.dumps(_record(run), default=str)))
+            run = self._read(path, key, trusted, fresh, warnings)
+            if run is not None:
+                entries.append(((_started(run.values.get("started")), text), path, run, key, trusted))
+        if newest is not None:
+            entries = heapq.nlargest(newest, entries, key=lambda entry: entry[0])
+        decoded = iter(_decode([entry[2][2] for entry in entries if not isinstance(entry[2], Run)]))
+        runs = []
+        for (_, text), path, item, key, trusted in entries:
+            if not isinstance(item, Run):
+                values = next(decoded)
+                item = CataloguedRun(path, text, item[1], values, item[3]) if values is not None else \
+                    self._read(path, key, trusted, fresh, warnings)  # a row that is no JSON object: read again
+            if item is not None:
+                runs.append(item)
         if self.db is not None:
             prefix = self._key(within) if within is not None else None
             inside = (lambda k: True) if prefix == "." else (lambda k: k.startswith(f"{prefix}/"))
-            gone = [k for k in cached if k not in keys and inside(k)] if prefix is not None else []
+            gone = set(cached).difference(keys)
+            gone = [k for k in gone if inside(k)] if prefix is not None else []
             self._write(fresh, gone)
         return runs
+
+    @staticmethod
+    def _read(path: Path, key: str | None, trusted: str | None, fresh: list, warnings: list[str]) -> Run | None:
+        """The folder read (read_run) and its row queued in `fresh` with the stamp `trusted`; None, with a warning,
+        when it is no run folder."""
+        try:
+            run = read_run(path)
+        except UserError as exc:
+            warnings.append(f"{exc}; skipped")
+            return None
+        describe([run])
+        if trusted is not None and key is not None:
+            values = json.dumps({k: v for k, v in run.values.items() if k != "path"}, default=str)
+            fresh.append((key, trusted, str(run.status), values, json.dumps(_record(run), default=str),
+                          _started(run.values.get("started")) or None))
+        return run
 
     def _key(self, path: Path) -> str | None:
         """The path of a run folder under the catalog's folder, as text ('sweep/point'); '.' for the folder."""
@@ -149,9 +196,10 @@ class Catalog:
         except ValueError:
             return None
 
-    def _rows(self) -> dict[str, tuple[str, str, str, str]]:
+    def _rows(self) -> dict[str, tuple[str, str, str, str, str | None]]:
         try:
-            return {key: rest for key, *rest in self.db.execute("SELECT path, stamp, status, row, record FROM runs")}
+            return {key: rest for key, *rest in
+                    self.db.execute("SELECT path, stamp, status, row, record, started FROM runs")}
         except sqlite3.Error:
             self.db = None
             return {}
@@ -161,8 +209,8 @@ class Catalog:
             return
         try:
             with _transaction(self.db):
-                self.db.executemany("INSERT OR REPLACE INTO runs (path, stamp, status, row, record) "
-                                    "VALUES (?, ?, ?, ?, ?)", fresh)
+                self.db.executemany("INSERT OR REPLACE INTO runs (path, stamp, status, row, record, started) "
+                                    "VALUES (?, ?, ?, ?, ?, ?)", fresh)
                 self.db.executemany("DELETE FROM runs WHERE path = ?", [(k,) for k in gone])
         except sqlite3.Error:  # busy past the timeout, disk full, read-only: the listing stands, uncached
             pass
@@ -180,6 +228,31 @@ def _transaction(db: sqlite3.Connection):
     db.execute("COMMIT")
 
 
+def _decode(rows: list) -> list[dict | None]:
+    """Each row's JSON object, all decoded in one call (a call a row costs a third more); None for a row that is
+    no JSON object, as a damaged catalog may hold (then each row is decoded alone)."""
+    try:
+        decoded = json.loads(f"[{','.join(rows)}]")
+        if len(decoded) == len(rows) and all(type(value) is dict for value in decoded):
+            return decoded
+    except (ValueError, TypeError):  # not JSON, or not text (SQLite gives what a damaged file holds)
+        pass
+    return [_object(row) for row in rows]
+
+
+def _object(row) -> dict | None:
+    try:
+        value = json.loads(row)
+    except (ValueError, TypeError):
+        return None
+    return value if type(value) is dict else None
+
+
+def _started(value) -> str:
+    """run.json's `started` as the newest-first order compares it: its text, '' when there is none."""
+    return value if isinstance(value, str) else ""
+
+
 def _record(run: Run) -> dict:
     return {"cfg": run.cfg, "summary": run.summary, "damage": run.damage, "info": run.info, "tags": run.tags}
 
@@ -188,12 +261,11 @@ class CataloguedRun(Run):
     """A Run from its catalog row: the row (`values`) decoded at once, the rest of what was read (config,
     summary, run.json, tags) only when a view asks for it, and the metrics from the folder when asked for."""
 
-    def __init__(self, path: Path, status: str, row: str, record: str):
-        values = json.loads(row)
-        values.update(path=str(path), name=path.name)
-        super().__init__(path, status, None, {}, None, values.get("damage"), values)
-        for name in ("cfg", "summary", "info", "tags"):
-            del self.__dict__[name]
+    def __init__(self, path: Path, text: str, status: str, values: dict, record: str):
+        # Run.__init__'s attributes, set here without it: cfg, summary, info and tags stay unset until asked for
+        values["path"], values["name"] = text, path.name
+        self.path, self.status, self.damage, self._metrics, self.values = path, status, values.get("damage"), None, \
+            values
         self._record = record
 
     def __getattr__(self, name):  # cfg, summary, info, tags: set on first use from the record
@@ -206,27 +278,35 @@ class CataloguedRun(Run):
 def _stamp(folder: str) -> tuple[str | None, int]:
     """The size, mtime, ctime and inode of each file a row is read from ('-' for a missing one), and the newest
     of those times; None when a file cannot be looked at. The ctime catches a file rewritten in place whose mtime
-    was set back."""
-    parts, newest = [], 0
-    for name in STAMPED:
+    was set back. checkpoint.npz is read (runs.collect.read_run) only where model.npz is not a file: beside a
+    model.npz it is not stamped ('+'), so that a finished run costs one look fewer."""
+    parts, newest, stat, prefix, model = [], 0, os.stat, folder + os.sep, ""
+    for name in STAMPED:  # model.npz before checkpoint.npz
+        if name == layout.CHECKPOINT and model:
+            parts.append("+")
+            continue
         try:
-            st = os.stat(os.path.join(folder, name))
+            st = stat(prefix + name)
         except FileNotFoundError:
             parts.append("-")
             continue
         except OSError:
             return None, 0
-        parts.append(f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}")
-        newest = max(newest, st.st_mtime_ns, st.st_ctime_ns)
+        mtime, ctime = st.st_mtime_ns, st.st_ctime_ns
+        if name == layout.MODEL and S_ISREG(st.st_mode):
+            model = "+"
+        parts.append(f"{st.st_size}:{mtime}:{ctime}:{st.st_ino}")
+        newest = max(newest, mtime, ctime)
     return "|".join(parts), newest
 
 
-def _locations(folder: Path) -> list[Path]:
-    """Beside the runs, else in the user's cache folder under a name made from the runs folder's real path."""
+def _locations(folder: Path):
+    """Beside the runs, else in the user's cache folder under a name made from the runs folder's real path (made
+    only when the first will not do)."""
+    yield folder / layout.CATALOG
     from digitlab.data.idx import cache_dir
-    own = folder / layout.CATALOG
     digest = hashlib.sha256(os.path.realpath(folder).encode("utf-8", "surrogateescape")).hexdigest()[:20]
-    return [own, cache_dir() / "catalogs" / f"{digest}.sqlite"]
+    yield cache_dir() / "catalogs" / f"{digest}.sqlite"
 
 
 def _connect(path: Path, warn) -> sqlite3.Connection | None:

@@ -5,13 +5,14 @@ marked `damaged` with the file and the reason, never a traceback."""
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 from digitlab.errors import ConfigError, DamagedRun, RunError, UserError
 from digitlab.run import layout
-from digitlab.run import tags as run_tags
-from digitlab.run.agreement import check_agreement
-from digitlab.run.folder import RunFolder
+
+# A listing read from the catalog reads no folder: the modules that read one (numpy, YAML, the config schema) are
+# imported when a folder is read (read_run, Run.metrics), not with this module.
 
 SWEEP_FILES = {layout.SWEEP_FILE, layout.POINTS, layout.COMPARE_PNG, layout.REPORT, layout.REPLACED, layout.LOCKS}
 
@@ -37,6 +38,7 @@ class Run:
     @property
     def metrics(self) -> list[dict]:
         if self._metrics is None:
+            from digitlab.run.folder import RunFolder
             try:
                 self._metrics = RunFolder(self.path).read_metrics()
             except UserError:  # changed since it was catalogued: the next listing reads it again
@@ -64,13 +66,21 @@ def find_runs(folder: Path, depth: int = 3) -> list[Path]:
             children = sorted(e.name for e in entries if not e.name.startswith(".") and e.is_dir())
     except OSError:
         return []
+    base = f"{folder}{os.sep}"
     for name in children:
-        child = folder / name
-        if is_run_folder(child):
-            found.append(child)
+        if _holds_file(base + name, layout.RUN_JSON) or _holds_file(base + name, layout.CONFIG):  # is_run_folder
+            found.append(folder / name)
         elif depth > 1 and name != layout.REPLACED:
-            found.extend(find_runs(child, depth - 1))
+            found.extend(find_runs(folder / name, depth - 1))
     return found
+
+
+def _holds_file(folder: str, name: str) -> bool:
+    """(Path(folder) / name).is_file(), without the Path objects (find_runs asks it of every folder)."""
+    try:
+        return stat.S_ISREG(os.stat(f"{folder}{os.sep}{name}").st_mode)
+    except (OSError, ValueError):
+        return False
 
 
 def collect(paths) -> tuple[list[Run], list[str]]:
@@ -118,6 +128,9 @@ def expand(paths) -> list[tuple[Path | None, list[Path], list[str]]]:
 def read_run(path: Path) -> Run:
     """One run folder, whatever its status, each file checked: a damaged file makes the run `damaged` (with the
     file and the reason) instead of stopping the comparison. RunError when `path` is not a run folder."""
+    from digitlab.run import tags as run_tags
+    from digitlab.run.agreement import check_agreement
+    from digitlab.run.folder import RunFolder
     folder = RunFolder.open(path)
     damage: list[str] = []
 
@@ -143,7 +156,7 @@ def read_run(path: Path) -> Run:
                info=info, tags=tags)
 
 
-def _read_config(folder: RunFolder) -> dict:
+def _read_config(folder) -> dict:
     from digitlab.config import read_run_config
     return read_run_config(folder / layout.CONFIG)
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import math
 
-from digitlab.run import tags as run_tags
 from digitlab.runs.collect import Run, is_sweep_folder
 
 # Config columns, in order: shown only when they differ across the runs, unless all columns are asked for.
@@ -213,6 +212,7 @@ def describe(runs: list[Run]) -> None:
     for run in runs:
         if run.values:
             continue
+        from digitlab.run import tags as run_tags  # a folder was read: its modules are loaded already
         run.values = {"name": run.name, "status": run.status, **config_values(run.cfg, run.summary),
                       "options": option_values(run.cfg), **metric_values(run), "started": run.info.get("started"),
                       **origin(run),
@@ -228,14 +228,37 @@ def differing(runs: list[Run]) -> list[str]:
 
 def differing_rows(rows: list[dict]) -> list[str]:
     """differing() of rows (each a run's `values`, or flat())."""
-    named = [c for c in CONFIG_COLUMNS if len({json.dumps(r.get(c), sort_keys=True) for r in rows}) > 1]
+    named = [c for c in CONFIG_COLUMNS if _several([r.get(c) for r in rows])]
     options = [r.get("options") or {k: r[k] for k in r.get("option_keys", ())} for r in rows]
     keys = list(dict.fromkeys(k for o in options for k in o))
 
     def varies(key: str) -> bool:  # an option of a loss or optimizer the others lack: their name differs already
-        seen = [o.get(key) for o in options if key in o or not key.startswith(OF_NAMED)]
-        return len({json.dumps(v, sort_keys=True, default=str) for v in seen}) > 1
+        return _several([o[key] for o in options if key in o] if key.startswith(OF_NAMED) else
+                        [o.get(key) for o in options])
     return named + [k for k in keys if varies(k)]
+
+
+def _several(values: list) -> bool:
+    """Whether `values` are not all the same as JSON writes them (1, 1.0 and true differ; -0.0 and 0.0 too; NaN
+    is NaN). Plain values are told apart by type, then by value, without writing each one; anything else by its
+    JSON."""
+    types = set(map(type, values))
+    if not types <= _PLAIN:
+        return len({json.dumps(v, sort_keys=True, default=str) for v in values}) > 1
+    if len(types) > 1:  # two plain types never write the same JSON
+        return True
+    seen = set(values)
+    if float not in types:
+        return len(seen) > 1
+    nans = sum(1 for v in seen if v != v)  # NaN objects are not equal to each other
+    if len(seen) - nans + bool(nans) > 1:
+        return True
+    # one value left, where -0.0 and 0.0 are one (they compare equal): JSON writes them apart
+    return len({math.copysign(1.0, v) for v in values if v == 0}) > 1
+
+
+_PLAIN = {str, int, float, bool, type(None)}
+
 
 
 def flat(values: dict) -> dict:

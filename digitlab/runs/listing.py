@@ -8,9 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from digitlab.errors import UserError
-from digitlab.runs.catalog import collect
-from digitlab.runs.columns import describe, differing_rows, flat
-from digitlab.runs.where import Condition, select
+from digitlab.runs.catalog import collect, few_collections
+from digitlab.runs.columns import describe, differing_rows
+from digitlab.runs.where import Condition
 
 COLUMNS = ["name", "status", "started", "epochs_done", "test_acc", "best_val", "folder"]
 OPTIONAL = ["sweep", "tags"]  # shown when some run has one
@@ -23,15 +23,29 @@ def list_runs(paths, conditions: list[Condition] = (), statuses=()) -> tuple[lis
     for path in paths:
         if not path.exists():
             raise UserError(f"{path}: no such folder")
-    runs, warnings = collect(paths)
-    describe(runs)
-    rows = select([dict(flat(run.values), folder=run.values["path"]) for run in runs], list(conditions))
-    if statuses:
-        rows = [row for row in rows if row["status"] in statuses]
+    with few_collections():
+        runs, warnings = collect(paths)
+        describe(runs)
+        rows, shown = [], []  # the rows met, and their runs' values (with their options), for differing_rows
+        for run in runs:
+            row = _flat(run.values)
+            if (not conditions or all(c.matches(row) for c in conditions)) and \
+                    (not statuses or row["status"] in statuses):
+                rows.append(row)
+                shown.append(run.values)
     rows.sort(key=lambda row: (row.get("started") or "", row["folder"]), reverse=True)
     extra = [c for c in OPTIONAL if any(row.get(c) for row in rows)]
-    varied = differing_rows(rows) if len(rows) > 1 else []  # what tells the listed runs apart
-    for row in rows:
-        row.pop("option_keys")
+    varied = differing_rows(shown) if len(rows) > 1 else []  # what tells the listed runs apart
     return COLUMNS[:2] + varied + COLUMNS[2:-1] + extra + COLUMNS[-1:], rows, \
         [w for w in warnings if "no run folders in it" not in w]
+
+
+def _flat(values: dict) -> dict:
+    """flat(values) with the folder, without the list of option keys: the row --where looks at and the listing
+    shows (in flat's order of keys, which --format json keeps)."""
+    row = values.copy()
+    options = row.pop("options", None)
+    if options:
+        row.update(options)
+    row["folder"] = values["path"]
+    return row

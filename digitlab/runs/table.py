@@ -20,7 +20,7 @@ from digitlab.runs.columns import (
     flat,
     format_value,
 )
-from digitlab.system.tables import format_markdown, format_table
+from digitlab.system.tables import format_columns, format_markdown
 
 FORMATS = ("table", "csv", "json", "markdown")
 
@@ -113,10 +113,18 @@ def render(columns: list[str], rows: list[dict], fmt: str = "table") -> str:
             writer.writerow(["" if row.get(c) is None else _csv_cell(row.get(c)) for c in columns])
         return buffer.getvalue().rstrip("\n")
     headers = _headers(columns, rows)  # grouped rows show 'mean ± std' in one cell: no _std columns
-    cells = [[_display(c, row) for c in headers] for row in rows]
+    cells = [_column(c, rows) for c in headers]  # column by column
     if fmt == "markdown":
-        return format_markdown(headers, cells)
-    return format_table(headers, cells)
+        return format_markdown(headers, [list(row) for row in zip(*cells)])
+    return format_columns(headers, cells)
+
+def _column(column: str, rows: list[dict]) -> list[str]:
+    """The column's cells, top to bottom, as _display shows them (a column without a _std beside it in any row
+    needs no look at one in each)."""
+    std = f"{column}_std"
+    if any(std in row for row in rows):
+        return [_display(column, row) for row in rows]
+    return [format_value(column, row.get(column)) for row in rows]
 
 def _headers(columns: list[str], rows: list[dict]) -> list[str]:
     grouped = any("runs" in r for r in rows)

@@ -14,13 +14,20 @@ def looks_numeric(text: str) -> bool:
 
 def format_table(headers: list[str], cells: list[list[str]]) -> str:
     """Columns padded to their widest cell, two spaces apart; numeric columns right-aligned."""
-    widths = [max([len(h)] + [len(row[i]) for row in cells]) for i, h in enumerate(headers)]
-    numeric = [bool(cells) and all(looks_numeric(row[i]) for row in cells) for i in range(len(headers))]
+    if not headers:
+        return "\n" * len(cells)
+    return format_columns(headers, [[row[i] for row in cells] for i in range(len(headers))])
 
-    def line(values):
-        return "  ".join(v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)).rstrip()
 
-    return "\n".join([line(headers)] + [line(row) for row in cells])
+def format_columns(headers: list[str], columns: list[list[str]]) -> str:
+    """format_table of the cells given column by column (each column's cells top to bottom), padded a column at
+    a time: a listing of thousands of rows is formatted in one pass over each column."""
+    padded = []
+    for header, column in zip(headers, columns):
+        width = max(len(header), max(map(len, column), default=0))
+        pad = str.rjust if column and all(map(looks_numeric, column)) else str.ljust
+        padded.append([pad(header, width)] + [pad(cell, width) for cell in column])
+    return "\n".join(["  ".join(line).rstrip() for line in zip(*padded)])
 
 
 def format_markdown(headers: list[str], cells: list[list[str]]) -> str:
