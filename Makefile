@@ -21,7 +21,8 @@ PYTEST := OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/pyth
 test: lint
 	$(PYTEST)
 
-# Leaves out the tests marked slow (setup.cfg): those that kill processes, start a Dask cluster or train for seconds.
+# Leaves out the tests marked slow (setup.cfg): those that kill processes, start a Dask cluster or a browser, or
+# train for seconds.
 check: lint
 	$(PYTEST) -m "not slow"
 

@@ -4,8 +4,8 @@ other_run, copy_run), a private cache for decoded MNIST, IDX writers, config fil
 differences, and a layer's backward against them), a training run that SIGKILLs itself at a chosen point, and the
 check that two run folders hold the same run.
 
-Tests marked `slow` (see setup.cfg) start processes they kill, Dask clusters, or train for many seconds: `make check`
-leaves them out, `make test` runs everything.
+Tests marked `slow` (see setup.cfg) start processes they kill, Dask clusters or a browser (marked here, by the
+fixture they use), or train for many seconds: `make check` leaves them out, `make test` runs everything.
 
 The decoded-array cache goes to a per-session temporary folder, so running the tests never touches the user's
 ~/.cache/digitlab (a cold decode of the bundled MNIST costs about a second, once per session).
@@ -150,6 +150,15 @@ def digit_png(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("digit") / "digit.png"
     Image.fromarray(digit).save(path)
     return path
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
+def pytest_collection_modifyitems(items):
+    """A test that drives the browser (the `browser` or `page` fixture) is slow: a Chromium to start and pages to
+    render. `make check` leaves it to `make test`."""
+    for item in items:
+        if {"browser", "page"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session", autouse=True)
