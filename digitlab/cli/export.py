@@ -9,28 +9,33 @@ import click
 
 from digitlab.cli import arguments
 from digitlab.export.formats import FORMATS
-from digitlab.run.layout import RUN_JSON
+from digitlab.run.layout import CONFIG, METRICS, RUN_JSON
 
 # A URI scheme (sqlite:///x.db, http://host:5000, file:///x): an MLflow store, never a run folder.
 URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]+:")
+RUN_FILES = (RUN_JSON, CONFIG, METRICS)  # any of them makes a folder a run's, damaged or not
 
 
-def holds_runs(path: pathlib.Path) -> bool:
-    """A run folder, or a folder whose runs or sweeps' points sit one or two levels down (runs/, a sweep)."""
-    if not path.is_dir():
-        return False
-    return any(True for pattern in (RUN_JSON, f"*/{RUN_JSON}", f"*/*/{RUN_JSON}") for _ in path.glob(pattern))
+def holds_runs(path: pathlib.Path, depth: int) -> bool:
+    """Whether a run's files sit in `path` or up to `depth` folders below it (runs/, a sweep's points)."""
+    patterns = ["/".join(["*"] * level + [name]) for level in range(depth + 1) for name in RUN_FILES]
+    return path.is_dir() and any(True for pattern in patterns for _ in path.glob(pattern))
 
 
 def destination(runs: tuple[str, ...], fmt: str, out: str | None) -> tuple[tuple[str, ...], str | None]:
-    """`digitlab export RUNS... --to tensorboard DIR` and `--to mlflow URI`: the last argument names where the
-    runs go when it is no run folder (an MLflow URI, or a folder that holds no run), as --out does."""
+    """`digitlab export RUNS... --to mlflow URI` and `--to tensorboard RUNS... DIR`: the last argument names where
+    the runs go, as --out does, when it cannot be a run: a URI for mlflow; for tensorboard a folder that holds no
+    run, or a new one whose parent holds none (a mistyped run under runs/ stays a run, and is refused as missing)."""
     if out is not None or fmt not in ("tensorboard", "mlflow") or len(runs) < 2:
         return runs, out
-    last = runs[-1]
-    if (fmt == "mlflow" and URI.match(last)) or not holds_runs(pathlib.Path(last)):
-        return runs[:-1], last
-    return runs, out
+    last = pathlib.Path(runs[-1])
+    if fmt == "mlflow":
+        taken = bool(URI.match(runs[-1]))
+    elif last.exists():
+        taken = last.is_dir() and not holds_runs(last, depth=2)
+    else:
+        taken = last.parent.is_dir() and not holds_runs(last.parent, depth=1)
+    return (runs[:-1], runs[-1]) if taken else (runs, out)
 
 
 @click.command(name="export")
