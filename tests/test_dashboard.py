@@ -255,5 +255,6 @@ def test_only_files_of_the_run_folders_are_served_and_stopping_needs_token_and_o
     assert status == 400  # token and origin accepted; the body names no run
 
 
-def test_a_folder_that_is_not_there_is_one_line():
+def test_a_folder_that_is_not_there_or_an_empty_host_is_one_line(tmp_path):
     assert "nowhere: no such folder" in one_line_error(cli("dashboard", "nowhere"))
+    assert "'--host': expected an address" in one_line_error(cli("dashboard", tmp_path, "--host", " "))

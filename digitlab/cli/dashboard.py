@@ -25,6 +25,9 @@ def dashboard_command(folders, port, host, allow_stop):
     beside them is kept up to date, as `digitlab runs` does) unless --allow-stop is given."""
     from digitlab.dashboard.server import serve
 
+    if not host.strip():
+        raise click.BadParameter("expected an address to listen on (127.0.0.1, a host name, 0.0.0.0), got an "
+                                 "empty string", param_hint="'--host'")
     folders = [Path(f) for f in folders] or [Path("runs")]
     for folder in folders:
         if not folder.is_dir():

@@ -129,7 +129,10 @@ class Handler(BaseHTTPRequestHandler):
             raw, _, query = self.path.partition("?")
             route(raw, parse_qs(query, keep_blank_values=True))
         except Refused as exc:
-            self._send(exc.status, dumps({"error": exc.reason}), "application/json")
+            try:
+                self._send(exc.status, dumps({"error": exc.reason}), "application/json")
+            except (BrokenPipeError, ConnectionResetError):  # the client left before hearing why
+                pass
         except (BrokenPipeError, ConnectionResetError):
             pass
 
