@@ -200,3 +200,24 @@ def test_class_means_and_mse_heads_give_what_digitlab_predict_gives(layers, loss
     graph = build(describe(model, source.image_shape), {"classes": json.dumps(cfg["data"]["digits"])})
     session = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
     assert np.abs(session.run(["probabilities"], {"image": x})[0] - expected).max() < 1e-5
+
+
+HOSTILE = 'q"""\nprint("PWNED")\n"""'
+
+
+def test_a_run_folder_named_like_code_is_only_data_in_the_torch_file(runs, copy_run, tmp_path):
+    """A folder name that would end the docstring and call print is a string constant in the written file."""
+    import ast
+    hostile = copy_run(runs["mlp8"]["run"], HOSTILE)
+    result = cli("export", hostile, "--to", "torch", "--out", tmp_path / "torch")
+    assert result.exit_code == 0, result.output
+    assert "PWNED" not in result.stdout.splitlines()  # the check, where torch is installed, ran nothing injected
+    code = tmp_path / "torch" / f"{HOSTILE}.py"
+    tree = ast.parse(code.read_text())
+    compile(tree, str(code), "exec")
+    prints = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "print"]
+    assert [ast.unparse(n) for n in prints] == ["print(load())"]  # the file's own __main__, nothing else
+    runs_constant = [n.value for n in tree.body if isinstance(n, ast.Assign) and n.targets[0].id == "RUN"]
+    assert [c.value for c in runs_constant] == [HOSTILE]
+    docstring = ast.get_docstring(tree)
+    assert "run q____print__PWNED______ (RUN)" in docstring and '"' not in docstring
