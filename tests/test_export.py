@@ -221,3 +221,12 @@ def test_a_run_folder_named_like_code_is_only_data_in_the_torch_file(runs, copy_
     assert [c.value for c in runs_constant] == [HOSTILE]
     docstring = ast.get_docstring(tree)
     assert "run q____print__PWNED______ (RUN)" in docstring and '"' not in docstring
+
+
+def test_two_runs_of_one_folder_name_are_refused_for_tensorboard_before_anything_is_written(runs, copy_run, tmp_path):
+    pytest.importorskip("tensorboardX")
+    first, second = copy_run(runs["tiny"]["run"], "a/r"), copy_run(runs["tiny"]["run"], "b/r")
+    line = one_line_error(cli("export", first, second, "--to", "tensorboard", "--out", tmp_path / "tb"))
+    assert line == f"error: {tmp_path / 'tb' / 'r'}: two runs would be exported to this folder; export them to " \
+                   f"separate --out folders"
+    assert not (tmp_path / "tb").exists()
