@@ -109,6 +109,14 @@ def test_yaml_syntax_error(write_config):
     assert "\n" not in message and message.startswith(f"{path}: invalid YAML: line "), message
 
 
+def test_a_character_yaml_refuses_is_one_clean_line_with_its_line_and_column(write_config):
+    path = write_config("name: t\nepochs: 2\nx: a\x00b\n")
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    assert str(error.value) == (f"{path}: invalid YAML: line 3, column 5: unacceptable character #x0000: special "
+                                f"characters are not allowed")
+
+
 @pytest.mark.parametrize("text, shown", [("- linear: 4\n- relu\n", "a list"), ("just words\n", "text 'just words'"),
                                          ("", "nothing")])
 def test_top_level_must_be_a_mapping(text, shown, write_config):

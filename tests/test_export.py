@@ -6,6 +6,7 @@ are one line each."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import numpy as np
@@ -200,3 +201,77 @@ def test_class_means_and_mse_heads_give_what_digitlab_predict_gives(layers, loss
     graph = build(describe(model, source.image_shape), {"classes": json.dumps(cfg["data"]["digits"])})
     session = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
     assert np.abs(session.run(["probabilities"], {"image": x})[0] - expected).max() < 1e-5
+
+
+HOSTILE = 'q"""\nprint("PWNED")\n"""'
+
+
+def test_a_run_folder_named_like_code_is_only_data_in_the_torch_file(runs, copy_run, tmp_path):
+    """A folder name that would end the docstring and call print is a string constant in the written file."""
+    import ast
+    hostile = copy_run(runs["mlp8"]["run"], HOSTILE)
+    result = cli("export", hostile, "--to", "torch", "--out", tmp_path / "torch")
+    assert result.exit_code == 0, result.output
+    assert "PWNED" not in result.stdout.splitlines()  # the check, where torch is installed, ran nothing injected
+    code = tmp_path / "torch" / f"{HOSTILE}.py"
+    tree = ast.parse(code.read_text())
+    compile(tree, str(code), "exec")
+    prints = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "print"]
+    assert [ast.unparse(n) for n in prints] == ["print(load())"]  # the file's own __main__, nothing else
+    runs_constant = [n.value for n in tree.body if isinstance(n, ast.Assign) and n.targets[0].id == "RUN"]
+    assert [c.value for c in runs_constant] == [HOSTILE]
+    docstring = ast.get_docstring(tree)
+    assert "run q____print__PWNED______ (RUN)" in docstring and '"' not in docstring
+
+
+def test_two_runs_of_one_folder_name_are_refused_for_tensorboard_before_anything_is_written(runs, copy_run, tmp_path):
+    pytest.importorskip("tensorboardX")
+    first, second = copy_run(runs["tiny"]["run"], "a/r"), copy_run(runs["tiny"]["run"], "b/r")
+    line = one_line_error(cli("export", first, second, "--to", "tensorboard", "--out", tmp_path / "tb"))
+    assert line == f"error: {tmp_path / 'tb' / 'r'}: two runs would be exported to this folder; export them to " \
+                   f"separate --out folders"
+    assert not (tmp_path / "tb").exists()
+
+
+@pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy")  # mlflow's store on SQLAlchemy 2.1
+def test_an_mlflow_destination_it_cannot_store_into_is_one_line(runs, tmp_path):
+    """Refused before MLflow touches it: a plain path or file: URI, a SQLite file under a file, a file that is no
+    database; a server that cannot be reached fails in seconds with its reason; a failure part-way (mlartifacts a
+    file) leaves the MLflow run FAILED, not RUNNING."""
+    pytest.importorskip("mlflow")
+    pytest.importorskip("sqlalchemy")
+    from mlflow.tracking import MlflowClient
+    run = runs["tiny"]["run"]
+    (tmp_path / "afile").write_text("")
+    (tmp_path / "notes.db").write_text("not a database\n")
+    expected = {
+        "./mlruns": "./mlruns: expected a tracking URI such as sqlite:///mlflow.db or http://host:5000",
+        f"file://{tmp_path}/mlruns": "expected a tracking URI such as sqlite:///mlflow.db or http://host:5000",
+        f"sqlite:///{tmp_path}/afile/ml.db": f"{tmp_path / 'afile'} is a file, not a folder",
+        f"sqlite:///{tmp_path}/notes.db": f"{tmp_path / 'notes.db'} is not an SQLite database",
+        "http://127.0.0.1:9/": "MLflow cannot store the runs there (cannot reach the server: Connection refused)"}
+    for uri, message in expected.items():
+        line = one_line_error(cli("export", run, "--to", "mlflow", "--out", uri))
+        assert line.startswith(f"error: {uri}: ") and line.endswith(message), line
+    assert (tmp_path / "notes.db").read_text() == "not a database\n"
+    (tmp_path / "part").mkdir()
+    (tmp_path / "part" / "mlartifacts").write_text("")
+    uri = f"sqlite:///{tmp_path / 'part' / 'ml.db'}"
+    line = one_line_error(cli("export", run, "--to", "mlflow", "--out", uri))
+    assert f"(Not a directory: {tmp_path / 'part' / 'mlartifacts'}/" in line
+    client = MlflowClient(uri)
+    found = client.search_runs([client.get_experiment_by_name("digitlab").experiment_id])
+    assert [r.info.status for r in found] == ["FAILED"]
+    from mlflow.exceptions import MlflowException
+
+    from digitlab.export.mlflow_runs import reason
+    assert reason(MlflowException("The store is old. Migrate it: see https://x.")) == "The store is old."
+    assert reason(MlflowException("word " * 100)) == ("word " * 60).strip() + "..."
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root writes in a read-only folder")
+def test_an_mlflow_database_in_a_read_only_folder_is_one_line(runs, tmp_path):
+    pytest.importorskip("mlflow")
+    (tmp_path / "ro").mkdir(mode=0o555)
+    line = one_line_error(cli("export", runs["tiny"]["run"], "--to", "mlflow", "--out", f"sqlite:///{tmp_path}/ro/a.db"))
+    assert line.endswith(f"cannot write in the folder {tmp_path / 'ro'}")

@@ -104,6 +104,12 @@ def parse_yaml(text: str, source: str, keep_text: tuple[str, ...] = ()) -> Any:
         mark = exc.problem_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         raise ConfigError(source, "", f"invalid YAML: {where}{exc.problem or exc}") from None
+    except yaml.reader.ReaderError as exc:  # a character YAML refuses (a NUL byte): its place in the text
+        line_start = text.rfind("\n", 0, exc.position) + 1
+        where = f"line {text.count(chr(10), 0, exc.position) + 1}, column {exc.position - line_start + 1}"
+        character = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        raise ConfigError(source, "", f"invalid YAML: {where}: unacceptable character #x{character:04x}: "
+                                      f"{exc.reason}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(source, "", f"invalid YAML: {exc}") from None
     except RecursionError:

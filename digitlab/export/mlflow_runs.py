@@ -12,8 +12,11 @@ artifacts) instead of adding a second; metric values already there are identical
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
+import os
+import re
 from datetime import datetime
 from pathlib import Path
 
@@ -27,6 +30,12 @@ ARTIFACTS = "mlartifacts"  # beside a SQLite store, as `mlflow server` puts them
 IDENTITY = "digitlab.run"
 FINAL = ("test_accuracy", "test_loss", "best_val_accuracy", "best_epoch")
 ARTIFACT_FILES = (layout.CONFIG, layout.METRICS, layout.SUMMARY, layout.REPORT, layout.MODEL)
+SQLITE = "sqlite:///"
+SQLITE_HEADER = b"SQLite format 3\0"  # how every SQLite database file starts
+SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]+):")
+# MLflow's HTTP client retries a server it cannot reach for minutes by default: fail in seconds instead (a user's
+# own setting of these wins)
+HTTP_ENVIRONMENT = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
 STATUS = {"complete": "FINISHED", "failed": "FAILED", "diverged": "FAILED", "crashed": "FAILED",
           "interrupted": "KILLED", "pruned": "KILLED"}
 
@@ -42,12 +51,67 @@ def _ms(text) -> int | None:
         return None
 
 
+def sqlite_file(uri: str) -> Path | None:
+    """The database file of a sqlite:/// URI (none for any other URI, or an in-memory database)."""
+    if not uri.startswith(SQLITE):
+        return None
+    path = uri[len(SQLITE):].split("?")[0]
+    return Path(path) if path not in ("", ":memory:") else None
+
+
 def artifact_location(uri: str) -> str | None:
     """mlartifacts/ beside a SQLite file; the server's own choice for any other store."""
-    if not uri.startswith("sqlite:///"):
-        return None
-    db = Path(uri[len("sqlite:///"):])
-    return (db.resolve().parent / ARTIFACTS).as_uri()
+    db = sqlite_file(uri)
+    return None if db is None else (db.resolve().parent / ARTIFACTS).as_uri()
+
+
+def check_uri(uri: str) -> None:
+    """A UserError for a destination MLflow cannot store into, before MLflow touches it: a plain path or a file:
+    URI (MLflow's file store takes no new runs), a SQLite file that is no database, a folder that is a file or
+    cannot be written in."""
+    scheme = SCHEME.match(uri)
+    if uri != "databricks" and (scheme is None or scheme.group(1).lower() == "file"):
+        raise UserError(f"{uri}: expected a tracking URI such as {DEFAULT_URI} or http://host:5000")
+    db = sqlite_file(uri)
+    if db is None:
+        return
+    if db.exists():
+        if not db.is_file():
+            raise UserError(f"{uri}: {db} is a folder, not an SQLite database file")
+        try:
+            with db.open("rb") as f:
+                header = f.read(len(SQLITE_HEADER))
+        except OSError as exc:
+            raise UserError(f"{uri}: cannot read {db} ({exc.strerror})") from None
+        if header and header != SQLITE_HEADER:
+            raise UserError(f"{uri}: {db} is not an SQLite database")
+        if not os.access(db, os.W_OK):
+            raise UserError(f"{uri}: {db} is read-only")
+        return
+    folder = db.absolute().parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise UserError(f"{uri}: {folder} is a file, not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UserError(f"{uri}: cannot write in the folder {folder}")
+
+
+def reason(exc: BaseException) -> str:
+    """What went wrong, in a few words: the system's reason for a server that cannot be reached, else the first
+    sentence of the first line of the message (SQLAlchemy's "(sqlite3.DatabaseError) " prefix left out)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+    text = str(getattr(exc, "message", None) or exc).strip()
+    if "API request to" in text:
+        cause = re.search(r"\[Errno -?\d+\] ([^'\"()]+)", text)
+        if cause:
+            return f"cannot reach the server: {cause.group(1).strip()}"
+        if "timed out" in text.lower():
+            return f"no answer from the server within {os.environ['MLFLOW_HTTP_REQUEST_TIMEOUT']} s"
+    first = re.sub(r"^\([\w.]+\) ", "", text.splitlines()[0] if text else type(exc).__name__)
+    first = re.split(r"(?<=[.!?])\s", first)[0]
+    return first if len(first) <= 300 else first[:300].rsplit(" ", 1)[0] + "..."
 
 
 def metrics(item: Exportable) -> list:
@@ -82,7 +146,6 @@ def _batches(values: list, size: int):
 
 def write_run(client, experiment_id: str, item: Exportable) -> tuple[str, bool]:
     """(MLflow run id, whether it was there already)."""
-    from mlflow.entities import Param, RunTag
     found = client.search_runs([experiment_id], filter_string=f"tags.`{IDENTITY}` = '{identity(item)}'",
                                max_results=2)
     if found:
@@ -90,6 +153,18 @@ def write_run(client, experiment_id: str, item: Exportable) -> tuple[str, bool]:
     else:
         run_id = client.create_run(experiment_id, start_time=_ms(item.run.info.get("started")), tags=tags(item),
                                    run_name=item.label).info.run_id
+    try:
+        _fill(client, run_id, item)
+    except BaseException:  # left FAILED, not RUNNING: exporting again finds it and completes it
+        with contextlib.suppress(Exception):
+            client.set_terminated(run_id, "FAILED")
+        raise
+    return run_id, bool(found)
+
+
+def _fill(client, run_id: str, item: Exportable) -> None:
+    """The run's params, tags, metrics and artifacts, and its status."""
+    from mlflow.entities import Param, RunTag
     params = [Param(k, str(v)) for k, v in flat_config(item.run.cfg).items()]
     for batch in _batches(params, 100):
         client.log_batch(run_id, params=batch)
@@ -101,19 +176,21 @@ def write_run(client, experiment_id: str, item: Exportable) -> tuple[str, bool]:
         if (item.run.path / name).is_file():
             client.log_artifact(run_id, str(item.run.path / name))
     client.set_terminated(run_id, STATUS.get(str(item.run.status), "FINISHED"), _ms(item.run.info.get("ended")))
-    return run_id, bool(found)
 
 
 def export(items: list[Exportable], out: str | None, say) -> None:
     """Each run into the experiment `digitlab` at the tracking URI `out` (default sqlite:///mlflow.db); a URI that
-    MLflow refuses or cannot reach is one line (exit code 2)."""
-    from mlflow.exceptions import MlflowException
+    MLflow refuses, cannot reach or fails to write into is one line (exit code 2)."""
     uri = out or DEFAULT_URI
+    check_uri(uri)
+    for name, value in HTTP_ENVIRONMENT.items():
+        os.environ.setdefault(name, value)
+    from mlflow.exceptions import MlflowException
+    from sqlalchemy.exc import SQLAlchemyError
     try:
         _export(items, uri, say)
-    except MlflowException as exc:
-        reason = " ".join(str(exc.message).split())[:300]
-        raise UserError(f"{uri}: MLflow cannot store the runs there ({reason})") from None
+    except (MlflowException, SQLAlchemyError, OSError) as exc:
+        raise UserError(f"{uri}: MLflow cannot store the runs there ({reason(exc)})") from None
 
 
 def _export(items: list[Exportable], uri: str, say) -> None:

@@ -102,11 +102,11 @@ def destination(out: str | None, item: Exportable, suffix: str, default: str, co
     return target / (item.label.replace("/", "-") + suffix)
 
 
-def unique_destinations(paths: list[Path]) -> None:
-    """Two runs would be written to one file: say so before writing anything."""
+def unique_destinations(paths: list[Path], what: str = "file") -> None:
+    """Two runs would be written to one file (or folder, `what`): say so before writing anything."""
     seen: set[Path] = set()
     for path in paths:
         if path.resolve() in seen:
-            raise UserError(f"{path}: two runs would be exported to this file; export them to separate --out "
+            raise UserError(f"{path}: two runs would be exported to this {what}; export them to separate --out "
                             f"folders")
         seen.add(path.resolve())

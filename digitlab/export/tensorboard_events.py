@@ -21,7 +21,7 @@ from datetime import datetime
 from pathlib import Path
 
 from digitlab.errors import UserError
-from digitlab.export.reading import Exportable, flat_config
+from digitlab.export.reading import Exportable, flat_config, unique_destinations
 from digitlab.system.storage import make_folder
 
 DEFAULT = "tensorboard"
@@ -148,9 +148,12 @@ def _replace(target: Path, written: Path) -> None:
 
 
 def export(items: list[Exportable], out: str | None, say) -> None:
-    """Each run into the log folder `out` (default: tensorboard), replacing an earlier export of it."""
+    """Each run into the log folder `out` (default: tensorboard), replacing an earlier export of it; two runs of
+    one label (a/r and b/r) are refused before anything is written, as the second would replace the first."""
+    root = Path(out or DEFAULT)
+    unique_destinations([root / item.label for item in items], "folder")
     load_tensorboardx()
-    root = make_folder(Path(out or DEFAULT))
+    make_folder(root)
     for item in items:
         target = root / item.label
         make_folder(target.parent)

@@ -79,14 +79,22 @@ HEADS = {"softmax": "    return outputs",
                       "    return outputs / outputs.sum(dim=1, keepdim=True).clamp(min=1e-12)"}
 
 
+def plain(text: str) -> str:
+    """`text` as the docstring may show it: letters, digits and ._-/ kept, anything else (a quote, a backslash, a
+    newline that would end the docstring and start code) as _. The exact value goes into the code through repr."""
+    return "".join(c if c.isalnum() or c in "._-/" else "_" for c in text)
+
+
 def source(net: Network, item: Exportable, weights_name: str, module_name: str) -> str:
-    """The Python file (module_name.py): build(), load(), probabilities(model, images)."""
+    """The Python file (module_name.py): build(), load(), probabilities(model, images). What comes from the run
+    folder (its name, the weights file's name) is in the code only as repr() string constants (RUN, WEIGHTS) and in
+    the docstring only in plain()'s form, so no folder name can end a string and write code."""
     modules = [f"        {_module(step)},  # {step.index if step.index is not None else 'output'}"
                for step in net.steps]
     padded = PADDED if any(m.lstrip().startswith("PaddedConv2d") for m in modules) else ""
     h, w = net.image_hw
-    return f'''"""The network of the digitlab run {item.label} as a torch.nn.Sequential, with its weights from
-{weights_name} beside this file (written by `digitlab export --to torch`).
+    return f'''"""The network of the digitlab run {plain(item.label)} (RUN) as a torch.nn.Sequential, with its weights
+from {plain(weights_name)} beside this file (written by `digitlab export --to torch`).
 
     from {module_name if module_name.isidentifier() else "<this file>"} import load, probabilities
     model = load()
@@ -101,8 +109,9 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
+RUN = {item.label!r}
 WEIGHTS = Path(__file__).with_name({weights_name!r})
-CLASSES = {json.dumps(item.view.classes)}
+CLASSES = {[int(c) for c in item.view.classes]!r}
 IN_SHAPE = {tuple(net.in_shape)!r}  # what the first layer takes per image
 {padded}
 
