@@ -146,6 +146,20 @@ def test_tensorboard_reads_back_every_metrics_column_the_config_and_the_figures(
     assert values["status"].string_value == "complete"
 
 
+def test_a_mistyped_run_last_is_refused_as_missing_not_written_into(runs, tmp_path, monkeypatch):
+    """--to tensorboard RUNS... DIR takes the last argument as the log folder only when it cannot be a run: a new
+    name beside runs (a typo) stays a run, reported missing, and nothing is written there."""
+    pytest.importorskip("tensorboardX")
+    monkeypatch.chdir(tmp_path)
+    run = runs["tiny"]["run"]
+    typo = run.parent / "tiny-typo"
+    result = cli("export", run, typo, "--to", "tensorboard")
+    assert result.exit_code == 0 and f"{typo}: no such folder; skipped" in result.stderr, result.output
+    assert not typo.exists() and (tmp_path / "tensorboard" / run.name).is_dir()
+    result = cli("export", run, tmp_path / "logs", "--to", "tensorboard")  # a new folder where no run is
+    assert result.exit_code == 0 and (tmp_path / "logs" / run.name).is_dir(), result.output
+
+
 @pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy")  # mlflow's store on SQLAlchemy 2.1
 def test_mlflow_holds_each_run_once_after_two_exports_with_its_metrics_per_epoch(runs, tmp_path):
     pytest.importorskip("mlflow")
