@@ -160,7 +160,8 @@ def reproduce_command(run_dirs, runs_dir, threads):
     system_threads.use(resume_threads(run_dir, threads))  # the run's own BLAS threads and kernels
     from digitlab.run.reproduce import reproduce_run
 
-    result = reproduce_run(run_dir, runs_dir)
+    with arguments.blaming(run_dir / layout.CONFIG):  # init_from's run, gone since: named after the run's config
+        result = reproduce_run(run_dir, runs_dir)
     click.echo(f"trained {result.original} again: {result.copy}")
     for line in result.lines():
         click.echo(line)
