@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 
 import pytest
@@ -22,6 +23,7 @@ from digitlab.run.folder import RunFolder
 from digitlab.run.lifecycle import resume
 from digitlab.run.records import read_embedding, read_health
 from digitlab.run.reproduce import reproduce_run
+from digitlab.system.threads import LIMIT_VARIABLES
 
 # Early stopping that does not stop: its counters and best weights must carry over the extension too.
 STEP = tiny({"optimizer.schedule": {"name": "step", "step_size": 1, "gamma": 0.5}}, outputs="light",
@@ -95,19 +97,55 @@ def test_an_extension_stopped_part_way_resumes_to_the_same_run(runs, tmp_path, s
     same_run(run, straight)
 
 
+class Interrupt(StopAfter):
+    """A stop rule that interrupts training after `epoch`, as Ctrl-C there would."""
+
+    def check(self, rows):
+        if len(rows) >= self.epoch:
+            raise KeyboardInterrupt
+        return None
+
+
+def test_a_mistyped_target_of_an_interrupted_extension_is_taken_back(runs, tmp_path, same_run):
+    _, straight, _ = runs
+    run, _ = train(STEP, tmp_path / "runs", "--quiet")
+    extend(run, 9, quiet=True, progress=False, stop=Interrupt(3))  # meant 4
+    assert RunFolder(run).info()["status"] == "interrupted"
+    assert "give at least 3" in one_line_error(cli("train", "--resume", run, "--epochs", 2))
+    result = cli("train", "--resume", run, "--epochs", 4)
+    assert result.exit_code == 0, result.output
+    assert "interrupted after epoch 3; its target goes from 9 to 4 epochs" in result.output
+    same_run(run, straight)  # a step schedule: the run trained to 4 in one go
+    folder = RunFolder(run)
+    info = folder.info()
+    assert info["status"] == "complete" and info["epoch"] == 4
+    assert [(h["epochs_before"], h["epochs_after"], h["from_epoch"]) for h in info["history"]] == [(2, 9, 2),
+                                                                                                  (9, 4, 3)]
+    check_agreement(folder, load_config(run / layout.CONFIG), info, folder.read_metrics())
+    assert reproduce_run(run, tmp_path / "repro").match  # 2, then 9 stopped after 3, then 4
+
+
 def test_what_cannot_be_extended_is_refused_with_one_line(runs, tmp_path):
     extended, _, _ = runs
     assert "has trained 4 epochs already" in one_line_error(cli("train", "--resume", extended, "--epochs", 3))
 
-    copy = shutil.copytree(extended, tmp_path / "interrupted")
-    info = json.loads((copy / layout.RUN_JSON).read_text())
-    (copy / layout.RUN_JSON).write_text(json.dumps({**info, "status": "interrupted"}))
-    line = one_line_error(cli("train", "--resume", copy, "--epochs", 6))
-    assert "is interrupted" in line and "resume it first" in line
+    info = json.loads((extended / layout.RUN_JSON).read_text())
+    for status, said in (("interrupted", "interrupted"), ("running", "crashed")):  # no process holds its lock
+        copy = shutil.copytree(extended, tmp_path / status)
+        (copy / layout.RUN_JSON).write_text(json.dumps({**info, "status": status}))
+        line = one_line_error(cli("train", "--resume", copy, "--epochs", 3))
+        assert f"is {said} after epoch 4 of 4" in line and "give at least 4" in line
 
     point = shutil.copytree(extended, tmp_path / "point")
-    (point / layout.RUN_JSON).write_text(json.dumps({**info, "sweep": "quick", "point": "0123abcd"}))
-    assert "a point of sweep quick" in one_line_error(cli("train", "--resume", point, "--epochs", 6))
+    (point / layout.RUN_JSON).write_text(json.dumps({**info, "sweep": "quick", "point": "0123abcd",
+                                                     "blas_threads": "7"}))
+    saved = {k: os.environ.get(k) for k in LIMIT_VARIABLES}
+    try:  # refused before any word on --threads, which differ from the run's 7
+        result = cli("train", "--resume", point, "--epochs", 6, "--threads", 1)
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+    assert "a point of sweep quick" in one_line_error(result) and "warning" not in result.output
 
     damaged = shutil.copytree(extended, tmp_path / "damaged")
     (damaged / layout.CONFIG).write_text((damaged / layout.CONFIG).read_text().replace("lr: 0.1", "lr: 0.2"))

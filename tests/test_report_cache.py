@@ -107,6 +107,18 @@ def stamp_garbled(other_run, run):
     (run / STAMP).write_text('{"figures": {"curves.png": "yes"}}')
 
 
+def stamp_to_zero(other_run, run):
+    """The stamp a link to an endless device: read no further than a stamp's size."""
+    (run / STAMP).unlink()
+    (run / STAMP).symlink_to("/dev/zero")
+
+
+def stamp_oversized(other_run, run):
+    """The stamp as written, padded past the size of any stamp: valid JSON, still not read."""
+    path = run / STAMP
+    path.write_bytes(path.read_bytes() + b" " * (stamp.MAX_STAMP_BYTES + 1))
+
+
 def stamp_foreign(other_run, run):
     """The stamp with its figures copied into another run folder: they say nothing of its files."""
     for name in os.listdir(run):
@@ -120,7 +132,7 @@ def another_version(other_run, run, monkeypatch):
 
 
 @pytest.mark.parametrize("change", [model_from, metrics_edited, health_from, extended, stamp_damaged, stamp_garbled,
-                                   stamp_foreign, another_version])
+                                   stamp_to_zero, stamp_oversized, stamp_foreign, another_version])
 def test_a_run_whose_files_changed_gets_every_figure_drawn_again(tiny_run, other_run, copy_run, drawn, change,
                                                                   monkeypatch):
     run, other = copy_run(tiny_run), copy_run(other_run, "other")

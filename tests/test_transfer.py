@@ -72,18 +72,26 @@ def test_what_does_not_fit_is_refused_with_one_line(tiny_run, tmp_path, change, 
     assert not (tmp_path / "runs").exists()  # nothing written
 
 
-def test_a_source_without_a_model_or_damaged_is_refused(tiny_run, tmp_path):
-    unfinished = shutil.copytree(tiny_run, tmp_path / "unfinished")
-    (unfinished / layout.MODEL).unlink()
-    info = json.loads((unfinished / layout.RUN_JSON).read_text())
-    (unfinished / layout.RUN_JSON).write_text(json.dumps({**info, "status": "interrupted"}))
+def test_a_source_not_complete_damaged_or_fitted_in_one_pass_is_refused(tiny_run, average_image_run, tmp_path):
+    info = json.loads((tiny_run / layout.RUN_JSON).read_text())
+    sources = []
+    for name, status, model in (("unfinished", "interrupted", False), ("stopped", "interrupted", True),
+                                ("crashed", "running", True), ("lost", "complete", False)):
+        source = shutil.copytree(tiny_run, tmp_path / name)  # "stopped": an extension interrupted, its model kept
+        if not model:
+            (source / layout.MODEL).unlink()
+        (source / layout.RUN_JSON).write_text(json.dumps({**info, "status": status}))
+        sources.append(source)
     damaged = shutil.copytree(tiny_run, tmp_path / "damaged")
     (damaged / layout.CONFIG).write_text((damaged / layout.CONFIG).read_text().replace("lr: 0.1", "lr: 0.2"))
-    for source, said in ((unfinished, "has no model.npz (it is interrupted)"), (damaged, "damaged"),
-                         (tmp_path / "nowhere", "no such folder")):
+    expected = ["is interrupted; init_from needs a run that completed"] * 2 + \
+        ["is crashed;", "its model.npz is missing: the run is damaged"]
+    for source, said in (*zip(sources, expected), (damaged, "damaged"), (tmp_path / "nowhere", "no such folder"),
+                         (average_image_run, "fitted in one pass (class means), it has no layers to start from")):
         config = write_yaml(tmp_path / "ten.yaml", {**TEN, "init_from": str(source)})
         line = one_line_error(cli("train", config, "--dry-run"))
         assert line.startswith(f"error: {config}: init_from: ") and said in line, line
+        assert "shape" not in line and "layer model." not in line
 
 
 def test_a_reproduction_says_when_the_source_run_changed_since(tmp_path):
@@ -97,3 +105,6 @@ def test_a_reproduction_says_when_the_source_run_changed_since(tmp_path):
     changed = reproduce_run(tuned, tmp_path / "copies")
     assert not changed.match and any(line.startswith(f"init_from's run {source} changed since")
                                      for line in changed.environment), changed.environment
+    shutil.rmtree(source)
+    line = one_line_error(cli("reproduce", tuned, "--runs-dir", tmp_path / "copies"))
+    assert line.startswith(f"error: {tuned / layout.CONFIG}: init_from: {source}"), line

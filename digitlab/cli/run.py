@@ -38,8 +38,9 @@ def train_command(config, overrides, runs_dir, name, seed, resume_dir, epochs, t
 
     Exit code 0 when the run completes, 1 when it diverges or fails, 130/143 when Ctrl-C/SIGTERM stopped it
     (resume it with --resume), 2 for a bad config."""
+    warnings: list[str] = []  # about --threads: printed once the resume is sure to train, after any refusal
     if resume_dir is not None:
-        threads = resume_threads(resume_dir, threads)
+        threads = resume_threads(resume_dir, threads, warnings)
     system_threads.use(threads)
     from digitlab.config import load_config
     from digitlab.run.lifecycle import resume, start
@@ -49,9 +50,9 @@ def train_command(config, overrides, runs_dir, name, seed, resume_dir, epochs, t
             raise click.UsageError("--resume takes the run folder only: its config.yaml is the config")
         if epochs is not None:
             from digitlab.run.extend import extend
-            run = extend(resume_dir, epochs, quiet=quiet)
+            run = extend(resume_dir, epochs, quiet=quiet, warnings=warnings)
         else:
-            run = resume(resume_dir, quiet=quiet)
+            run = resume(resume_dir, quiet=quiet, warnings=warnings)
     else:
         if config is None:
             raise click.UsageError("give a CONFIG file, or --resume RUN_DIR")
@@ -77,10 +78,17 @@ def train_command(config, overrides, runs_dir, name, seed, resume_dir, epochs, t
         sys.exit(1)
 
 
-def resume_threads(run_dir: Path, threads: int | None) -> int | None:
+def resume_threads(run_dir: Path, threads: int | None, warnings: list[str] | None = None) -> int | None:
     """The BLAS threads a resumed or reproduced run goes on with: the ones it started with (they change the last bits
-    of every sum), unless --threads says otherwise, which is allowed with a warning. The OpenBLAS kernels it
-    started with (OPENBLAS_CORETYPE) are asked for again too. Read before numpy loads."""
+    of every sum), unless --threads says otherwise, which is allowed with a warning (printed, or added to
+    `warnings` for the caller to print when it trains). The OpenBLAS kernels it started with (OPENBLAS_CORETYPE)
+    are asked for again too. Read before numpy loads."""
+    def warn(line: str) -> None:
+        if warnings is None:
+            click.echo(f"warning: {line}", err=True)
+        else:
+            warnings.append(line)
+
     try:
         info = json.loads((run_dir / layout.RUN_JSON).read_text(encoding="utf-8"))
         recorded, core = info.get("blas_threads"), info.get("blas_core")
@@ -98,14 +106,14 @@ def resume_threads(run_dir: Path, threads: int | None) -> int | None:
         if recorded.isdigit():
             return int(recorded)
         if recorded == "default" and any(os.environ.get(v) for v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")):
-            click.echo("warning: the run started with the default BLAS threads and this shell sets "
-                       "OPENBLAS_NUM_THREADS/OMP_NUM_THREADS; its results will differ from an uninterrupted run in "
-                       "the last digits", err=True)
+            warn("the run started with the default BLAS threads and this shell sets "
+                 "OPENBLAS_NUM_THREADS/OMP_NUM_THREADS; its results will differ from an uninterrupted run in "
+                 "the last digits")
         return None
     if recorded != str(threads):
         started = f"{recorded} BLAS thread{'' if recorded == '1' else 's'}"
-        click.echo(f"warning: --threads {threads}: the run started with {started}; its results will "
-                   f"differ from an uninterrupted run in the last digits", err=True)
+        warn(f"--threads {threads}: the run started with {started}; its results will differ from an "
+             f"uninterrupted run in the last digits")
     return threads
 
 
@@ -152,7 +160,8 @@ def reproduce_command(run_dirs, runs_dir, threads):
     system_threads.use(resume_threads(run_dir, threads))  # the run's own BLAS threads and kernels
     from digitlab.run.reproduce import reproduce_run
 
-    result = reproduce_run(run_dir, runs_dir)
+    with arguments.blaming(run_dir / layout.CONFIG):  # init_from's run, gone since: named after the run's config
+        result = reproduce_run(run_dir, runs_dir)
     click.echo(f"trained {result.original} again: {result.copy}")
     for line in result.lines():
         click.echo(line)

@@ -12,6 +12,10 @@ fractional epoch t is schedule(lr, N)(t), as for a run planned for N epochs, and
 lrs they had (metrics.csv's lr column shows both). Schedules that do not depend on the total (none, step, warmup)
 therefore give exactly the run trained to N in one go; cosine and one_cycle take up the N-epoch curve where it
 stands at the old last epoch (a cosine's lr rises again). An early-stopped run is refused: its stopping rule holds.
+
+A run that stopped part-way (interrupted, crashed, ...) takes `--epochs N` as a new target, N at least the epochs it
+has done (a mistyped large N taken back): its files are marked as the new config's and it is resumed; the history
+entry records the epoch it went on from, so that reproduce trains each stage as far as it went.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from digitlab.run import checkpoint, layout
 from digitlab.run.agreement import check_agreement
 from digitlab.run.console import Console
 from digitlab.run.folder import RunFolder, utc_now
-from digitlab.run.lifecycle import continue_from
+from digitlab.run.lifecycle import continue_from, resume_locked
 from digitlab.run.records import carry_over
 from digitlab.system.environment import command_line, environment
 from digitlab.system.storage import read_npz
@@ -39,29 +43,44 @@ TOTAL_DEPENDENT = ("cosine", "one_cycle")  # schedules whose lr at epoch t depen
 EXTEND = "extend"  # the `action` of an extension in run.json's history
 
 
-def extend(run_dir: str | Path, epochs: int, quiet: bool = False, progress: bool = True, stop=None) -> RunFolder:
-    """Train the complete run in `run_dir` on to `epochs` epochs in all (see the module's docstring). RunError
-    naming the folder when it is not a complete run that can go on: another status, fewer epochs asked than it
-    has, a model fitted in one pass, an early-stopped run, a sweep's point, damaged files."""
+def extend(run_dir: str | Path, epochs: int, quiet: bool = False, progress: bool = True, stop=None,
+           warnings=()) -> RunFolder:
+    """Train the complete run in `run_dir` on to `epochs` epochs in all (see the module's docstring); a run that
+    stopped part-way (interrupted, crashed, ...) gets `epochs` as its new target, at least the epochs it has done,
+    and is resumed. RunError naming the folder when it cannot go on: fewer epochs asked than it has, a model
+    fitted in one pass, an early-stopped run, a sweep's point, damaged files. `warnings`: printed when it trains."""
     run = RunFolder.open(run_dir)
+    status = run.status()  # as `digitlab runs` reads it, before this process's own lock makes it look live
     with run.lock():
-        info, status = run.info(), run.status()
+        info = run.info()
         cfg = load_config(run / layout.CONFIG)
         before = cfg["epochs"]
-        if status != "complete":
-            raise RunError(f"{run.path}: is {status} after epoch {info.get('epoch', 0)} of {before}; --epochs "
-                           f"continues a complete run: resume it first (digitlab train --resume {run.path})")
         if info.get("sweep"):
             raise RunError(f"{run.path}: is a point of sweep {info['sweep']}; more epochs would make it another "
                            f"point: give the sweep file more epochs instead")
         if cfg["optimizer"] is None:
             raise RunError(f"{run.path}: its model is fitted in one pass (class means); more epochs change nothing")
+        config_yaml = (run / layout.CONFIG).read_text(encoding="utf-8")
+        if status != "complete":
+            state = checkpoint.load(run / layout.CHECKPOINT)
+            if state.config_yaml != config_yaml:
+                raise CheckpointError(f"{run / layout.CHECKPOINT}: was written for another config (config.yaml "
+                                      f"changed since, or the checkpoint comes from another run); refusing to resume")
+            if epochs < state.epoch:
+                raise RunError(f"--epochs {epochs}: {run.path} is {status} after epoch {state.epoch} of {before}; "
+                               f"give at least {state.epoch} (or resume it: digitlab train --resume {run.path})")
+            if epochs == before:
+                resume_locked(run, quiet, progress, stop, warnings)
+                return run
+            said = f"{cfg['name']}: {status} after epoch {state.epoch}; its target goes from {before} to " \
+                   f"{plural(epochs, 'epoch')}, resuming"
+            _train_to(run, cfg, info, state, epochs, quiet, progress, stop, warnings, said)
+            return run
         if epochs <= before:
             raise RunError(f"--epochs {epochs}: {run.path} has trained {plural(before, 'epoch')} already; give more "
                            f"than {before}")
         rows = run.read_metrics()
         check_agreement(run, cfg, info, rows)
-        config_yaml = (run / layout.CONFIG).read_text(encoding="utf-8")
         state = checkpoint.load(run / layout.CHECKPOINT)
         if state.config_yaml != config_yaml or state.epoch != len(rows):
             raise CheckpointError(f"{run / layout.CHECKPOINT}: is not the checkpoint of the run's last epoch "
@@ -72,24 +91,31 @@ def extend(run_dir: str | Path, epochs: int, quiet: bool = False, progress: bool
             raise RunError(f"{run.path}: early stopping ended it after epoch {int(stopping['stopped_epoch'])} of "
                            f"{before} ({es['monitor']} did not improve for {es['patience']}); more epochs would "
                            f"stop at once: train a new run with more patience or epochs instead")
-
-        new = {**cfg, "epochs": epochs}
-        new_yaml = dump(new)
-        state.config_yaml = new_yaml
-        with _restored_on_failure(run):
-            run.save_npz(layout.CHECKPOINT, checkpoint.to_arrays(state))  # the same state, for the new config
-            carry_over(run, cfg, new)
-            _rehash_model(run, config_hash(new))
-            run.write(layout.CONFIG, new_yaml)
-        entry = {"action": EXTEND, "asked": f"--epochs {epochs}", "at": utc_now(), "command": command_line(),
-                 "epochs_before": before, "epochs_after": epochs, **environment()}
-        schedule = (cfg["optimizer"].get("schedule") or {}).get("name")
-        said = f"{cfg['name']}: extending {run.path} from {before} to {plural(epochs, 'epoch')}"
-        if schedule in TOTAL_DEPENDENT:
-            said += f"; its {schedule} schedule runs over {plural(epochs, 'epoch')} from epoch {before + 1} on"
-        continue_from(run, new, new_yaml, state, Console(quiet), {"history": [*info.get("history", []), entry]},
-                      said, progress=progress, stop=stop)
+        _train_to(run, cfg, info, state, epochs, quiet, progress, stop, warnings,
+                  f"{cfg['name']}: extending {run.path} from {before} to {plural(epochs, 'epoch')}")
     return run
+
+
+def _train_to(run: RunFolder, cfg: dict, info: dict, state, epochs: int, quiet: bool, progress: bool, stop,
+              warnings, said: str) -> None:
+    """The locked run's config set to `epochs`, its files marked as that config's, the change recorded in
+    run.json's history (with the epoch it went on from), and training continued from `state`."""
+    before = cfg["epochs"]
+    new = {**cfg, "epochs": epochs}
+    new_yaml = dump(new)
+    state.config_yaml = new_yaml
+    with _restored_on_failure(run):
+        run.save_npz(layout.CHECKPOINT, checkpoint.to_arrays(state))  # the same state, for the new config
+        carry_over(run, cfg, new)
+        _rehash_model(run, config_hash(new))
+        run.write(layout.CONFIG, new_yaml)
+    entry = {"action": EXTEND, "asked": f"--epochs {epochs}", "at": utc_now(), "command": command_line(),
+             "epochs_before": before, "epochs_after": epochs, "from_epoch": state.epoch, **environment()}
+    schedule = (cfg["optimizer"].get("schedule") or {}).get("name")
+    if schedule in TOTAL_DEPENDENT:
+        said += f"; its {schedule} schedule runs over {plural(epochs, 'epoch')} from epoch {state.epoch + 1} on"
+    continue_from(run, new, new_yaml, state, Console(quiet), {"history": [*info.get("history", []), entry]},
+                  said, progress=progress, stop=stop, warnings=warnings)
 
 
 def extensions(info: dict) -> list[dict]:

@@ -137,36 +137,42 @@ def start(cfg: dict, runs_dir: str | Path = "runs", quiet: bool = False, progres
     return run
 
 
-def resume(run_dir: str | Path, quiet: bool = False, progress: bool = True, stop=None) -> RunFolder:
+def resume(run_dir: str | Path, quiet: bool = False, progress: bool = True, stop=None, warnings=()) -> RunFolder:
     """Continue a stopped run from its last checkpoint. For the same seed, the result equals a run that never
-    stopped: same weights, same metrics.csv apart from the seconds column."""
+    stopped: same weights, same metrics.csv apart from the seconds column. `warnings`: printed when it trains."""
     run = RunFolder.open(run_dir)
     with run.lock():
-        status = run.status()
-        if status == "complete":
-            raise RunError(f"{run.path}: is complete already; nothing to resume")
-        cfg = load_config(run / layout.CONFIG)  # first: it names what is wrong with the file (not UTF-8, ...)
-        config_yaml = (run / layout.CONFIG).read_text(encoding="utf-8")
-        state = checkpoint.load(run / layout.CHECKPOINT)
-        if state.config_yaml != config_yaml:
-            raise CheckpointError(f"{run / layout.CHECKPOINT}: was written for another config (config.yaml changed "
-                                  f"since, or the checkpoint comes from another run); refusing to resume")
-        info = run.info()
-        # run.json keeps how the run started; each resume records when, how, from which epoch and where
-        resume_record = {"at": utc_now(), "command": command_line(), "from_epoch": state.epoch, **environment()}
-        resumes = info.get("resumes", []) + [resume_record]
-        console = Console(quiet)
-        continue_from(run, cfg, config_yaml, state, console, {"resumes": resumes},
-                      f"{cfg['name']}: resuming {run.path} after epoch {state.epoch} of {cfg['epochs']}",
-                      progress=progress, stop=stop)
+        resume_locked(run, quiet, progress, stop, warnings)
     return run
 
 
+def resume_locked(run: RunFolder, quiet: bool = False, progress: bool = True, stop=None, warnings=()) -> None:
+    """resume() of a run folder whose lock this process holds; `warnings` are printed (and logged) once it is
+    sure to train."""
+    status = run.info()["status"]
+    if status == "complete":
+        raise RunError(f"{run.path}: is complete already; nothing to resume")
+    cfg = load_config(run / layout.CONFIG)  # first: it names what is wrong with the file (not UTF-8, ...)
+    config_yaml = (run / layout.CONFIG).read_text(encoding="utf-8")
+    state = checkpoint.load(run / layout.CHECKPOINT)
+    if state.config_yaml != config_yaml:
+        raise CheckpointError(f"{run / layout.CHECKPOINT}: was written for another config (config.yaml changed "
+                              f"since, or the checkpoint comes from another run); refusing to resume")
+    info = run.info()
+    # run.json keeps how the run started; each resume records when, how, from which epoch and where
+    resume_record = {"at": utc_now(), "command": command_line(), "from_epoch": state.epoch, **environment()}
+    resumes = info.get("resumes", []) + [resume_record]
+    console = Console(quiet)
+    continue_from(run, cfg, config_yaml, state, console, {"resumes": resumes},
+                  f"{cfg['name']}: resuming {run.path} after epoch {state.epoch} of {cfg['epochs']}",
+                  progress=progress, stop=stop, warnings=warnings)
+
+
 def continue_from(run: RunFolder, cfg: dict, config_yaml: str, state: checkpoint.Checkpoint, console: Console,
-                  record: dict, said: str, progress: bool = True, stop=None) -> None:
+                  record: dict, said: str, progress: bool = True, stop=None, warnings=()) -> None:
     """Train a locked run folder on from a loaded checkpoint, up to cfg's epochs: the weights, the optimizer,
     the Generator and the stateful callbacks as the checkpoint left them, metrics.csv as it recorded it. `record`
-    goes into run.json with the status `running`; `said` is the line the console prints first."""
+    goes into run.json with the status `running`; `said` is the line the console prints first, after `warnings`."""
     setup = prepare(cfg)
     try:
         setup.model.load_state_dict(state.model)
@@ -181,8 +187,8 @@ def continue_from(run: RunFolder, cfg: dict, config_yaml: str, state: checkpoint
         damaged = f"{exc}; rewritten from the checkpoint's copy"
     run.write(layout.METRICS, state.metrics_csv)  # drops a row written after the checkpoint, if any
     console.attach(run)
-    if damaged:
-        console.warn(damaged)
+    for line in [*warnings, *([damaged] if damaged else [])]:
+        console.warn(line)
     run.update_status(drop=FINISHED_FIELDS, status="running", **record)
     console.echo(said)
     _fit(run, setup, console, config_yaml, start_epoch=state.epoch + 1, progress=progress, stop=stop,

@@ -60,12 +60,18 @@ def reproduce_run(run_dir: str | Path, runs_dir: str | Path = "runs", quiet: boo
     check_agreement(run, cfg, info, rows)  # before training: a cut config.yaml or an emptied metrics.csv is not the run
     stop = StopAfter(len(rows), f"stopped after epoch {len(rows)}, as {run.path.name} did") \
         if info["status"] != "complete" and 0 < len(rows) < cfg["epochs"] else None
-    stages = [h["epochs_after"] for h in extensions(info)]
-    first = extensions(info)[0]["epochs_before"] if stages else cfg["epochs"]
+    history = extensions(info)
+    first = history[0]["epochs_before"] if history else cfg["epochs"]
+    targets = [first] + [h["epochs_after"] for h in history]
+    # each stage ends where the next went on from: an extension from the complete run, a new target from the
+    # epoch the run had stopped at
+    ends = [h.get("from_epoch", h["epochs_before"]) for h in history]
+    stops = [StopAfter(end, f"stopped after epoch {end}, as {run.path.name} did") if end < target else None
+             for end, target in zip(ends, targets)] + [stop]
     copy = start({**cfg, "name": f"{cfg['name']}-repro", "epochs": first}, runs_dir, quiet=quiet, progress=False,
-                 stop=None if stages else stop, record={"reproduces": str(run.path)})
-    for n, epochs in enumerate(stages):
-        copy = extend(copy.path, epochs, quiet=quiet, progress=False, stop=stop if n == len(stages) - 1 else None)
+                 stop=stops[0], record={"reproduces": str(run.path)})
+    for epochs, stage_stop in zip(targets[1:], stops[1:]):
+        copy = extend(copy.path, epochs, quiet=quiet, progress=False, stop=stage_stop)
     result = Reproduction(run.path, copy.path, len(rows))
     result.differences = metrics_differences(run / layout.METRICS, copy / layout.METRICS)
     result.environment = environment_differences(run, copy)

@@ -15,6 +15,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
+import stat
 from pathlib import Path
 
 import digitlab
@@ -26,6 +28,7 @@ STAMP = layout.FIGURES_STAMP
 SOURCES = (layout.CONFIG, layout.METRICS, layout.SPLITS, layout.MODEL, layout.EMBEDDING_EPOCHS,
            layout.LAYER_HEALTH)  # what the figures are drawn from, besides the dataset that config.yaml names
 FORMAT = 1
+MAX_STAMP_BYTES = 1 << 20  # a stamp is a few kB; anything larger is not one digitlab wrote
 _code: list[str] = []  # the code's fingerprint, taken once per process
 
 
@@ -115,7 +118,7 @@ class Stamp:
 def _read(run: RunFolder) -> dict | None:
     """The stamp as written, or None for a missing, unreadable, damaged or malformed one."""
     try:
-        stamp = json.loads((run / STAMP).read_bytes())
+        stamp = json.loads(_read_capped(run / STAMP))
     except (OSError, ValueError, RecursionError):
         return None
     if not isinstance(stamp, dict) or not isinstance(stamp.get("figures"), dict):
@@ -124,6 +127,19 @@ def _read(run: RunFolder) -> dict | None:
     if not all(isinstance(n, str) and (d is None or _is_digest(d)) for n, d in figures.items()):
         return None
     return stamp
+
+
+def _read_capped(path: Path) -> bytes:
+    """A regular file's bytes, up to MAX_STAMP_BYTES; ValueError for anything else (a device such as /dev/zero, a
+    FIFO, a file too large), so that a stamp pointing anywhere costs no more than reading 1 MB."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO must not block the report
+    with os.fdopen(fd, "rb") as file:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError("not a regular file")
+        content = file.read(MAX_STAMP_BYTES + 1)
+    if len(content) > MAX_STAMP_BYTES:
+        raise ValueError("too large")
+    return content
 
 
 def _is_digest(value) -> bool:

@@ -5,7 +5,8 @@ The two networks are compared layer by layer, position by position (the fused fi
 up to the output layer (the last with parameters) must be of the same kind with parameters and buffers of the same
 shapes: those are copied. The output layer is copied too when it matches; when only it differs (1 output for 3 vs 8,
 10 for ten digits) it keeps the fresh weights the seed drew. Anything else is refused with one line: hidden layers
-that differ, a source run without a model.npz, a damaged one. The weights are copied after the seed has drawn
+that differ, a source run that is not complete or is damaged (its model.npz missing), a model fitted in one pass
+(class means) on either side. The weights are copied after the seed has drawn
 every initial weight, so the run's Generator, and so its shuffles and dropout masks, are those of the same config
 without `init_from`.
 """
@@ -53,12 +54,15 @@ def init_weights(setup: Setup) -> Transfer:
     docstring); ConfigError (key init_from) naming the run and what differs when they cannot be."""
     path = Path(setup.cfg[KEY])
     if setup.model.closed_form:
-        _refuse(f"the model is fitted in one pass (class means): there are no weights to start from {path}")
+        _refuse(f"this model is fitted in one pass (class means), it has no layers to start from {path}")
     try:
         source = RunFolder.open(path)
         info = source.info()
+        status = source.status()
+        if status != "complete":
+            _refuse(f"{path}: is {status}; init_from needs a run that completed")
         if not (source / layout.MODEL).is_file():
-            _refuse(f"{path}: has no {layout.MODEL} (it is {source.status()}); init_from needs a run that completed")
+            _refuse(f"{path}: its {layout.MODEL} is missing: the run is damaged")
         cfg = load_config(source / layout.CONFIG)
         check_agreement(source, cfg, info, source.read_metrics())
         image_shape = open_source(cfg["data"]).image_shape
@@ -69,6 +73,8 @@ def init_weights(setup: Setup) -> Transfer:
         _refuse(f"{path}: {exc}")
     except RunError as exc:
         _refuse(f"{path}: {exc}" if str(path) not in str(exc) else str(exc))
+    if model.closed_form:  # before any word on image shapes or layer kinds: there is nothing to compare
+        _refuse(f"{path}: its model is fitted in one pass (class means), it has no layers to start from")
     if model.in_shape != setup.model.in_shape:
         _refuse(f"{path}: its network takes images of shape {model.in_shape}, this one {setup.model.in_shape}")
     theirs, ours = model.layers, setup.model.layers
