@@ -98,8 +98,6 @@ class OnePass:
     """The Learner of a model fitted in one pass (class means, see nn.means): the same callbacks around a single
     epoch in which the model sees all the training data once and fits itself."""
 
-    optimizer = None  # no optimizer, no learning rate: callbacks that read one find none
-
     def __init__(self, model: Sequential, loss_fn: Loss, x: np.ndarray, y: np.ndarray, callbacks=()):
         self.model, self.loss_fn, self.x, self.y = model, loss_fn, x, y
         self.callbacks = CallbackList(callbacks, self)

@@ -6,7 +6,6 @@ installed (.ci/run installs it)."""
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -14,16 +13,14 @@ import numpy as np
 import pytest
 import yaml
 from click.testing import CliRunner
+from conftest import CHROMIUM, CHROMIUM_FLAGS
 
 from digitlab.cli import main
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [pytest.mark.slow,  # a headless Chromium per test
               pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (Debian: apt-get install "
                                                           "chromium; .ci/run installs it)")]
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars",
-         "--enable-logging=stderr", "--v=0"]
+FLAGS = ["--headless", *CHROMIUM_FLAGS, "--hide-scrollbars", "--enable-logging=stderr", "--v=0"]
 PLANE = {"name": "plane", "seed": 1, "data": {"digits": [3, 8], "validation": 0.1, "limit": 600},
          "model": [{"linear": 16}, "relu", {"linear": 2}, {"linear": 1}, "sigmoid"], "loss": "bce",
          "optimizer": {"name": "sgd", "lr": 0.1, "momentum": 0.9}, "epochs": 3, "batch_size": 50}

@@ -43,6 +43,7 @@ from digitlab.sweep.prune import (
     _final,
     _key,
     _numbers,
+    _show,
 )
 from digitlab.sweep.schedule import Schedule
 from digitlab.sweep.state import PointReader, lock_path
@@ -308,10 +309,6 @@ def plain_median(rule: MedianRule, tracks: list[Track]) -> list[Decision]:
                              rule=stop)
             decisions.append(decision)
     return decisions
-
-
-def _show(value, digits: int = 4) -> str:
-    return f"{value:.{digits}f}" if isinstance(value, (int, float)) and math.isfinite(value) else "none"
 
 
 TRACK = st.builds(lambda values, epochs, ended, finished: Track(values, max(epochs, 1), ended, finished),

@@ -53,8 +53,7 @@ def format_machine(results: dict) -> str:
     if m.get("openblas_thread_timeout"):
         parts.append(f"OPENBLAS_THREAD_TIMEOUT={m['openblas_thread_timeout']}")
     return (", ".join(parts) + f"; {plural(results['threads'], 'thread')}, {plural(results['epochs'], 'epoch')}; "
-            f"load average "
-            f"{results['load_before']} before, {results.get('load_after')} after")
+            f"load average {results['load_before']} before, {results.get('load_after')} after")
 
 
 def write_json(results: dict, path) -> None:

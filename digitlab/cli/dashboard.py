@@ -28,8 +28,8 @@ def dashboard_command(folders, port, host, allow_stop):
     if not host.strip():
         raise click.BadParameter("expected an address to listen on (127.0.0.1, a host name, 0.0.0.0), got an "
                                  "empty string", param_hint="'--host'")
-    folders = [Path(f) for f in folders] or [Path("runs")]
+    folders = list(folders) or [Path("runs")]  # arguments.Path gives pathlib.Path
     for folder in folders:
         if not folder.is_dir():
             raise UserError(f"{folder}: no such folder" if not folder.exists() else f"{folder}: not a folder")
-    serve(folders, host, port, allow_stop, echo=lambda line: click.echo(line))
+    serve(folders, host, port, allow_stop, echo=click.echo)

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import pathlib
-import re
 
 import click
 
 from digitlab.cli import arguments
-from digitlab.export.formats import FORMATS
+from digitlab.export.formats import FORMATS, URI_SCHEME
 from digitlab.run.layout import CONFIG, METRICS, RUN_JSON
 
-# A URI scheme (sqlite:///x.db, http://host:5000, file:///x): an MLflow store, never a run folder.
-URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]+:")
 RUN_FILES = (RUN_JSON, CONFIG, METRICS)  # any of them makes a folder a run's, damaged or not
 
 
@@ -30,7 +27,7 @@ def destination(runs: tuple[str, ...], fmt: str, out: str | None) -> tuple[tuple
         return runs, out
     last = pathlib.Path(runs[-1])
     if fmt == "mlflow":
-        taken = bool(URI.match(runs[-1]))
+        taken = bool(URI_SCHEME.match(runs[-1]))  # an MLflow store, never a run folder
     elif last.exists():
         taken = last.is_dir() and not holds_runs(last, depth=2)
     else:

@@ -82,12 +82,11 @@ def _load_with(loader_class, text: str) -> tuple[Any, Any]:
         loader.dispose()
 
 
-def _load(text: str, loader_class=None) -> tuple[Any, Any]:
+def _load(text: str) -> tuple[Any, Any]:
     """(data, node): the document and its node tree, which keeps every scalar as it was written. Read by the C
     loader where there is one; a document it refuses or finds an alias in is read again by the Python loader,
     whose errors (and line numbers) are the ones users see."""
-    loader_class = loader_class or CSafeLoader or SafeLoader
-    if loader_class is CSafeLoader:
+    if CSafeLoader is not None:
         try:
             return _load_with(CSafeLoader, text)
         except (_Unusual, yaml.YAMLError, RecursionError, ValueError, TypeError):

@@ -16,7 +16,7 @@ from collections import OrderedDict
 
 from digitlab.errors import UserError
 from digitlab.run import layout
-from digitlab.runs.columns import CONFIG_COLUMNS
+from digitlab.runs.columns import CONFIG_COLUMNS, format_value
 from digitlab.runs.where import parse_all
 
 # The table's columns: these always, then the config columns whose values differ across the runs listed.
@@ -123,8 +123,8 @@ class Views:
         runs = []
         for e in entries:
             metrics, _ = self.metrics(e)
-            label = " ".join(f"{k}={_text(e.values.get(k))}" for k in keys) or e.values.get("name")
-            group = " ".join(f"{k}={_text(e.values.get(k))}" for k in grouping) or "all runs"
+            label = " ".join(f"{k}={format_value(k, e.values.get(k))}" for k in keys) or e.values.get("name")
+            group = " ".join(f"{k}={format_value(k, e.values.get(k))}" for k in grouping) or "all runs"
             runs.append({"id": e.id, "label": label, "group": group, "row": row(e, differ),
                          "metrics": columns_of(metrics)})
         labels = [r["label"] for r in runs]
@@ -136,10 +136,11 @@ class Views:
 
 
 def row(entry, config_columns: list[str]) -> dict:
-    """What a page shows of a run: its id, dataset and the columns asked for."""
+    """What a page shows of a run: its id, dataset and the columns asked for. The dataset is the row's option
+    column `data.dataset`, which is left out at its default, mnist (columns.option_values)."""
     values = entry.values
     out = {k: values.get(k) for k in ROW_KEYS + config_columns}
-    out.update(id=entry.id, dataset=entry.dataset or "mnist")
+    out.update(id=entry.id, dataset=(values.get("options") or {}).get("data.dataset") or "mnist")
     return _finite(out)
 
 
@@ -189,10 +190,6 @@ def _sorted(entries: list, sort: str) -> list:
     have.sort(key=lambda e: e.values.get("name") or "")
     have.sort(key=key, reverse=descending)
     return have + sorted(empty, key=lambda e: e.values.get("name") or "")
-
-
-def _text(value) -> str:
-    return "-" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _finite(values: dict) -> dict:

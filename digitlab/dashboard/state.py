@@ -33,24 +33,14 @@ RUNNING = layout.Status.RUNNING.value
 
 @dataclass
 class Entry:
-    """One run: its id (the root's index and the folder's path under the root, 'N/name'), folder, row, and the Run
-    it was read as (its config is decoded only when a page shows the run's dataset)."""
+    """One run: its id (the root's index and the folder's path under the root, 'N/name'), folder and row."""
 
     id: str
     path: Path
     values: dict
-    run: object
     version: int
     stamp: tuple = ()
     checked: float = field(default=0.0)
-
-    @property
-    def dataset(self) -> str | None:
-        if "_dataset" not in self.__dict__:
-            cfg = getattr(self.run, "cfg", None)
-            data = cfg.get("data") if isinstance(cfg, dict) else None
-            self.__dict__["_dataset"] = data.get("dataset") if isinstance(data, dict) else None
-        return self.__dict__["_dataset"]
 
 
 @dataclass(frozen=True)
@@ -87,15 +77,20 @@ class Board:
     # -- ids and folders --------------------------------------------------------------------------------------------
     def ident(self, path: Path) -> str | None:
         """The id of a folder found under a source ('0/quick/lr=0.1-1a2b3c4d'), None outside every source."""
+        found = self._locate(path)
+        return found[1] if found is not None else None
+
+    def _locate(self, path: Path) -> tuple[Source, str] | None:
+        """(the source a folder is found under, its id), None outside every source."""
         text = str(path)
         for source in self.sources:
             if source.only is not None:
                 if text == str(source.only):
-                    return f"{source.index}/{source.only.name}"
+                    return source, f"{source.index}/{source.only.name}"
             elif text == str(source.root):  # a sweep folder given itself
-                return str(source.index)
+                return source, str(source.index)
             elif text.startswith(str(source.root) + os.sep):
-                return f"{source.index}/" + text[len(str(source.root)) + 1:].replace(os.sep, "/")
+                return source, f"{source.index}/" + text[len(str(source.root)) + 1:].replace(os.sep, "/")
         return None
 
     def folder(self, ident: str) -> Path | None:
@@ -160,10 +155,11 @@ class Board:
                 self._say(warning)
         found = {}
         for run in runs:
-            ident = self.ident(run.path)
-            if ident is not None:
+            located = self._locate(run.path)
+            if located is not None:
+                source, ident = located
                 found[ident] = run
-                if run.path.parent not in containers and self._source_of(run.path).only is None:
+                if run.path.parent not in containers and source.only is None:
                     containers[run.path.parent] = _mtime(run.path.parent)
         with self.lock:  # a new dict, swapped in whole: a page never sees half a look
             version, fresh = self.version, {}
@@ -274,11 +270,10 @@ class Board:
         old = self.runs.get(ident)
         running = values.get("status") == RUNNING
         if old is not None and old.values == values:
-            old.run = old.run if old.run is not None else run
             if running:
                 old.stamp = _stamp(run.path)
             return old, False
-        return Entry(ident, run.path, values, run, self.version + 1, _stamp(run.path) if running else ()), True
+        return Entry(ident, run.path, values, self.version + 1, _stamp(run.path) if running else ()), True
 
     def preview(self) -> None:
         """The rows the catalogs hold, as last written, shown while the first full look checks every folder: ten
@@ -291,7 +286,7 @@ class Board:
                     ident = self.ident(path)
                     if ident is not None and path != source.root:
                         values.pop("path", None)
-                        fresh[ident] = Entry(ident, path, values, None, 1)
+                        fresh[ident] = Entry(ident, path, values, 1)
         with self.lock:
             if fresh and self.version == 0:
                 self.runs = fresh
@@ -301,15 +296,6 @@ class Board:
             for source in self.sources:
                 if source.only is None:
                     self.containers.setdefault(source.root, _mtime(source.root))
-
-    def _source_of(self, path: Path) -> Source:
-        text = str(path)
-        for source in self.sources:
-            if source.only is not None and text == str(source.only):
-                return source
-            if source.only is None and text.startswith(str(source.root) + os.sep):
-                return source
-        return self.sources[0]
 
 
 def _mtime(path: Path) -> int | None:

@@ -128,7 +128,7 @@ def ink(grey: np.ndarray, name: str = "image", warn=None) -> np.ndarray:
     out = np.clip((strokes - level) / contrast, 0, 1)
     out[out < NOISE] = 0
     if uneven and warn is not None:
-        edge = max(float((side > 0).mean()) for side in (out[0], out[-1], out[:, 0], out[:, -1]))
+        edge = max(float((side > 0).mean()) for side in _sides(out))
         if edge > EDGE_INK:
             warn(f"{name}: uneven lighting evened out, but ink still touches {edge:.0%} of an edge of the image: "
                  f"a shadow may remain (or the crop cuts the digit); --explain shows what the model saw")
@@ -142,16 +142,21 @@ def _reduced(a: np.ndarray, side: int) -> np.ndarray:
     return _resized(a, side / max(a.shape), "BOX")
 
 
+def _sides(a: np.ndarray) -> list[np.ndarray]:
+    """The image's four edges: top, bottom, left, right."""
+    return [a[0], a[-1], a[:, 0], a[:, -1]]
+
+
 def _border(a: np.ndarray) -> np.ndarray:
-    return np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]])
+    return np.concatenate(_sides(a))
 
 
 def _border_parts(grey: np.ndarray) -> list[float]:
     """The medians of the border's parts (BORDER_PARTS on each side): where they differ by more than UNEVEN, the
     page is lit unevenly. A part's median ignores a stroke that crosses less than half of it, so a digit touching
     the edge does not count; a gradient or a shadow over an edge does."""
-    sides = [grey[0], grey[-1], grey[:, 0], grey[:, -1]]
-    return [float(np.median(part)) for side in sides for part in np.array_split(side, BORDER_PARTS) if len(part)]
+    return [float(np.median(part)) for side in _sides(grey) for part in np.array_split(side, BORDER_PARTS)
+            if len(part)]
 
 
 def _opening(a: np.ndarray, size: int) -> np.ndarray:

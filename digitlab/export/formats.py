@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import re
 from dataclasses import dataclass
 
 from digitlab.errors import StorageError, UserError
 
 EXTRA = "pip install 'digitlab[export]'"
+# A URI's scheme (sqlite:///x.db, http://host:5000, file:///x): where a URI, never a path, is meant
+URI_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]+):")
 
 
 @dataclass(frozen=True)

@@ -17,11 +17,11 @@ import hashlib
 import logging
 import os
 import re
-from datetime import datetime
 from pathlib import Path
 
 from digitlab.errors import UserError
-from digitlab.export.reading import Exportable, flat_config
+from digitlab.export.formats import URI_SCHEME
+from digitlab.export.reading import Exportable, flat_config, timestamp
 from digitlab.run import layout
 
 DEFAULT_URI = "sqlite:///mlflow.db"
@@ -32,7 +32,6 @@ FINAL = ("test_accuracy", "test_loss", "best_val_accuracy", "best_epoch")
 ARTIFACT_FILES = (layout.CONFIG, layout.METRICS, layout.SUMMARY, layout.REPORT, layout.MODEL)
 SQLITE = "sqlite:///"
 SQLITE_HEADER = b"SQLite format 3\0"  # how every SQLite database file starts
-SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]+):")
 # MLflow's HTTP client retries a server it cannot reach for minutes by default: fail in seconds instead (a user's
 # own setting of these wins)
 HTTP_ENVIRONMENT = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
@@ -45,10 +44,8 @@ def identity(item: Exportable) -> str:
 
 
 def _ms(text) -> int | None:
-    try:
-        return int(datetime.fromisoformat(str(text).replace("Z", "+00:00")).timestamp() * 1000)
-    except ValueError:
-        return None
+    seconds = timestamp(text)
+    return None if seconds is None else int(seconds * 1000)
 
 
 def sqlite_file(uri: str) -> Path | None:
@@ -69,7 +66,7 @@ def check_uri(uri: str) -> None:
     """A UserError for a destination MLflow cannot store into, before MLflow touches it: a plain path or a file:
     URI (MLflow's file store takes no new runs), a SQLite file that is no database, a folder that is a file or
     cannot be written in."""
-    scheme = SCHEME.match(uri)
+    scheme = URI_SCHEME.match(uri)
     if uri != "databricks" and (scheme is None or scheme.group(1).lower() == "file"):
         raise UserError(f"{uri}: expected a tracking URI such as {DEFAULT_URI} or http://host:5000")
     db = sqlite_file(uri)
@@ -117,9 +114,8 @@ def reason(exc: BaseException) -> str:
 def metrics(item: Exportable) -> list:
     from mlflow.entities import Metric
     start = _ms(item.run.info.get("started")) or 0
-    out, elapsed = [], 0.0
-    for row in item.metrics:
-        elapsed += row.get("seconds") or 0.0
+    out = []
+    for row, elapsed in zip(item.metrics, item.elapsed):
         stamp = start + int(elapsed * 1000)
         out += [Metric(column, float(value), stamp, row["epoch"]) for column, value in row.items()
                 if column != "epoch" and value is not None]

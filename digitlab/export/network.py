@@ -19,22 +19,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from digitlab.nn import (
-    AvgPool2d,
-    BatchNorm,
-    ClassMeans,
-    Conv2d,
-    Dropout,
-    Flatten,
-    LeakyReLU,
-    Linear,
-    MaxPool2d,
-    ReLU,
-    Sequential,
-    Sigmoid,
-    Softmax,
-    Tanh,
-)
+from digitlab.nn import Sequential
+from digitlab.nn.registry import LAYERS, layer_name
+
+PLAIN = ("relu", "sigmoid", "tanh", "softmax", "flatten")  # layers with neither options nor arrays
 
 
 @dataclass
@@ -42,7 +30,8 @@ class Step:
     """One layer: `kind` (linear, conv2d, batchnorm, relu, leaky_relu, sigmoid, tanh, softmax, maxpool2d,
     avgpool2d, flatten, dropout), `index` its place in the model (None for the output activation), `options`
     (kernel, stride, pads as (top, bottom, left, right), slope, eps, momentum, p...) and `arrays` (weight in
-    the (out, in) or (filters, channels, k, k) layout, bias, running_mean, running_var)."""
+    the (out, in) or (filters, channels, k, k) layout, bias, running_mean, running_var), in the order ONNX's
+    Gemm, Conv and BatchNormalization take them."""
 
     kind: str
     index: int | None
@@ -64,40 +53,38 @@ class Network:
 
 
 def _step(index: int | None, layer) -> Step:
-    if isinstance(layer, Linear):
+    kind = layer_name(type(layer)) if type(layer) in LAYERS.values() else None
+    if kind == "linear":
         arrays = {"weight": layer.weight.data.T.copy()}
         if layer.bias is not None:
             arrays["bias"] = layer.bias.data.copy()
         return Step("linear", index, {"in": layer.in_shape[0], "out": layer.units}, arrays)
-    if isinstance(layer, ClassMeans):
+    if kind == "class_means":
         means = layer.weight.data.astype(np.float32)
         if layer.metric == "dot":
             return Step("linear", index, {"in": means.shape[0], "out": means.shape[1]}, {"weight": means.T.copy()})
         bias = -np.einsum("ij,ij->j", means, means)
         return Step("linear", index, {"in": means.shape[0], "out": means.shape[1]},
                     {"weight": (2 * means).T.copy(), "bias": bias.astype(np.float32)})
-    if isinstance(layer, Conv2d):
+    if kind == "conv2d":
         arrays = {"weight": layer.weight.data.copy()}
         if layer.bias is not None:
             arrays["bias"] = layer.bias.data.copy()
         return Step("conv2d", index, {"in": layer.in_shape[0], "out": layer.filters, "kernel": layer.kernel,
                                       "stride": layer.stride, "pads": tuple(layer.pad)}, arrays)
-    if isinstance(layer, BatchNorm):
+    if kind == "batchnorm":
         return Step("batchnorm", index, {"channels": layer.channels, "eps": layer.eps, "momentum": layer.momentum,
                                          "image": len(layer.in_shape) == 3},
                     {"weight": layer.gamma.data.copy(), "bias": layer.beta.data.copy(),
                      "running_mean": layer.running_mean.copy(), "running_var": layer.running_var.copy()})
-    if isinstance(layer, (MaxPool2d, AvgPool2d)):
-        kind = "maxpool2d" if isinstance(layer, MaxPool2d) else "avgpool2d"
+    if kind in ("maxpool2d", "avgpool2d"):
         return Step(kind, index, {"size": layer.size, "stride": layer.step})
-    if isinstance(layer, LeakyReLU):
+    if kind == "leaky_relu":
         return Step("leaky_relu", index, {"slope": layer.slope})
-    if isinstance(layer, Dropout):
+    if kind == "dropout":
         return Step("dropout", index, {"p": layer.p})
-    for cls, kind in ((ReLU, "relu"), (Sigmoid, "sigmoid"), (Tanh, "tanh"), (Softmax, "softmax"),
-                      (Flatten, "flatten")):
-        if isinstance(layer, cls):
-            return Step(kind, index)
+    if kind in PLAIN:
+        return Step(kind, index)
     raise ValueError(f"no export for the layer {type(layer).__name__}")
 
 

@@ -42,19 +42,15 @@ class _Graph:
 
 
 def _layer(g: _Graph, step, x: str, name: str) -> str:
-    o, a = step.options, step.arrays
+    o = step.options
+    inputs = [x] + [g.const(f"{name}.{k}", array) for k, array in step.arrays.items()]  # in the operator's order
     if step.kind == "linear":
-        inputs = [x, g.const(f"{name}.weight", a["weight"])] + ([g.const(f"{name}.bias", a["bias"])]
-                                                                if "bias" in a else [])
         return g.add("Gemm", inputs, name, transB=1)
     if step.kind == "conv2d":
         top, bottom, left, right = o["pads"]
-        inputs = [x, g.const(f"{name}.weight", a["weight"])] + ([g.const(f"{name}.bias", a["bias"])]
-                                                                if "bias" in a else [])
         return g.add("Conv", inputs, name, kernel_shape=[o["kernel"]] * 2, strides=[o["stride"]] * 2,
                      pads=[top, left, bottom, right])
     if step.kind == "batchnorm":
-        inputs = [x] + [g.const(f"{name}.{k}", a[k]) for k in ("weight", "bias", "running_mean", "running_var")]
         return g.add("BatchNormalization", inputs, name, epsilon=o["eps"])
     if step.kind in ("maxpool2d", "avgpool2d"):
         op = "MaxPool" if step.kind == "maxpool2d" else "AveragePool"

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import datetime
+from itertools import accumulate
 from pathlib import Path
 
 from digitlab.errors import RunError, UserError
@@ -39,6 +41,19 @@ class Exportable:
     @property
     def metrics(self) -> list[dict]:
         return self.run.metrics
+
+    @property
+    def elapsed(self) -> list[float]:
+        """Each epoch's end in seconds from the run's start: the seconds of the epochs up to it."""
+        return list(accumulate(row.get("seconds") or 0.0 for row in self.metrics))
+
+
+def timestamp(text) -> float | None:
+    """Seconds since the epoch of a time run.json records (ISO 8601, Z for UTC); None when there is none."""
+    try:
+        return datetime.fromisoformat(str(text).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
 
 
 def gather(paths, need_model: bool) -> tuple[list[Exportable], list[str]]:

@@ -17,11 +17,10 @@ import os
 import shutil
 import struct
 import sys
-from datetime import datetime
 from pathlib import Path
 
 from digitlab.errors import UserError
-from digitlab.export.reading import Exportable, flat_config, unique_destinations
+from digitlab.export.reading import Exportable, flat_config, timestamp, unique_destinations
 from digitlab.system.storage import make_folder
 
 DEFAULT = "tensorboard"
@@ -69,15 +68,10 @@ def image(tag: str, png: bytes):
 
 def _times(item: Exportable) -> list[float]:
     """Each epoch's wall time: the run's start plus the seconds of the epochs up to it."""
-    try:
-        start = datetime.fromisoformat(str(item.run.info.get("started")).replace("Z", "+00:00")).timestamp()
-    except ValueError:
+    start = timestamp(item.run.info.get("started"))
+    if start is None:
         start = item.run.path.stat().st_mtime
-    times, elapsed = [], 0.0
-    for row in item.metrics:
-        elapsed += row.get("seconds") or 0.0
-        times.append(start + elapsed)
-    return times
+    return [start + elapsed for elapsed in item.elapsed]
 
 
 def _figures(item: Exportable) -> dict[str, bytes]:

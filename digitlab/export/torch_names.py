@@ -148,7 +148,7 @@ def check(code_path: Path, item: Exportable) -> str:
     spec.loader.exec_module(module)
     x = item.view.data.test.x[:CHECK_IMAGES]
     theirs = module.probabilities(module.load(), x[:, 0]).numpy()
-    ours = class_probabilities(item.view.model.predict(x.reshape((len(x),) + item.view.model.in_shape)))
+    ours = class_probabilities(item.view.model.predict(item.view.inputs("test")[:CHECK_IMAGES]))
     difference = float(np.abs(theirs - ours).max())
     verdict = "same probabilities as digitlab" if difference < TOLERANCE else "DIFFERENT probabilities from digitlab"
     return (f"{code_path}: checked with torch on {plural(len(x), 'test image')}: {verdict} "

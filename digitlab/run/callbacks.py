@@ -52,7 +52,7 @@ class RunWriter(Callback):
             self.beat = time.monotonic()
 
     def on_epoch_end(self, epoch, logs):
-        lr = logs.get("lr", getattr(self.learner.optimizer, "lr", None))  # the last batch's (a schedule's too)
+        lr = logs.get("lr", self.setup.optimizer.lr)  # the last batch's (a schedule's too); None without optimizer
         self.run.append_metrics({**logs, "lr": lr})
         self.save_checkpoint(epoch)
         self.run.update_status(epoch=epoch)

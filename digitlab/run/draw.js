@@ -273,18 +273,14 @@
 
   /* photo.ink: ink 1 on background 0, faint noise dropped; null for a blank image. */
   function ink(grey, h, w) {
-    const parts = sides(grey, h, w).flatMap(side => splitParts(side, P.border_parts).map(median));
+    const edges = sides(grey, h, w);
+    const parts = edges.flatMap(side => splitParts(side, P.border_parts).map(median));
     const uneven = Math.max(...parts) - Math.min(...parts) > P.uneven;
-    const paper = median(sides(grey, h, w).flat());
+    const paper = median(edges.flat());
     const lightPaper = (uneven ? Math.max(...parts) : paper) > 0.5;
     let strokes = lightPaper ? grey.map(v => 1 - v) : Float32Array.from(grey), level;
     if (uneven) {
-      if (Math.max(h, w) > P.even_side) {
-        const scale = P.even_side / Math.max(h, w);
-        [strokes, h, w] = [resize(strokes, h, w, Math.max(1, roundHalfEven(h * scale)),
-          Math.max(1, roundHalfEven(w * scale)), "BOX"), Math.max(1, roundHalfEven(h * scale)),
-        Math.max(1, roundHalfEven(w * scale))];
-      }
+      if (Math.max(h, w) > P.even_side) [strokes, h, w] = resized(strokes, h, w, P.even_side / Math.max(h, w), "BOX");
       const background = opening(strokes, h, w, Math.max(3, Math.floor(Math.min(h, w) / P.opening)));
       strokes = strokes.map((v, i) => (lightPaper ? (v - background[i]) / Math.max(1 - background[i], 0.2)
         : v - background[i]));

@@ -34,7 +34,7 @@ from digitlab.run import checkpoint, layout
 from digitlab.run.agreement import check_agreement
 from digitlab.run.console import Console
 from digitlab.run.folder import RunFolder, utc_now
-from digitlab.run.lifecycle import continue_from, resume_locked
+from digitlab.run.lifecycle import checkpoint_of, continue_from, refuse_complete, resume_from
 from digitlab.run.records import carry_over
 from digitlab.system.environment import command_line, environment
 from digitlab.system.storage import read_npz
@@ -62,15 +62,13 @@ def extend(run_dir: str | Path, epochs: int, quiet: bool = False, progress: bool
             raise RunError(f"{run.path}: its model is fitted in one pass (class means); more epochs change nothing")
         config_yaml = (run / layout.CONFIG).read_text(encoding="utf-8")
         if status != "complete":
-            state = checkpoint.load(run / layout.CHECKPOINT)
-            if state.config_yaml != config_yaml:
-                raise CheckpointError(f"{run / layout.CHECKPOINT}: was written for another config (config.yaml "
-                                      f"changed since, or the checkpoint comes from another run); refusing to resume")
+            state = checkpoint_of(run, config_yaml)
             if epochs < state.epoch:
                 raise RunError(f"--epochs {epochs}: {run.path} is {status} after epoch {state.epoch} of {before}; "
                                f"give at least {state.epoch} (or resume it: digitlab train --resume {run.path})")
             if epochs == before:
-                resume_locked(run, quiet, progress, stop, warnings)
+                refuse_complete(run, info)  # finished since `status` was read
+                resume_from(run, info, cfg, config_yaml, state, quiet, progress, stop, warnings)
                 return run
             said = f"{cfg['name']}: {status} after epoch {state.epoch}; its target goes from {before} to " \
                    f"{plural(epochs, 'epoch')}, resuming"

@@ -149,21 +149,35 @@ def resume(run_dir: str | Path, quiet: bool = False, progress: bool = True, stop
 def resume_locked(run: RunFolder, quiet: bool = False, progress: bool = True, stop=None, warnings=()) -> None:
     """resume() of a run folder whose lock this process holds; `warnings` are printed (and logged) once it is
     sure to train."""
-    status = run.info()["status"]
-    if status == "complete":
-        raise RunError(f"{run.path}: is complete already; nothing to resume")
+    info = run.info()
+    refuse_complete(run, info)
     cfg = load_config(run / layout.CONFIG)  # first: it names what is wrong with the file (not UTF-8, ...)
     config_yaml = (run / layout.CONFIG).read_text(encoding="utf-8")
+    resume_from(run, info, cfg, config_yaml, checkpoint_of(run, config_yaml), quiet, progress, stop, warnings)
+
+
+def refuse_complete(run: RunFolder, info: dict) -> None:
+    """A complete run (as its run.json, `info`, says) has nothing to resume."""
+    if info["status"] == "complete":
+        raise RunError(f"{run.path}: is complete already; nothing to resume")
+
+
+def checkpoint_of(run: RunFolder, config_yaml: str) -> checkpoint.Checkpoint:
+    """The run's last checkpoint, refused when it was written for another config than `config_yaml`."""
     state = checkpoint.load(run / layout.CHECKPOINT)
     if state.config_yaml != config_yaml:
         raise CheckpointError(f"{run / layout.CHECKPOINT}: was written for another config (config.yaml changed "
                               f"since, or the checkpoint comes from another run); refusing to resume")
-    info = run.info()
+    return state
+
+
+def resume_from(run: RunFolder, info: dict, cfg: dict, config_yaml: str, state: checkpoint.Checkpoint,
+                quiet: bool = False, progress: bool = True, stop=None, warnings=()) -> None:
+    """The resume of a locked run folder whose run.json (`info`), config and checkpoint are read and checked."""
     # run.json keeps how the run started; each resume records when, how, from which epoch and where
     resume_record = {"at": utc_now(), "command": command_line(), "from_epoch": state.epoch, **environment()}
     resumes = info.get("resumes", []) + [resume_record]
-    console = Console(quiet)
-    continue_from(run, cfg, config_yaml, state, console, {"resumes": resumes},
+    continue_from(run, cfg, config_yaml, state, Console(quiet), {"resumes": resumes},
                   f"{cfg['name']}: resuming {run.path} after epoch {state.epoch} of {cfg['epochs']}",
                   progress=progress, stop=stop, warnings=warnings)
 

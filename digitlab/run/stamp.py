@@ -56,8 +56,8 @@ def code() -> str:
         stats = []
         for path in sorted(package.rglob("*.py")):
             with contextlib.suppress(OSError):
-                stat = path.stat()
-                stats.append(f"{path.relative_to(package)}:{stat.st_size}:{stat.st_mtime_ns}")
+                found = path.stat()
+                stats.append(f"{path.relative_to(package)}:{found.st_size}:{found.st_mtime_ns}")
         _code.append(f"{digitlab.__version__} " + hashlib.blake2b("\n".join(stats).encode(), digest_size=8).hexdigest())
     return _code[0]
 

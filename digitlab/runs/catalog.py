@@ -135,10 +135,9 @@ class Catalog:
         cached = self._rows() if self.db is not None else {}
         entries, fresh, keys = [], [], []  # entries: ((started, path text), path, Run or its row, key, stamp)
         now = time.time_ns()
-        base = f"{self.folder}{os.sep}" if self.folder is not None else None
         for path in candidates:
             text = str(path)
-            key = text[len(base):].replace(os.sep, "/") if base and text.startswith(base) else self._key(path)
+            key = self._key(path)
             keys.append(key)
             stamp, changed = _stamp(text)
             trusted = None if stamp is None else stamp if now - changed > RACY_NS else "racy"

@@ -53,8 +53,8 @@ def is_sweep_folder(path: Path) -> bool:
     return (path / layout.SWEEP_FILE).is_file()
 
 
-def is_run_folder(path: Path) -> bool:
-    return (path / layout.RUN_JSON).is_file() or (path / layout.CONFIG).is_file()
+def is_run_folder(path: str | os.PathLike) -> bool:
+    return _holds_file(path, layout.RUN_JSON) or _holds_file(path, layout.CONFIG)
 
 
 def find_runs(folder: Path, depth: int = 3) -> list[Path]:
@@ -68,15 +68,15 @@ def find_runs(folder: Path, depth: int = 3) -> list[Path]:
         return []
     base = f"{folder}{os.sep}"
     for name in children:
-        if _holds_file(base + name, layout.RUN_JSON) or _holds_file(base + name, layout.CONFIG):  # is_run_folder
+        if is_run_folder(base + name):  # as text: find_runs asks it of every folder
             found.append(folder / name)
         elif depth > 1 and name != layout.REPLACED:
             found.extend(find_runs(folder / name, depth - 1))
     return found
 
 
-def _holds_file(folder: str, name: str) -> bool:
-    """(Path(folder) / name).is_file(), without the Path objects (find_runs asks it of every folder)."""
+def _holds_file(folder: str | os.PathLike, name: str) -> bool:
+    """(Path(folder) / name).is_file(), without the Path objects."""
     try:
         return stat.S_ISREG(os.stat(f"{folder}{os.sep}{name}").st_mode)
     except (OSError, ValueError):

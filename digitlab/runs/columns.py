@@ -107,13 +107,13 @@ NAMED = {"data.digits", "data.limit", "data.validation", "loss", "loss.name", "o
 WHOLE = {"early_stopping", "data.augment"}  # a mapping that is one setting: one column
 OPTION_COLUMNS = {"early_stopping", "train_eval", "test_every_epoch", "init_from", "outputs", "layers"}
 OPTION_SECTIONS = ("data.", "loss.", "optimizer.")  # dotted option columns start with one of these
+OF_NAMED = ("loss.", "optimizer.")  # options of what a named column names (loss, optimizer, schedule)
+IN_ARCH = {"units", "filters", "kernel", "stride", "size", "p"}  # layer options arch and dropout show
 
 
 def is_option_column(name: str) -> bool:
     """Whether `name` can be one of option_values' columns (what --where accepts besides the named ones)."""
     return name in OPTION_COLUMNS or (name.startswith(OPTION_SECTIONS) and name.split(".")[-1] != "")
-OF_NAMED = ("loss.", "optimizer.")  # options of what a named column names (loss, optimizer, schedule)
-IN_ARCH = {"units", "filters", "kernel", "stride", "size", "p"}  # layer options arch and dropout show
 
 
 def option_values(cfg: dict | None) -> dict:
@@ -260,18 +260,23 @@ def _several(values: list) -> bool:
 _PLAIN = {str, int, float, bool, type(None)}
 
 
+def flat(values: dict, option_keys: bool = True) -> dict:
+    """A run's row with its other options' columns beside the named ones (`option_keys` lists them, unless
+    option_keys is False: the row as tables show it)."""
+    row = values.copy()
+    options = row.pop("options", None) or {}
+    row.update(options)
+    if option_keys:
+        row["option_keys"] = list(options)
+    return row
 
-def flat(values: dict) -> dict:
-    """A run's row with its other options' columns beside the named ones (option_keys lists them)."""
-    row = {k: v for k, v in values.items() if k != "options"}
-    options = values.get("options") or {}
-    return {**row, **options, "option_keys": list(options)}
 
 def legend_labels(runs: list[Run]) -> list[str]:
     """Each run's label: the config values that differ across the runs ('lr=0.001 dropout=0.1'), else its name."""
     keys = differing(runs) if len(runs) > 1 else []
     keys = [k for k in keys if k not in ("params", "outputs") or keys == [k]]  # outputs change no number
-    labels = [" ".join(f"{k}={format_value(k, flat(r.values).get(k))}" for k in keys) or r.name for r in runs]
+    rows = [flat(r.values) for r in runs]
+    labels = [" ".join(f"{k}={format_value(k, row.get(k))}" for k in keys) or r.name for r, row in zip(runs, rows)]
     if len(set(labels)) < len(labels):  # same config twice (different folders): tell them apart by name
         labels = [f"{label} ({r.name})" if labels.count(label) > 1 else label for label, r in zip(labels, runs)]
     return labels

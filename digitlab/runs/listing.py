@@ -9,7 +9,7 @@ from pathlib import Path
 
 from digitlab.errors import UserError
 from digitlab.runs.catalog import collect, few_collections
-from digitlab.runs.columns import describe, differing_rows
+from digitlab.runs.columns import describe, differing_rows, flat
 from digitlab.runs.where import Condition
 
 COLUMNS = ["name", "status", "started", "epochs_done", "test_acc", "best_val", "folder"]
@@ -28,7 +28,8 @@ def list_runs(paths, conditions: list[Condition] = (), statuses=()) -> tuple[lis
         describe(runs)
         rows, shown = [], []  # the rows met, and their runs' values (with their options), for differing_rows
         for run in runs:
-            row = _flat(run.values)
+            row = flat(run.values, option_keys=False)  # the row --where looks at and the listing shows
+            row["folder"] = run.values["path"]
             if (not conditions or all(c.matches(row) for c in conditions)) and \
                     (not statuses or row["status"] in statuses):
                 rows.append(row)
@@ -38,14 +39,3 @@ def list_runs(paths, conditions: list[Condition] = (), statuses=()) -> tuple[lis
     varied = differing_rows(shown) if len(rows) > 1 else []  # what tells the listed runs apart
     return COLUMNS[:2] + varied + COLUMNS[2:-1] + extra + COLUMNS[-1:], rows, \
         [w for w in warnings if "no run folders in it" not in w]
-
-
-def _flat(values: dict) -> dict:
-    """flat(values) with the folder, without the list of option keys: the row --where looks at and the listing
-    shows (in flat's order of keys, which --format json keeps)."""
-    row = values.copy()
-    options = row.pop("options", None)
-    if options:
-        row.update(options)
-    row["folder"] = values["path"]
-    return row

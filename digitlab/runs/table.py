@@ -40,7 +40,7 @@ def table(runs: list[Run], all_columns: bool = False, group_seeds: bool = False,
             shown.append("seed")
         columns = ["name", "status", "runs"] + shown + [c for m in METRIC_COLUMNS for c in (m, f"{m}_std")]
     else:
-        rows = [_row(run.values) for run in runs]
+        rows = [flat(run.values, option_keys=False) for run in runs]
         columns = ["name", "status"] + shown + METRIC_COLUMNS + origin_columns(runs)
     if sort:
         key = sort_key(sort, columns)
@@ -49,13 +49,6 @@ def table(runs: list[Run], all_columns: bool = False, group_seeds: bool = False,
         present.sort(key=lambda r: _sortable(r[key]), reverse=key in BEST_FIRST)
         rows = present + missing
     return columns, rows
-
-
-def _row(values: dict) -> dict:
-    """A run's row as the table shows it: every column side by side (flat), without the list of option keys."""
-    row = flat(values)
-    row.pop("option_keys")
-    return row
 
 
 def origin_columns(runs: list[Run]) -> list[str]:
@@ -83,7 +76,7 @@ def _group_seeds(runs: list[Run]) -> list[dict]:
         groups.setdefault(key, []).append(run)
     rows = []
     for members in groups.values():
-        first = _row(members[0].values)
+        first = flat(members[0].values, option_keys=False)
         statuses = [m.status for m in members]
         first["status"] = statuses[0] if len(set(statuses)) == 1 else ", ".join(
             f"{statuses.count(s)} {s}" for s in sorted(set(statuses)))

@@ -122,7 +122,7 @@ def atomic_write(path: str | os.PathLike, data: bytes | str) -> Path:
             raise StorageError(path, os_reason(exc)) from None
         raise
     if not deferred:
-        fsync_dir(path.parent)
+        fsync_path(path.parent)
     return path
 
 
@@ -181,7 +181,3 @@ def read_npz(path: str | os.PathLike, keys=None) -> dict[str, np.ndarray]:
             raise ValueError("not an .npz archive (it does not start as a zip file does)")
     with np.load(path, allow_pickle=False) as npz:
         return {k: npz[k] for k in (npz.files if keys is None else keys)}
-
-
-def fsync_dir(folder: Path) -> None:
-    fsync_path(folder)
