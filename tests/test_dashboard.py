@@ -258,3 +258,14 @@ def test_only_files_of_the_run_folders_are_served_and_stopping_needs_token_and_o
 def test_a_folder_that_is_not_there_or_an_empty_host_is_one_line(tmp_path):
     assert "nowhere: no such folder" in one_line_error(cli("dashboard", "nowhere"))
     assert "'--host': expected an address" in one_line_error(cli("dashboard", tmp_path, "--host", " "))
+
+
+def test_the_filter_reads_option_columns_as_digitlab_runs_does():
+    """A run's other options sit in its row under `options`; the table's filter reads them beside the named
+    columns, as `digitlab runs --where` does."""
+    from digitlab.dashboard.api import _matches
+    from digitlab.runs.where import parse_all
+    row = {"name": "a", "lr": 0.1, "options": {"data.dataset": "digits8x8", "optimizer.nesterov": True}}
+    assert _matches(row, parse_all(["data.dataset=digits8x8", "lr>=0.1"]))
+    assert not _matches(row, parse_all(["data.dataset=mnist"]))
+    assert _matches(row, [])

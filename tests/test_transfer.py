@@ -108,3 +108,14 @@ def test_a_reproduction_says_when_the_source_run_changed_since(tmp_path):
     shutil.rmtree(source)
     line = one_line_error(cli("reproduce", tuned, "--runs-dir", tmp_path / "copies"))
     assert line.startswith(f"error: {tuned / layout.CONFIG}: init_from: {source}"), line
+
+
+def test_a_source_reads_back_without_the_memory_check(tiny_run, monkeypatch):
+    """The memory check belongs to training this config, not to reading the source run back: a machine with less
+    memory free now still starts from the source's weights (the target's own config is checked when validated)."""
+    import digitlab.config as config
+    import digitlab.config.memory as memory
+    cfg = validate({**TEN, "init_from": str(tiny_run)})
+    monkeypatch.setattr(memory, "available_memory", lambda: memory.Limit(1 << 10, "MemAvailable"))
+    monkeypatch.setattr(config, "_RUN_CONFIGS", {})  # nothing read before this test may answer for it
+    assert init_weights(prepare(cfg)).record["copied"] == [0, 1, 2]

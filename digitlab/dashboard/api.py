@@ -16,7 +16,7 @@ from collections import OrderedDict
 
 from digitlab.errors import UserError
 from digitlab.run import layout
-from digitlab.runs.columns import CONFIG_COLUMNS, format_value
+from digitlab.runs.columns import CONFIG_COLUMNS, flat, format_value
 from digitlab.runs.where import parse_all
 
 # The table's columns: these always, then the config columns whose values differ across the runs listed.
@@ -61,7 +61,7 @@ class Views:
             cached = self._tables.get(key)
         if cached is None:
             chosen = [e for e in entries if (not statuses or e.values.get("status") in statuses)
-                      and all(c.matches(e.values) for c in conditions)]
+                      and _matches(e.values, conditions)]
             chosen = _sorted(chosen, sort)
             differ = differing([e.values for e in chosen])
             counts: dict[str, int] = {}
@@ -199,3 +199,12 @@ def _finite(values: dict) -> dict:
 
 def dumps(answer: dict) -> bytes:
     return json.dumps(answer, separators=(",", ":"), default=str, allow_nan=False).encode()
+
+
+def _matches(values: dict, conditions) -> bool:
+    """Whether a run's row meets every --where condition, its other options' columns (optimizer.nesterov,
+    data.dataset) beside the named ones, as `digitlab runs` reads them."""
+    if not conditions:
+        return True
+    row = flat(values, option_keys=False)
+    return all(c.matches(row) for c in conditions)

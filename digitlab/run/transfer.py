@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from digitlab.config import config_hash, load_config
+from digitlab.config import config_hash, read_run_config
 from digitlab.data import open_source
 from digitlab.errors import ConfigError, RunError
 from digitlab.nn.registry import layer_name
@@ -63,7 +63,7 @@ def init_weights(setup: Setup) -> Transfer:
             _refuse(f"{path}: is {status}; init_from needs a run that completed")
         if not (source / layout.MODEL).is_file():
             _refuse(f"{path}: its {layout.MODEL} is missing: the run is damaged")
-        cfg = load_config(source / layout.CONFIG)
+        cfg = read_run_config(source / layout.CONFIG)
         check_agreement(source, cfg, info, source.read_metrics())
         image_shape = open_source(cfg["data"]).image_shape
         model, _ = load_model(source / layout.MODEL, cfg, image_shape)

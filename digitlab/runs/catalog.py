@@ -80,9 +80,10 @@ def cached_rows(folder: Path) -> list[tuple[Path, dict]]:
         for key, row in rows:
             if key != "." and key.startswith(inside):
                 path = base.joinpath(*key.split("/"))
-                values = json.loads(row)
-                values.update(path=str(path), name=path.name)
-                out.append((path, values))
+                values = _object(row)
+                if values is not None:  # a damaged row waits for the full look, which reads its folder again
+                    values.update(path=str(path), name=path.name)
+                    out.append((path, values))
         return out
     return []
 
